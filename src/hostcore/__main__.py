@@ -1,0 +1,3 @@
+from hostcore.cli import main
+
+main()

@@ -1,0 +1,217 @@
+"""The app factory: ``create_app(settings)`` builds one FastAPI app from settings and plugins.
+
+Nothing here runs at import time. Every worker process calls ``create_app``
+once; plugin startup runs in the lifespan, where a failure marks just that
+plugin failed (its routes answer 503) while the rest keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+
+from hostcore import __version__
+from hostcore.config import Settings
+from hostcore.errors import HostcoreError, PluginError, handle_error
+from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
+from hostcore.middleware import RequestContextMiddleware
+from hostcore.plugins import Plugin, PluginRegistry, api_prefix
+from hostcore.runner import Runner
+
+CORE = "hostcore core"
+STARTUP_TIMEOUT_S = 30.0
+CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
+    Exception,
+    HostcoreError,
+    StarletteHTTPException,
+    RequestValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+class PathClaims:
+    """Who serves which path; a second claimant fails startup, naming both."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, str] = {}
+        self.mounts: dict[str, str] = {}
+
+    def claim_route(self, path: str, owner: str) -> None:
+        current = self.routes.get(path)
+        if current is not None and current != owner:
+            raise PluginError(f"route {path} is claimed by both {current} and {owner}")
+        for mount, mount_owner in self.mounts.items():
+            if mount_owner != owner and _under(path, mount):
+                raise PluginError(
+                    f"route {path} of {owner} lies under mount {mount} of {mount_owner}"
+                )
+        self.routes[path] = owner
+
+    def claim_mount(self, path: str, owner: str) -> None:
+        if not path.startswith("/") or path.rstrip("/") == "":
+            raise PluginError(f"{owner} asks for mount {path!r}: it must be a path below /")
+        for mount, mount_owner in self.mounts.items():
+            if _under(path, mount) or _under(mount, path):
+                raise PluginError(
+                    f"mount {path} of {owner} overlaps mount {mount} of {mount_owner}"
+                )
+        for route, route_owner in self.routes.items():
+            if route_owner != owner and _under(route, path):
+                raise PluginError(f"mount {path} of {owner} covers route {route} of {route_owner}")
+        self.mounts[path] = owner
+
+
+def _route_paths(routes: list[BaseRoute], prefix: str) -> list[tuple[str, bool]]:
+    """(full path, is_mount) for every route a router holds."""
+    paths = []
+    for route in routes:
+        if isinstance(route, Mount):
+            paths.append((prefix + route.path, True))
+        elif isinstance(route, Route | WebSocketRoute):
+            paths.append((prefix + route.path, False))
+    return paths
+
+
+def _mount_plugin(
+    app: FastAPI, registry: PluginRegistry, plugin: Plugin, settings: Settings, claims: PathClaims
+) -> None:
+    owner = f"plugin {plugin.name} ({plugin.distribution})"
+    prefix = api_prefix(plugin.name)
+    router = registry.call(plugin.name, "hostcore_routes", settings=settings, config=plugin.config)
+    if router is not None:
+        if not isinstance(router, APIRouter):
+            raise PluginError(f"{owner}: hostcore_routes must return an APIRouter")
+        for path, is_mount in _route_paths(router.routes, prefix):
+            (claims.claim_mount if is_mount else claims.claim_route)(path, owner)
+        app.include_router(router, prefix=prefix, tags=[plugin.name])
+        plugin.prefixes.append(prefix)
+
+    mounts = registry.call(
+        plugin.name, "hostcore_static_mounts", settings=settings, config=plugin.config
+    )
+    for url_path, directory in dict(mounts or {}).items():
+        claims.claim_mount(url_path, owner)
+        if not Path(directory).is_dir():
+            raise PluginError(f"{owner}: static directory {directory} for {url_path} is missing")
+        app.mount(
+            url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
+        )
+        plugin.prefixes.append(url_path)
+
+
+def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
+    for exc_class in (HostcoreError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(exc_class, handle_error)
+    owners: dict[type[Exception], str] = {}
+    for plugin in registry.active():
+        handlers = registry.call(plugin.name, "hostcore_exception_handlers") or {}
+        for exc_class, handler in dict(handlers).items():
+            if exc_class in CORE_EXCEPTIONS:
+                raise PluginError(
+                    f"plugin {plugin.name} may not replace hostcore's handler "
+                    f"for {exc_class.__name__}"
+                )
+            if exc_class in owners:
+                raise PluginError(
+                    f"{exc_class.__name__} is handled by both plugin {owners[exc_class]} "
+                    f"and plugin {plugin.name}"
+                )
+            owners[exc_class] = plugin.name
+            app.add_exception_handler(exc_class, handler)
+
+
+async def _start_plugins(app: FastAPI, registry: PluginRegistry, settings: Settings) -> list[str]:
+    started = []
+    for plugin in registry.active():
+        if not registry.implements(plugin.name, "hostcore_startup"):
+            started.append(plugin.name)
+            continue
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                await registry.acall(
+                    plugin.name,
+                    "hostcore_startup",
+                    app=app,
+                    settings=settings,
+                    config=plugin.config,
+                )
+        except Exception as exc:  # isolation: one plugin's failure must not stop the server
+            log.exception("plugin %s failed to start", plugin.name)
+            reason = "startup timed out" if isinstance(exc, TimeoutError) else f"{exc}"
+            registry.fail(plugin.name, f"startup failed: {type(exc).__name__}: {reason}")
+        else:
+            started.append(plugin.name)
+    return started
+
+
+async def _stop_plugins(app: FastAPI, registry: PluginRegistry, names: list[str]) -> None:
+    for name in reversed(names):
+        try:
+            await registry.acall(name, "hostcore_shutdown", app=app)
+        except Exception:
+            log.exception("plugin %s failed to shut down cleanly", name)
+
+
+def create_app(settings: Settings, *, registry: PluginRegistry | None = None) -> FastAPI:
+    """Build the app. ``registry`` defaults to the plugins installed through entry points."""
+    registry = PluginRegistry.load(settings) if registry is None else registry
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+        started = await _start_plugins(app, registry, settings)
+        log.info(
+            "hostcore %s ready: %s",
+            __version__,
+            ", ".join(f"{p.name}={p.state.value}" for p in registry) or "no plugins",
+        )
+        try:
+            yield {}
+        finally:
+            await _stop_plugins(app, registry, started)
+
+    docs = settings.server.docs
+    app = FastAPI(
+        title="hostcore",
+        version=__version__,
+        description="One API to read and control this device.",
+        openapi_url=OPENAPI_URL if docs else None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.runner = Runner(settings.runner)
+
+    install_meta_routes(app, registry, docs=docs)
+    claims = PathClaims()
+    for path in CORE_PATHS:
+        claims.claim_route(path, CORE)
+    for path in CORE_MOUNTS if docs else ():
+        claims.claim_mount(path, CORE)
+    for plugin in registry.active():
+        _mount_plugin(app, registry, plugin, settings, claims)
+    _install_exception_handlers(app, registry)
+
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.server.max_body_bytes,
+        access_log_enabled=settings.logging.access_log,
+        unavailable=registry.unavailable_for,
+    )
+    return app

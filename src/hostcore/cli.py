@@ -1,0 +1,205 @@
+"""The ``hostcore`` command line. Plugins add sub-commands through ``hostcore_cli``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+
+from hostcore import __version__
+from hostcore.config import Settings, cli_layers_to_environment, effective_config, load_settings
+from hostcore.errors import ConfigError, PluginError
+from hostcore.plugins import PluginRegistry, installed_sources
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="A TOML file layered over /etc/hostcore/hostcore.toml and ./hostcore.toml.",
+        dir_okay=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override one setting, e.g. --set server.port=9000 (repeatable; highest precedence).",
+        metavar="KEY.PATH=VALUE",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"hostcore: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_or_exit(config: Path | None, overrides: list[str] | None) -> Settings:
+    try:
+        return load_settings(config_file=config, overrides=overrides or [])
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def registry_or_exit(settings: Settings) -> PluginRegistry:
+    try:
+        return PluginRegistry.load(settings)
+    except (ConfigError, PluginError) as exc:
+        fail(str(exc))
+
+
+cli = typer.Typer(
+    name="hostcore",
+    help="One secure, fast, pluggable REST API for this device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+plugins_cli = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+cli.add_typer(plugins_cli, name="plugins")
+cli.add_typer(config_cli, name="config")
+
+
+@cli.command()
+def serve(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [server.host, default 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port [server.port, default 8000].", min=1, max=65535)
+    ] = None,
+    uds: Annotated[
+        Path | None, typer.Option(help="Listen on this unix socket instead of TCP [server.uds].")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="More than 1 runs gunicorn with uvicorn workers [server.workers].", min=1
+        ),
+    ] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    debug: Annotated[bool, typer.Option(help="DEBUG on the console [debug].")] = False,
+) -> None:
+    """Run the API server (one uvicorn process, or gunicorn with --workers N)."""
+    overrides = list(set_ or [])
+    flags = {"server.host": host, "server.port": port, "server.uds": uds, "server.workers": workers}
+    overrides += [f"{key}={value}" for key, value in flags.items() if value is not None]
+    if debug:
+        overrides.append("debug=true")
+    settings = load_or_exit(config, overrides)
+    # Fail on plugin config errors here, with a clear message, not inside a worker.
+    registry_or_exit(settings)
+
+    from hostcore.logging import configure_logging
+    from hostcore.serve import run_gunicorn, run_uvicorn
+
+    multiprocess = settings.server.workers > 1
+    configure_logging(settings, rotate=not multiprocess and not reload)
+    if multiprocess:
+        if reload:
+            fail("--reload works with one worker only")
+        run_gunicorn(settings, debug=settings.debug)
+    else:
+        run_uvicorn(
+            settings, reload=reload, cli_layers=cli_layers_to_environment(config, overrides)
+        )
+
+
+@cli.command()
+def version() -> None:
+    """Print the hostcore version."""
+    typer.echo(f"hostcore {__version__}")
+
+
+@plugins_cli.command("list")
+def plugins_list(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List every plugin with its version, state and scopes."""
+    registry = registry_or_exit(load_or_exit(config, set_))
+    plugins = list(registry)
+    if as_json:
+        rows = [
+            {
+                "name": p.name,
+                "version": p.version,
+                "state": p.state.value,
+                "builtin": p.builtin,
+                "distribution": p.distribution,
+                "scopes": p.scopes,
+                "reason": p.reason,
+            }
+            for p in plugins
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not plugins:
+        typer.echo("no plugins installed")
+        return
+    width = max(len(p.name) for p in plugins)
+    for p in plugins:
+        line = f"{p.name:<{width}}  {p.version:<10} {p.state.value:<9} "
+        line += f"scopes: {', '.join(p.scopes) or '-'}"
+        if p.reason and not p.ok:
+            line += f"  ({p.reason})"
+        typer.echo(line)
+
+
+@config_cli.command("show")
+def config_show(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print every effective setting with the layer it came from (secrets redacted)."""
+    settings = load_or_exit(config, set_)
+    plugin_settings: dict[str, BaseModel] = dict(registry_or_exit(settings).configs())
+    rows = effective_config(settings, plugin_settings)
+    if as_json:
+        typer.echo(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))
+        return
+    for key, value, source in rows:
+        typer.echo(f"{key} = {json.dumps(value)}    # {source}")
+
+
+def add_plugin_commands(root: typer.Typer) -> None:
+    """Let every installed plugin add its sub-commands; a name claimed twice is an error."""
+    registry = PluginRegistry()
+    owners = {name: "hostcore" for name in _command_names(root)}
+    for source in installed_sources():
+        try:
+            registry.pm.register(source.load(), name=source.name)
+        except Exception as exc:  # a broken plugin must not break the whole CLI
+            typer.echo(f"hostcore: plugin {source.name} failed to load: {exc}", err=True)
+            continue
+        before = Counter(_command_names(root))
+        registry.call(source.name, "hostcore_cli", cli=root)
+        for name in Counter(_command_names(root)) - before:
+            if name in owners:
+                fail(f"command {name!r} is claimed by both {owners[name]} and plugin {source.name}")
+            owners[name] = f"plugin {source.name}"
+
+
+def _command_names(root: typer.Typer) -> list[str]:
+    names = []
+    for command in root.registered_commands:
+        callback: Any = command.callback
+        names.append(command.name or callback.__name__.replace("_", "-"))
+    names.extend(group.name or "" for group in root.registered_groups)
+    return names
+
+
+def main() -> None:
+    add_plugin_commands(cli)
+    cli(prog_name="hostcore")

@@ -1,0 +1,401 @@
+"""Settings and the layered loader.
+
+Precedence, lowest first: built-in defaults < /etc/hostcore/hostcore.toml <
+./hostcore.toml < --config FILE < HOSTCORE_* environment (``__`` nests) <
+--set key.path=value. Tables merge deeply; lists and scalars are replaced.
+Every value remembers the layer it came from, so errors and ``config show``
+can name the file, variable or flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from hostcore.errors import ConfigError
+
+APP_NAME = "hostcore"
+SYSTEM_CONFIG = Path("/etc/hostcore/hostcore.toml")
+LOCAL_CONFIG = Path("hostcore.toml")
+ENV_PREFIX = "HOSTCORE_"
+# Carries --config/--set to processes the CLI spawns (uvicorn --reload); not a setting.
+CLI_LAYERS_ENV = "HOSTCORE_CLI_LAYERS"
+DEFAULT_SOURCE = "default"
+REDACTED = "********"
+_SECRET_WORDS = ("secret", "password", "passphrase", "token", "private_key", "api_key")
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _default_data_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/hostcore")
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def _default_log_dir() -> Path:
+    if _is_root():
+        return Path("/var/log/hostcore")
+    return Path(platformdirs.user_log_dir(APP_NAME))
+
+
+def _default_run_dir() -> Path:
+    if _is_root():
+        return Path("/run/hostcore")
+    return Path(platformdirs.user_runtime_dir(APP_NAME))
+
+
+class Section(BaseModel):
+    """Base of every settings table: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    uds: Path | None = None
+    workers: int = Field(1, ge=1, le=64, description="More than 1 runs gunicorn.")
+    docs: bool = Field(True, description="Serve /docs, /redoc and the OpenAPI document.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    graceful_timeout_s: int = Field(10, ge=1, le=600)
+
+
+class LoggingSettings(Section):
+    access_log: bool = Field(True, description="One INFO line per request.")
+    max_bytes: int = Field(
+        10 * 1024 * 1024, ge=0, description="Rotate log files at this size (single process)."
+    )
+    backup_count: int = Field(3, ge=0, le=100)
+
+
+class RunnerSettings(Section):
+    timeout_s: float = Field(10.0, gt=0, le=3600, description="Default process timeout.")
+    max_output_bytes: int = Field(1024 * 1024, ge=1024, description="Per stream; rest dropped.")
+    max_concurrency: int = Field(4, ge=1, le=256, description="Processes running at once.")
+
+
+class PluginsSettings(BaseModel):
+    """``enabled``/``disabled`` choose what loads; every other key is a plugin's own table."""
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: list[str] | None = Field(None, description="Only these load (all when unset).")
+    disabled: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sections_are_tables(self) -> PluginsSettings:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key plugins.{key} (plugin settings must be a table)")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = (self.model_extra or {}).get(name, {})
+        return dict(value)
+
+    def section_names(self) -> list[str]:
+        return list(self.model_extra or {})
+
+    def is_enabled(self, name: str) -> bool:
+        if name in self.disabled:
+            return False
+        return self.enabled is None or name in self.enabled
+
+
+class Settings(Section):
+    """The one settings object. ``create_app(settings)`` takes it."""
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_dir: Path = Field(default_factory=_default_log_dir)
+    run_dir: Path = Field(default_factory=_default_run_dir)
+    debug: bool = Field(False, description="DEBUG on the console.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def source_of(self, dotted_key: str) -> str:
+        """The layer a key's value came from: a file, an env variable, a flag, or default."""
+        return _source_of(self._sources, dotted_key)
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return types.MappingProxyType(self._sources)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One configuration layer; ``key_sources`` names a finer source per key (env, --set)."""
+
+    source: str
+    data: Mapping[str, Any]
+    key_sources: Mapping[str, str] = field(default_factory=dict)
+
+    def source_for(self, dotted_key: str) -> str:
+        found = _source_of(self.key_sources, dotted_key)
+        return self.source if found == DEFAULT_SOURCE else found
+
+
+def _source_of(sources: Mapping[str, str], dotted_key: str) -> str:
+    """The source of a key, of the value that contains it, or of a table below it."""
+    parts = dotted_key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    below = sorted(key for key in sources if key.startswith(f"{dotted_key}."))
+    return sources[below[0]] if below else DEFAULT_SOURCE
+
+
+def _deep_merge(
+    target: dict[str, Any],
+    incoming: Mapping[str, Any],
+    source_for: Callable[[str], str],
+    sources: dict[str, str],
+    prefix: str = "",
+) -> None:
+    for key, value in incoming.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value, source_for, sources, f"{path}.")
+            continue
+        for stale in [k for k in sources if k.startswith(f"{path}.")]:
+            del sources[stale]
+        if isinstance(value, Mapping):
+            target[key] = {}
+            _deep_merge(target[key], value, source_for, sources, f"{path}.")
+        else:
+            target[key] = value
+            sources[path] = source_for(path)
+
+
+def _field_annotation(path: Sequence[str]) -> Any:
+    """The annotation of a (possibly nested) Settings field, or None when unknown."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = annotation
+    return annotation
+
+
+def _is_list_annotation(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_list_annotation(arg) for arg in typing.get_args(annotation))
+    return origin in (list, tuple, set)
+
+
+def _typed_value(path: Sequence[str], raw: str, source: str) -> Any:
+    """A string from the environment or --set, shaped for the field it targets.
+
+    JSON for lists and tables (``["a","b"]``); a comma list is accepted for list
+    fields; anything else stays a string for pydantic to convert.
+    """
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: value is not valid JSON: {exc}") from exc
+    if _is_list_annotation(_field_annotation(path)):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def _always(label: str) -> Callable[[str], str]:
+    return lambda _key: label
+
+
+def _nest(path: Sequence[str], value: Any) -> dict[str, Any]:
+    nested: dict[str, Any] = {path[-1]: value}
+    for part in reversed(path[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def read_toml(path: Path, *, label: str | None = None) -> Layer:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    return Layer(label or str(path), data)
+
+
+def environment_layer(environ: Mapping[str, str]) -> Layer:
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == CLI_LAYERS_ENV:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        value = _typed_value(path, environ[name], f"environment variable {name}")
+        _deep_merge(data, _nest(path, value), _always(f"env {name}"), sources)
+    return Layer("environment", data, sources)
+
+
+def override_layer(assignments: Sequence[str]) -> Layer:
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        path = key.split(".")
+        if not sep or not all(path):
+            raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+        value = _typed_value(path, raw, f"--set {key}")
+        _deep_merge(data, _nest(path, value), _always(f"--set {key}"), sources)
+    return Layer("--set", data, sources)
+
+
+def cli_layers_from_environment(environ: Mapping[str, str]) -> tuple[Path | None, list[str]]:
+    """The --config/--set a parent CLI handed down through CLI_LAYERS_ENV."""
+    raw = environ.get(CLI_LAYERS_ENV)
+    if not raw:
+        return None, []
+    decoded = json.loads(raw)
+    config = decoded.get("config")
+    return (Path(config) if config else None), list(decoded.get("set", []))
+
+
+def cli_layers_to_environment(config_file: Path | None, overrides: Sequence[str]) -> str:
+    return json.dumps({"config": str(config_file) if config_file else None, "set": list(overrides)})
+
+
+def collect_layers(
+    *,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    system_config: Path = SYSTEM_CONFIG,
+    local_config: Path = LOCAL_CONFIG,
+) -> list[Layer]:
+    environ = os.environ if environ is None else environ
+    layers: list[Layer] = []
+    for candidate in (system_config, local_config):
+        if candidate.is_file():
+            layers.append(read_toml(candidate, label=str(candidate.absolute())))
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"--config {config_file}: no such file")
+        layers.append(read_toml(config_file, label=f"--config {config_file.absolute()}"))
+    layers.append(environment_layer(environ))
+    layers.append(override_layer(overrides))
+    return layers
+
+
+def merge_layers(layers: Sequence[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        _deep_merge(merged, layer.data, layer.source_for, sources)
+    return merged, sources
+
+
+def describe_validation_error(
+    exc: ValidationError, sources: Mapping[str, str], prefix: str = ""
+) -> str:
+    lines = []
+    for error in exc.errors():
+        key = prefix + ".".join(str(part) for part in error["loc"])
+        source = _source_of(sources, key)
+        origin = "" if source == DEFAULT_SOURCE else f" (from {source})"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key}{origin}")
+        else:
+            lines.append(f"{key}{origin}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def build_settings(layers: Sequence[Layer]) -> Settings:
+    merged, sources = merge_layers(layers)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, sources)) from None
+    settings._sources = sources
+    return settings
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    system_config: Path = SYSTEM_CONFIG,
+    local_config: Path = LOCAL_CONFIG,
+) -> Settings:
+    """Load the effective settings from every layer, in precedence order."""
+    layers = collect_layers(
+        config_file=config_file,
+        overrides=overrides,
+        environ=environ,
+        system_config=system_config,
+        local_config=local_config,
+    )
+    return build_settings(layers)
+
+
+def validate_plugin_settings(settings: Settings, name: str, model: type[BaseModel]) -> BaseModel:
+    """Validate ``[plugins.<name>]`` against the plugin's model, naming the source on error."""
+    try:
+        return model.model_validate(settings.plugins.section(name))
+    except ValidationError as exc:
+        message = describe_validation_error(exc, settings.sources, prefix=f"plugins.{name}.")
+        raise ConfigError(message) from None
+
+
+def is_secret_key(dotted_key: str) -> bool:
+    last = dotted_key.rsplit(".", 1)[-1].lower()
+    if last.endswith("_file"):
+        return False
+    return any(word in last for word in _SECRET_WORDS)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, f"{path}.")
+        else:
+            yield path, value
+
+
+def effective_config(
+    settings: Settings, plugin_settings: Mapping[str, BaseModel] | None = None
+) -> list[tuple[str, Any, str]]:
+    """Every key with its effective value (secrets redacted) and the layer it came from."""
+    data = settings.model_dump(mode="json")
+    plugins = data["plugins"]
+    for name, model in (plugin_settings or {}).items():
+        plugins[name] = model.model_dump(mode="json")
+    rows = []
+    for key, value in flatten(data):
+        shown = REDACTED if is_secret_key(key) and value not in (None, "") else value
+        rows.append((key, shown, settings.source_of(key)))
+    return rows

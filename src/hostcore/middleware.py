@@ -1,0 +1,127 @@
+"""Pure ASGI middleware around every request: it runs on the hot path, so it stays lean.
+
+One pass does what every request needs before any route runs: the request id
+(taken from ``X-Request-ID`` when well-formed, else generated, echoed back and
+put on every log line), the body-size limit, the 503 for routes of a failed
+plugin, the last-resort 500 (logged with the request id, never a traceback to
+the client) and the access line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hostcore.errors import BadRequest, PayloadTooLarge, PluginUnavailable, error_response
+from hostcore.logging import request_id_var
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+access_log = logging.getLogger("hostcore.access")
+log = logging.getLogger(__name__)
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        access_log_enabled: bool,
+        unavailable: Callable[[str], PluginUnavailable | None],
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.access_log_enabled = access_log_enabled
+        self.unavailable = unavailable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id: bytes | None = None
+        content_length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                request_id = value
+            elif name == b"content-length":
+                content_length = value
+        if request_id is None or not _VALID_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex.encode()
+        request_id_var.set(request_id.decode())
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope, content_length)
+            if refusal is not None:
+                await error_response(refusal, scope["method"], scope["path"])(
+                    scope, receive, send_with_request_id
+                )
+            elif content_length is None and self.max_body_bytes:
+                await self.app(scope, self._limited(receive), send_with_request_id)
+            else:
+                await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if status == 0:
+                await error_response(exc, scope["method"], scope["path"])(
+                    scope, receive, send_with_request_id
+                )
+        finally:
+            if self.access_log_enabled:
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+    def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:
+        unavailable = self.unavailable(scope["path"])
+        if unavailable is not None:
+            return unavailable
+        if content_length is not None:
+            try:
+                length = int(content_length)
+            except ValueError:
+                return BadRequest("Content-Length is not a number")
+            if length > self.max_body_bytes:
+                return PayloadTooLarge(
+                    f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
+                )
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count a body sent without Content-Length (chunked) and stop it at the limit."""
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        return limited_receive
