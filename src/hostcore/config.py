@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import tomllib
 import types
 import typing
@@ -54,7 +55,11 @@ def _default_log_dir() -> Path:
 def _default_run_dir() -> Path:
     if _is_root():
         return Path("/run/hostcore")
-    return Path(platformdirs.user_runtime_dir(APP_NAME))
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / APP_NAME
+    # No session runtime dir (a container, a cron job): a private dir under /tmp.
+    return Path(tempfile.gettempdir()) / f"{APP_NAME}-{os.getuid()}"
 
 
 class Section(BaseModel):

@@ -61,30 +61,53 @@ class RequestContextMiddleware:
 
         started = time.perf_counter()
         status = 0
+        refused_by_us = False
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
+            if refused_by_us and status:
+                return  # we already answered 413; whatever the app says now is moot
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
+        async def refuse(exc: Exception) -> None:
+            await error_response(exc, scope["method"], scope["path"])(
+                scope, receive, send_with_request_id
+            )
+
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives; past the
+            # limit the client gets 413 and the app sees a disconnect.
+            nonlocal received, refused_by_us
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    if not status:
+                        await refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
+                    refused_by_us = True
+                    return {"type": "http.disconnect"}
+            return message
+
         try:
             refusal = self._refusal(scope, content_length)
             if refusal is not None:
-                await error_response(refusal, scope["method"], scope["path"])(
-                    scope, receive, send_with_request_id
-                )
-            elif content_length is None and self.max_body_bytes:
-                await self.app(scope, self._limited(receive), send_with_request_id)
+                await refuse(refusal)
+            elif content_length is None:
+                await self.app(scope, limited_receive, send_with_request_id)
             else:
                 await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
+            if refused_by_us:
+                return
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status == 0:
-                await error_response(exc, scope["method"], scope["path"])(
-                    scope, receive, send_with_request_id
-                )
+                await refuse(exc)
         finally:
             if self.access_log_enabled:
                 access_log.info(
@@ -109,19 +132,3 @@ class RequestContextMiddleware:
                     f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
                 )
         return None
-
-    def _limited(self, receive: Receive) -> Receive:
-        """Count a body sent without Content-Length (chunked) and stop it at the limit."""
-        received = 0
-        limit = self.max_body_bytes
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            return message
-
-        return limited_receive

@@ -1,0 +1,325 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+
+from hostcore import __version__
+from hostcore.config import Settings
+from hostcore.errors import PluginError
+from hostcore.hookspecs import hookimpl
+from tests.plugin_fakes import Broken, Echo, Mounting
+
+AppFactory = Callable[..., FastAPI]
+ClientFor = Callable[[FastAPI], TestClient]
+
+
+@pytest.fixture
+def client(app_factory: AppFactory, client_for: ClientFor) -> TestClient:
+    return client_for(app_factory({"echo": Echo()}))
+
+
+def test_app_factory_reads_nothing_at_import() -> None:
+    import hostcore.app
+    import hostcore.asgi
+
+    assert "_app" in vars(hostcore.asgi) and hostcore.asgi._app is None
+    assert callable(hostcore.app.create_app)
+
+
+def test_health_is_liveness(client: TestClient) -> None:
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_failed_plugin_answers_503_and_the_rest_keep_serving(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    client = client_for(app_factory({"broken": Broken(), "echo": Echo()}))
+    refused = client.get("/api/v1/broken/thing")
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "error": "PluginUnavailable",
+        "detail": "plugin broken is unavailable: startup failed: "
+        "OSError: device /dev/widget not found",
+    }
+    assert client.get("/api/v1/echo/word").status_code == 200
+    assert client.get("/api/v1/health").status_code == 200
+    listing = {p["name"]: p for p in client.get("/api/v1/plugins").json()}
+    assert listing["broken"]["state"] == "failed"
+    assert listing["broken"]["health"] == {
+        "status": "down",
+        "detail": "startup failed: OSError: device /dev/widget not found",
+    }
+    assert listing["echo"]["state"] == "ok"
+
+
+def test_failed_plugin_static_mount_answers_503(
+    app_factory: AppFactory, client_for: ClientFor, tmp_path: Path
+) -> None:
+    class BrokenPanel(Mounting):
+        @hookimpl
+        def hostcore_startup(self) -> None:
+            raise RuntimeError("no display")
+
+    (tmp_path / "index.html").write_text("x")
+    client = client_for(app_factory({"panel": BrokenPanel(tmp_path)}))
+    assert client.get("/ui/").status_code == 503
+
+
+def test_plugins_lists_version_state_and_health(
+    app_factory: AppFactory, client_for: ClientFor, settings_factory: Callable[..., Settings]
+) -> None:
+    app = app_factory(
+        {"echo": Echo(), "off": Echo()}, app_settings=settings_factory("plugins.disabled=off")
+    )
+    listing = client_for(app).get("/api/v1/plugins").json()
+    assert listing == [
+        {
+            "name": "echo",
+            "version": __version__,
+            "distribution": "local",
+            "builtin": False,
+            "state": "ok",
+            "reason": None,
+            "scopes": {"echo:read": "Read echoes."},
+            "health": {"status": "ok"},
+        },
+        {
+            "name": "off",
+            "version": __version__,
+            "distribution": "local",
+            "builtin": False,
+            "state": "disabled",
+            "reason": "disabled by configuration",
+            "scopes": {},
+            "health": {"status": "disabled"},
+        },
+    ]
+    # A disabled plugin has no routes at all.
+    assert client_for(app).get("/api/v1/off/word").status_code == 404
+
+
+def test_mount_conflict_fails_startup_naming_both(app_factory: AppFactory, tmp_path: Path) -> None:
+    with pytest.raises(
+        PluginError, match=r"mount /ui of plugin two .* overlaps mount /ui of plugin one"
+    ):
+        app_factory({"one": Mounting(tmp_path), "two": Mounting(tmp_path)})
+
+
+def test_nested_mount_conflict_fails(app_factory: AppFactory, tmp_path: Path) -> None:
+    with pytest.raises(
+        PluginError, match=r"mount /ui/extra of plugin two .* overlaps mount /ui of plugin one"
+    ):
+        app_factory({"one": Mounting(tmp_path), "two": Mounting(tmp_path, "/ui/extra")})
+
+
+def test_mount_over_core_route_fails(app_factory: AppFactory, tmp_path: Path) -> None:
+    with pytest.raises(
+        PluginError, match=r"mount /api of plugin grab .* covers route .* hostcore core"
+    ):
+        app_factory({"grab": Mounting(tmp_path, "/api")})
+    with pytest.raises(PluginError, match="overlaps mount /static/docs of hostcore core"):
+        app_factory({"grab": Mounting(tmp_path, "/static")})
+
+
+def test_route_under_another_plugins_mount_fails(app_factory: AppFactory, tmp_path: Path) -> None:
+    with pytest.raises(PluginError, match=r"route /api/v1/echo/word of plugin echo .* lies under"):
+        app_factory({"cover": Mounting(tmp_path, "/api/v1/echo"), "echo": Echo()})
+
+
+def test_routes_hook_must_return_a_router(app_factory: AppFactory) -> None:
+    class Wrong:
+        @hookimpl
+        def hostcore_routes(self) -> object:
+            return {"/x": None}
+
+    with pytest.raises(PluginError, match="must return an APIRouter"):
+        app_factory({"wrong": Wrong()})
+
+
+def test_plugin_may_not_replace_core_handlers(app_factory: AppFactory) -> None:
+    class Greedy:
+        @hookimpl
+        def hostcore_exception_handlers(self) -> dict[type[Exception], object]:
+            return {Exception: lambda request, exc: None}
+
+    with pytest.raises(PluginError, match="may not replace hostcore's handler for Exception"):
+        app_factory({"greedy": Greedy()})
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_404_is_json(client: TestClient) -> None:
+    response = client.get("/api/v1/nothing/here")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "NotFound",
+        "detail": "no route matches GET /api/v1/nothing/here",
+    }
+
+
+def test_405_is_json_and_keeps_allow(client: TestClient) -> None:
+    response = client.delete("/api/v1/health")
+    assert response.status_code == 405
+    assert response.json()["error"] == "MethodNotAllowed"
+    assert response.headers["allow"] == "GET"
+
+
+def test_422_keeps_the_field_list_without_echoing_input(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    class Strict:
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            router = APIRouter()
+
+            @router.get("/n")
+            async def n(count: int) -> dict[str, int]:
+                return {"count": count}
+
+            return router
+
+    client = client_for(app_factory({"strict": Strict()}))
+    response = client.get("/api/v1/strict/n", params={"count": "$(reboot)"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "ValidationError"
+    assert body["errors"] == [
+        {
+            "loc": ["query", "count"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        }
+    ]
+    assert "$(reboot)" not in response.text
+
+
+def test_domain_error_maps_to_its_status(client: TestClient) -> None:
+    response = client.get("/api/v1/echo/missing")
+    assert response.status_code == 404
+    assert response.json() == {"error": "NotFound", "detail": "there is no such thing"}
+
+
+def test_500_never_leaks_and_is_logged_with_the_request_id(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = client.get("/api/v1/echo/crash", headers={"X-Request-ID": "crash-1"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "InternalError",
+        "detail": "internal server error (request id crash-1)",
+    }
+    assert "shadow" not in response.text and "Traceback" not in response.text
+    assert response.headers["x-request-id"] == "crash-1"
+    record = next(r for r in caplog.records if r.getMessage().startswith("unhandled error"))
+    assert record.exc_info is not None
+    assert "secret internals" in str(record.exc_info[1])
+
+
+# --- request ids and limits -----------------------------------------------------------
+
+
+def test_request_id_is_generated(client: TestClient) -> None:
+    first = client.get("/api/v1/health").headers["x-request-id"]
+    second = client.get("/api/v1/health").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
+
+
+def test_well_formed_request_id_is_echoed(client: TestClient) -> None:
+    response = client.get("/api/v1/health", headers={"X-Request-ID": "panel-42.a_b:c"})
+    assert response.headers["x-request-id"] == "panel-42.a_b:c"
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 200, "a b", "a\u00e9", "-leading", "a;rm -rf /"])
+def test_malformed_request_id_is_replaced(client: TestClient, bad: str) -> None:
+    response = client.get("/api/v1/health", headers={"X-Request-ID": bad.encode("utf-8")})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+def test_huge_body_is_refused_before_it_is_read(
+    app_factory: AppFactory, client_for: ClientFor, settings_factory: Callable[..., Settings]
+) -> None:
+    seen: list[int] = []
+
+    class Upload:
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            router = APIRouter()
+
+            @router.post("/blob")
+            async def blob(payload: dict[str, str]) -> dict[str, int]:
+                seen.append(len(payload))
+                return {"keys": len(payload)}
+
+            return router
+
+    settings = settings_factory("server.max_body_bytes=2048")
+    client = client_for(app_factory({"up": Upload()}, app_settings=settings))
+    big = {"data": "x" * 4096}
+    response = client.post("/api/v1/up/blob", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLarge"
+
+    def chunks() -> object:
+        yield b'{"data": "'
+        for _ in range(8):
+            yield b"x" * 512
+        yield b'"}'
+
+    chunked = client.post(
+        "/api/v1/up/blob", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413
+    assert seen == []
+    assert client.post("/api/v1/up/blob", json={"a": "b"}).json() == {"keys": 1}
+
+
+# --- docs and landing page --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_every_asset_from_hostcore(client: TestClient, page: str) -> None:
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+    assets += re.findall(r"""url:\s*['"]([^'"]+)['"]""", html.text)
+    assert assets, "the page references no assets"
+    for asset in assets:
+        assert asset.startswith("/"), f"{page} loads {asset} from outside hostcore"
+        assert client.get(asset).status_code == 200, asset
+    assert "cdn" not in html.text and "googleapis" not in html.text
+
+
+def test_openapi_document_lives_under_the_api(client: TestClient) -> None:
+    document = client.get("/api/v1/openapi.json").json()
+    assert document["info"]["version"] == __version__
+    assert "/api/v1/echo/word" in document["paths"]
+    assert client.get("/openapi.json").status_code == 404
+
+
+def test_docs_can_be_turned_off(
+    app_factory: AppFactory, client_for: ClientFor, settings_factory: Callable[..., Settings]
+) -> None:
+    client = client_for(app_factory(app_settings=settings_factory("server.docs=false")))
+    for path in ("/docs", "/redoc", "/api/v1/openapi.json", "/static/docs/swagger-ui.css"):
+        assert client.get(path).status_code == 404, path
+    assert "turned off" in client.get("/").text
+
+
+def test_landing_page_names_server_plugins_and_docs(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    page = client_for(app_factory({"echo": Echo(), "broken": Broken()})).get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert f"hostcore {__version__}" in page.text
+    assert re.search(r"<td>echo</td>.*<td class=\"ok\">ok</td>", page.text)
+    assert re.search(r"<td>broken</td>.*<td class=\"failed\">failed</td>", page.text)
+    assert 'href="/docs"' in page.text and 'href="/redoc"' in page.text
