@@ -89,6 +89,10 @@ def logging_config(settings: Settings, *, debug: bool, rotate: bool) -> dict[str
             "asyncio": {"level": "INFO"},
             "multipart": {"level": "INFO"},
             "watchfiles": {"level": "WARNING"},
+            # HTTP clients log whole URLs, query strings (and so tokens) included.
+            "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }
 

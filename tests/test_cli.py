@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostcore import __version__
+from tests.conftest import isolated_environ, run_hostcore
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return isolated_environ(tmp_path)
+
+
+def test_version(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore("version", env=env, cwd=tmp_path)
+    assert result.stdout == f"hostcore {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["serve", "plugins", "config", "version"]),
+        (("serve",), ["--workers", "--uds", "--reload", "--debug", "--config", "--set", "--port"]),
+        (("plugins", "list"), ["--json", "--config"]),
+        (("config", "show"), ["--json", "--set"]),
+    ],
+)
+def test_help_is_useful(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], expected: list[str]
+) -> None:
+    result = run_hostcore(*args, "--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0
+    for word in expected:
+        assert word in result.stdout
+
+
+def test_config_show_names_the_source_of_every_value(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "hostcore.toml").write_text("[server]\nworkers = 3\n")
+    custom = tmp_path / "custom.toml"
+    custom.write_text("[server]\nport = 9001\n[runner]\ntimeout_s = 3\n")
+    env["HOSTCORE_RUNNER__MAX_CONCURRENCY"] = "2"
+    result = run_hostcore(
+        "config",
+        "show",
+        "--json",
+        "--config",
+        str(custom),
+        "--set",
+        "server.host=0.0.0.0",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["key"]: (row["value"], row["source"]) for row in json.loads(result.stdout)}
+    assert rows["server.workers"] == (3, str(tmp_path / "hostcore.toml"))
+    assert rows["server.port"] == (9001, f"--config {custom}")
+    assert rows["runner.max_concurrency"] == (2, "env HOSTCORE_RUNNER__MAX_CONCURRENCY")
+    assert rows["server.host"] == ("0.0.0.0", "--set server.host")
+    assert rows["server.docs"] == (True, "default")
+    assert rows["data_dir"] == (env["HOSTCORE_DATA_DIR"], "env HOSTCORE_DATA_DIR")
+    text = run_hostcore("config", "show", env=env, cwd=tmp_path).stdout
+    assert f"server.workers = 3    # {tmp_path / 'hostcore.toml'}" in text
+
+
+def test_bad_config_fails_with_a_message_not_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "hostcore.toml").write_text("[server]\nprot = 1\n")
+    for args in (("config", "show"), ("serve",), ("plugins", "list")):
+        result = run_hostcore(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 2
+        assert f"unknown key server.prot (from {tmp_path / 'hostcore.toml'})" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_reload_refuses_several_workers(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore("serve", "--workers", "2", "--reload", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--reload works with one worker only" in result.stderr
+
+
+def test_python_dash_m_and_the_console_script_agree(env: dict[str, str], tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "hostcore"
+    assert script.is_file(), "the hostcore console script is not installed"
+    via_script = subprocess.run(
+        [str(script), "version"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert via_script.stdout == run_hostcore("version", env=env, cwd=tmp_path).stdout
