@@ -118,3 +118,13 @@ def test_query_strings_never_reach_the_access_log(
 
 def test_request_id_defaults_to_dash() -> None:
     assert request_id_var.get() == "-"
+
+
+def test_only_a_single_process_rotates_in_process(settings: Settings) -> None:
+    from hostcore.logging import logging_config
+
+    single = logging_config(settings, debug=False, rotate=True)["handlers"]
+    shared = logging_config(settings, debug=False, rotate=False)["handlers"]
+    for name in ("app", "debug"):
+        assert single[name]["class"] == "logging.handlers.RotatingFileHandler"
+        assert shared[name]["class"] == "logging.handlers.WatchedFileHandler"

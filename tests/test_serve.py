@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,46 @@ def test_single_uvicorn_process_on_tcp(start: object, tmp_path: Path) -> None:
     log = server.app_log()
     assert "hostcore 0.1.0 ready" in log
     assert "Application shutdown complete." in log
+
+
+def test_reload_hands_cli_layers_to_the_reloaded_process(start: object, tmp_path: Path) -> None:
+    port = free_port()
+    server: Server = start(  # type: ignore[operator]
+        "--reload", "--port", str(port), "--set", "server.docs=false"
+    )
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        wait_for(lambda: answers(client, "/api/v1/health"), 30, "uvicorn --reload to answer")
+        assert client.get("/docs").status_code == 404, "--set reached the reloaded process"
+    server.stop()
+
+
+def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
+    sock = tmp_path / "asgi.sock"
+    env = isolated_environ(tmp_path, HOSTCORE_SERVER__DOCS="false")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "--bind",
+            f"unix:{sock}",
+            "--no-control-socket",
+            "hostcore.asgi:app",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: accepts(sock), 30, "gunicorn to listen")
+        transport = httpx2.HTTPTransport(uds=str(sock))
+        with httpx2.Client(transport=transport, base_url="http://hostcore") as client:
+            wait_for(lambda: answers(client, "/api/v1/health"), 30, "the app to answer")
+            assert client.get("/docs").status_code == 404, "the environment layer was read"
+        assert (tmp_path / "log" / "app.log").is_file()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_TIMEOUT_S) == 0
