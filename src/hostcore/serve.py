@@ -32,6 +32,8 @@ class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped bas
         "access_log": False,
         "lifespan": "on",
         "server_header": False,
+        # The peer address stays the real one; hostcore decides which proxies to trust.
+        "proxy_headers": False,
     }
 
 
@@ -80,6 +82,7 @@ def run_uvicorn(settings: Settings, *, reload: bool, cli_layers: str) -> None:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": server.graceful_timeout_s,
     }
