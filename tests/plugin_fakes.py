@@ -122,3 +122,7 @@ class Teapot:
             raise TeapotError("short and stout")
 
         return router
+
+
+class Plain:
+    """A plugin with no hooks at all, usable under any name."""

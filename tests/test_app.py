@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from hostcore import __version__
 from hostcore.config import Settings
-from hostcore.errors import PluginError
+from hostcore.errors import NotFound, PluginError
 from hostcore.hookspecs import hookimpl
 from tests.plugin_fakes import Broken, Echo, Mounting
 
@@ -149,8 +149,36 @@ def test_plugin_may_not_replace_core_handlers(app_factory: AppFactory) -> None:
         def hostcore_exception_handlers(self) -> dict[type[Exception], object]:
             return {Exception: lambda request, exc: None}
 
-    with pytest.raises(PluginError, match="may not replace hostcore's handler for Exception"):
+    with pytest.raises(PluginError, match="may not handle Exception: hostcore's own handler"):
         app_factory({"greedy": Greedy()})
+
+
+@pytest.mark.parametrize("shared", [ValueError, NotFound])
+def test_plugin_may_not_handle_exceptions_other_plugins_raise(
+    app_factory: AppFactory, shared: type[Exception]
+) -> None:
+    class Greedy:
+        @hookimpl
+        def hostcore_exception_handlers(self) -> dict[type[Exception], object]:
+            return {shared: lambda request, exc: None}
+
+    with pytest.raises(PluginError, match=f"may not handle {shared.__name__}"):
+        app_factory({"greedy": Greedy()})
+
+
+def test_a_raising_routes_hook_fails_only_that_plugin(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    class Faulty:
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            raise KeyError("missing table")
+
+    client = client_for(app_factory({"faulty": Faulty(), "echo": Echo()}))
+    response = client.get("/api/v1/faulty/anything")
+    assert response.status_code == 503
+    assert "failed to build routes: KeyError" in response.json()["detail"]
+    assert client.get("/api/v1/echo/word").status_code == 200
 
 
 # --- errors ------------------------------------------------------------------------
@@ -323,3 +351,56 @@ def test_landing_page_names_server_plugins_and_docs(
     assert re.search(r"<td>echo</td>.*<td class=\"ok\">ok</td>", page.text)
     assert re.search(r"<td>broken</td>.*<td class=\"failed\">failed</td>", page.text)
     assert 'href="/docs"' in page.text and 'href="/redoc"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("report", "status"),
+    [
+        ({"status": "sideways"}, "unknown"),
+        ("fine", "unknown"),
+        ({"status": "ok", "x": object()}, "unknown"),
+    ],
+)
+def test_malformed_health_reports_do_not_break_the_list(
+    app_factory: AppFactory, client_for: ClientFor, report: object, status: str
+) -> None:
+    class Odd:
+        @hookimpl
+        def hostcore_health(self) -> object:
+            return report
+
+    response = client_for(app_factory({"odd": Odd()})).get("/api/v1/plugins")
+    assert response.status_code == 200
+    assert response.json()[0]["health"]["status"] == status
+
+
+def test_failed_plugin_websockets_are_closed(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    class Streaming(Broken):
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            router = APIRouter()
+
+            @router.websocket("/feed")
+            async def feed(websocket: WebSocket) -> None:
+                await websocket.accept()
+                await websocket.send_text("data")
+
+            return router
+
+    client = client_for(app_factory({"stream": Streaming()}))
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/api/v1/stream/feed"),
+    ):
+        pass
+    assert closed.value.code == 1013
+
+
+def test_422_is_documented_with_its_field_list(client: TestClient) -> None:
+    from hostcore.errors import error_responses
+
+    assert error_responses(422)[422]["model"].__name__ == "ValidationErrorRead"

@@ -91,3 +91,26 @@ def test_python_dash_m_and_the_console_script_agree(env: dict[str, str], tmp_pat
         [str(script), "version"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
     assert via_script.stdout == run_hostcore("version", env=env, cwd=tmp_path).stdout
+
+
+def test_serve_reports_a_conflict_cleanly(tmp_path: Path, env: dict[str, str]) -> None:
+    plugin = tmp_path / "site" / "clash_plugin.py"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "from pathlib import Path\n"
+        "from hostcore.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def hostcore_static_mounts():\n"
+        "    return {'/docs': Path(__file__).parent}\n"
+    )
+    dist = tmp_path / "site" / "clash_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clash-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hostcore.plugins]\nclash = clash_plugin\n")
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    result = run_hostcore("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mount /docs of plugin clash (clash-plugin) covers route /docs of hostcore core" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr

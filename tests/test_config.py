@@ -237,6 +237,17 @@ def test_effective_config_reports_sources_and_redacts_secrets(tmp_path: Path) ->
     assert "s3cr3t" not in repr(rows)
 
 
+def test_passwords_in_urls_are_redacted() -> None:
+    settings = load_settings(
+        overrides=["database.url=postgresql+asyncpg://hc:pa55@db.local/hostcore"],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    rows = {key: value for key, value, _ in effective_config(settings)}
+    assert rows["database.url"] == f"postgresql+asyncpg://hc:{REDACTED}@db.local/hostcore"
+
+
 def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
     encoded = cli_layers_to_environment(tmp_path / "x.toml", ["server.port=1"])
     assert cli_layers_from_environment({CLI_LAYERS_ENV: encoded}) == (

@@ -5,10 +5,10 @@ from collections.abc import Callable
 import pytest
 
 from hostcore.config import Settings
-from hostcore.errors import PluginError
+from hostcore.errors import ConfigError, PluginError
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, PluginSource, PluginState, object_source
-from tests.plugin_fakes import Echo
+from tests.plugin_fakes import Echo, Plain
 
 
 def exploding_source(name: str) -> PluginSource:
@@ -34,7 +34,7 @@ def test_disabled_plugins_are_not_loaded(settings_factory: Callable[..., Setting
 def test_enabled_list_loads_only_those(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory("plugins.enabled=one")
     registry = PluginRegistry.load(
-        settings, sources=[object_source("one", Echo()), object_source("two", Echo())]
+        settings, sources=[object_source("one", Plain()), object_source("two", Plain())]
     )
     assert [(p.name, p.state) for p in registry] == [
         ("one", PluginState.OK),
@@ -80,9 +80,6 @@ def test_malformed_scopes_are_refused(settings: Settings) -> None:
 def test_settings_for_a_plugin_without_a_model_are_refused(
     settings_factory: Callable[..., Settings],
 ) -> None:
-    class Plain:
-        pass
-
     with pytest.raises(PluginError, match=r"takes no settings.*sets colour \(from --set"):
         PluginRegistry.load(
             settings_factory("plugins.plain.colour=red"),
@@ -98,6 +95,62 @@ def test_settings_for_an_uninstalled_plugin_only_warn(
 
 
 def test_builtins_are_listed_first(settings: Settings) -> None:
-    builtin = PluginSource("zeta", "hostcore", "1", "hostcore (hostcore.builtin.zeta)", Echo, True)
-    registry = PluginRegistry.load(settings, sources=[object_source("alpha", Echo()), builtin])
+    builtin = PluginSource("zeta", "hostcore", "1", "hostcore (hostcore.builtin.zeta)", Plain, True)
+    registry = PluginRegistry.load(settings, sources=[object_source("alpha", Plain()), builtin])
     assert [p.name for p in registry] == ["zeta", "alpha"]
+
+
+def test_scopes_must_carry_the_plugin_name(settings: Settings) -> None:
+    with pytest.raises(PluginError, match="its scopes must start with 'other:'"):
+        PluginRegistry.load(settings, sources=[object_source("other", Echo())])
+
+
+def test_a_misspelled_hook_fails_the_plugin(settings: Settings) -> None:
+    class Typo:
+        @hookimpl
+        def hostcore_route(self) -> None:
+            """Meant to be hostcore_routes."""
+
+    registry = PluginRegistry.load(settings, sources=[object_source("typo", Typo())])
+    assert registry["typo"].state is PluginState.FAILED
+    assert "hostcore_route" in (registry["typo"].reason or "")
+
+
+def test_a_raising_settings_hook_fails_only_that_plugin(settings: Settings) -> None:
+    class Faulty:
+        @hookimpl
+        def hostcore_settings_model(self) -> None:
+            raise RuntimeError("bad model")
+
+    registry = PluginRegistry.load(
+        settings, sources=[object_source("faulty", Faulty()), object_source("echo", Echo())]
+    )
+    assert registry["faulty"].state is PluginState.FAILED
+    assert registry["faulty"].reason == "failed to configure: RuntimeError: bad model"
+    assert registry["echo"].ok
+
+
+def test_unknown_plugin_keys_are_refused_even_if_the_model_ignores_extras(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    from pydantic import BaseModel
+
+    class Lenient(BaseModel):
+        colour: str = "red"
+
+    class Plugin:
+        @hookimpl
+        def hostcore_settings_model(self) -> type[BaseModel]:
+            return Lenient
+
+    with pytest.raises(ConfigError, match=r"unknown key plugins\.lenient\.color \(from --set"):
+        PluginRegistry.load(
+            settings_factory("plugins.lenient.color=blue"),
+            sources=[object_source("lenient", Plugin())],
+        )
+
+
+def test_entry_points_outside_hostcore_are_never_builtin() -> None:
+    from hostcore.plugins import installed_sources
+
+    assert all(not s.builtin or s.distribution == "hostcore" for s in installed_sources())

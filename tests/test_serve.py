@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -45,15 +46,31 @@ def start(tmp_path: Path) -> Iterator[object]:
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         started.append(process)
         return Server(process, tmp_path / "log")
 
     yield run
     for process in started:
-        if process.poll() is None:
-            process.kill()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server and every worker it forked, even when a test failed midway."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
             process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            continue
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
 
 
 def accepts(path: Path) -> bool:
@@ -150,6 +167,7 @@ def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_for(lambda: accepts(sock), 30, "gunicorn to listen")
@@ -158,6 +176,7 @@ def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
             wait_for(lambda: answers(client, "/api/v1/health"), 30, "the app to answer")
             assert client.get("/docs").status_code == 404, "the environment layer was read"
         assert (tmp_path / "log" / "app.log").is_file()
-    finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=STOP_TIMEOUT_S) == 0
+    finally:
+        stop_group(process)

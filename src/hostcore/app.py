@@ -30,8 +30,8 @@ from hostcore.runner import Runner
 
 CORE = "hostcore core"
 STARTUP_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 10.0
 CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
-    Exception,
     HostcoreError,
     StarletteHTTPException,
     RequestValidationError,
@@ -90,28 +90,46 @@ def _route_paths(routes: list[BaseRoute], prefix: str) -> list[tuple[str, bool]]
 def _mount_plugin(
     app: FastAPI, registry: PluginRegistry, plugin: Plugin, settings: Settings, claims: PathClaims
 ) -> None:
+    """Mount one plugin's routes and static files; a hook that raises fails only this plugin."""
     owner = f"plugin {plugin.name} ({plugin.distribution})"
     prefix = api_prefix(plugin.name)
-    router = registry.call(plugin.name, "hostcore_routes", settings=settings, config=plugin.config)
-    if router is not None:
-        if not isinstance(router, APIRouter):
-            raise PluginError(f"{owner}: hostcore_routes must return an APIRouter")
-        for path, is_mount in _route_paths(router.routes, prefix):
-            (claims.claim_mount if is_mount else claims.claim_route)(path, owner)
-        app.include_router(router, prefix=prefix, tags=[plugin.name])
-        plugin.prefixes.append(prefix)
-
-    mounts = registry.call(
-        plugin.name, "hostcore_static_mounts", settings=settings, config=plugin.config
-    )
-    for url_path, directory in dict(mounts or {}).items():
-        claims.claim_mount(url_path, owner)
+    try:
+        router = registry.call(
+            plugin.name, "hostcore_routes", settings=settings, config=plugin.config
+        )
+        mounts = dict(
+            registry.call(
+                plugin.name, "hostcore_static_mounts", settings=settings, config=plugin.config
+            )
+            or {}
+        )
+    except Exception as exc:
+        log.exception("plugin %s failed to build its routes", plugin.name)
+        registry.fail(plugin.name, f"failed to build routes: {type(exc).__name__}: {exc}")
+        return
+    if router is not None and not isinstance(router, APIRouter):
+        raise PluginError(f"{owner}: hostcore_routes must return an APIRouter")
+    for url_path, directory in mounts.items():
         if not Path(directory).is_dir():
             raise PluginError(f"{owner}: static directory {directory} for {url_path} is missing")
+
+    if router is not None:
+        for path, is_mount in _route_paths(router.routes, prefix):
+            (claims.claim_mount if is_mount else claims.claim_route)(path, owner)
+    for url_path in mounts:
+        claims.claim_mount(url_path, owner)
+        plugin.prefixes.append(url_path)
+    if router is not None:
+        app.include_router(router, prefix=prefix, tags=[plugin.name])
+    for url_path, directory in mounts.items():
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
         )
-        plugin.prefixes.append(url_path)
+
+
+def _is_shared_exception(exc_class: type[Exception]) -> bool:
+    """Exceptions every plugin raises: a plugin handling them would answer for all plugins."""
+    return exc_class.__module__ == "builtins" or issubclass(exc_class, CORE_EXCEPTIONS)
 
 
 def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
@@ -119,12 +137,17 @@ def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
         app.add_exception_handler(exc_class, handle_error)
     owners: dict[type[Exception], str] = {}
     for plugin in registry.active():
-        handlers = registry.call(plugin.name, "hostcore_exception_handlers") or {}
-        for exc_class, handler in dict(handlers).items():
-            if exc_class in CORE_EXCEPTIONS:
+        try:
+            handlers = dict(registry.call(plugin.name, "hostcore_exception_handlers") or {})
+        except Exception as exc:
+            log.exception("plugin %s failed to list its exception handlers", plugin.name)
+            registry.fail(plugin.name, f"failed to build handlers: {type(exc).__name__}: {exc}")
+            continue
+        for exc_class, handler in handlers.items():
+            if _is_shared_exception(exc_class):
                 raise PluginError(
-                    f"plugin {plugin.name} may not replace hostcore's handler "
-                    f"for {exc_class.__name__}"
+                    f"plugin {plugin.name} may not handle {exc_class.__name__}: hostcore's own "
+                    "handler answers for it (raise a HostcoreError subclass instead)"
                 )
             if exc_class in owners:
                 raise PluginError(
@@ -162,7 +185,8 @@ async def _start_plugins(app: FastAPI, registry: PluginRegistry, settings: Setti
 async def _stop_plugins(app: FastAPI, registry: PluginRegistry, names: list[str]) -> None:
     for name in reversed(names):
         try:
-            await registry.acall(name, "hostcore_shutdown", app=app)
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await registry.acall(name, "hostcore_shutdown", app=app)
         except Exception:
             log.exception("plugin %s failed to shut down cleanly", name)
 

@@ -11,6 +11,7 @@ import typer
 from pydantic import BaseModel
 
 from hostcore import __version__
+from hostcore.app import create_app
 from hostcore.config import Settings, cli_layers_to_environment, effective_config, load_settings
 from hostcore.errors import ConfigError, PluginError
 from hostcore.plugins import PluginRegistry, installed_sources
@@ -96,8 +97,12 @@ def serve(
     if debug:
         overrides.append("debug=true")
     settings = load_or_exit(config, overrides)
-    # Fail on plugin config errors here, with a clear message, not inside a worker.
-    registry_or_exit(settings)
+    # Build the app once here so config errors and conflicts stop the start with a
+    # clear message, not inside a worker.
+    try:
+        create_app(settings)
+    except (ConfigError, PluginError) as exc:
+        fail(str(exc))
 
     from hostcore.logging import configure_logging
     from hostcore.serve import run_gunicorn, run_uvicorn
@@ -184,7 +189,11 @@ def add_plugin_commands(root: typer.Typer) -> None:
             typer.echo(f"hostcore: plugin {source.name} failed to load: {exc}", err=True)
             continue
         before = Counter(_command_names(root))
-        registry.call(source.name, "hostcore_cli", cli=root)
+        try:
+            registry.call(source.name, "hostcore_cli", cli=root)
+        except Exception as exc:
+            typer.echo(f"hostcore: plugin {source.name} failed to add commands: {exc}", err=True)
+            continue
         for name in Counter(_command_names(root)) - before:
             if name in owners:
                 fail(f"command {name!r} is claimed by both {owners[name]} and plugin {source.name}")

@@ -162,6 +162,24 @@ class ErrorRead(BaseModel):
     detail: str
 
 
+class FieldErrorRead(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class ValidationErrorRead(ErrorRead):
+    """The body of a 422: the summary plus every invalid field."""
+
+    errors: list[FieldErrorRead]
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route, so OpenAPI shows the errors it can answer."""
-    return {code: {"model": ErrorRead, "description": HTTPStatus(code).phrase} for code in codes}
+    return {
+        code: {
+            "model": ValidationErrorRead if code == 422 else ErrorRead,
+            "description": HTTPStatus(code).phrase,
+        }
+        for code in codes
+    }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,6 +23,7 @@ OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_ASSETS_URL = "/static/docs"
 HEALTH_TIMEOUT_S = 2.0
 HEALTH_BODY = b'{"status":"ok"}'
+HEALTH_STATES = frozenset({"ok", "degraded", "down"})
 
 
 class HealthRead(BaseModel):
@@ -58,9 +60,15 @@ async def plugin_health(registry: PluginRegistry, plugin: Plugin, app: FastAPI) 
         return {"status": "down", "detail": f"health check took over {HEALTH_TIMEOUT_S}s"}
     except Exception as exc:  # a plugin's health check must not break the list
         return {"status": "down", "detail": f"health check raised {type(exc).__name__}: {exc}"}
-    if not isinstance(report, Mapping) or "status" not in report:
-        return {"status": "ok"} if report is None else {"status": "unknown", "detail": str(report)}
-    return dict(report)
+    if report is None:
+        return {"status": "ok"}
+    if not isinstance(report, Mapping) or report.get("status") not in HEALTH_STATES:
+        return {"status": "unknown", "detail": f"malformed health report: {report!r:.200}"}
+    try:
+        encoded: dict[str, Any] = jsonable_encoder(report)
+    except Exception as exc:
+        return {"status": "unknown", "detail": f"health report is not JSON: {exc}"}
+    return encoded
 
 
 def api_router(registry: PluginRegistry) -> APIRouter:

@@ -21,6 +21,7 @@ from hostcore.errors import BadRequest, PayloadTooLarge, PluginUnavailable, erro
 from hostcore.logging import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
+WS_TRY_AGAIN_LATER = 1013
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 access_log = logging.getLogger("hostcore.access")
@@ -56,6 +57,9 @@ class RequestContextMiddleware:
             request_id = uuid.uuid4().hex.encode()
         request_id_var.set(request_id.decode())
         if scope["type"] == "websocket":
+            if self.unavailable(scope["path"]) is not None:
+                await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
+                return
             await self.app(scope, receive, send)
             return
 

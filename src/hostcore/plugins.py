@@ -22,11 +22,12 @@ from pydantic import BaseModel
 
 from hostcore import __version__, hookspecs
 from hostcore.config import Settings, validate_plugin_settings
-from hostcore.errors import PluginError, PluginUnavailable
+from hostcore.errors import ConfigError, PluginError, PluginUnavailable
 
 ENTRY_POINT_GROUP = "hostcore.plugins"
 API_PREFIX = "/api/v1"
-PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# Names become URL segments, TOML keys and HOSTCORE_PLUGINS__<NAME>__ variables.
+PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")
 # Names that would shadow hostcore's own routes under /api/v1.
 RESERVED_NAMES = frozenset({"health", "plugins", "openapi.json", "docs", "static"})
@@ -86,7 +87,7 @@ def installed_sources() -> list[PluginSource]:
                 version=dist.version if dist else "0",
                 origin=f"{distribution} ({ep.value})",
                 load=ep.load,
-                builtin=ep.value.startswith("hostcore.builtin."),
+                builtin=distribution == "hostcore" and ep.value.startswith("hostcore.builtin."),
             )
         )
     return sources
@@ -148,38 +149,55 @@ class PluginRegistry:
         if not PLUGIN_NAME.match(source.name) or source.name in RESERVED_NAMES:
             raise PluginError(
                 f"plugin name {source.name!r} from {source.distribution} is not allowed: "
-                "use lower-case letters, digits, '-' or '_', and not one of "
+                "use lower-case letters, digits and '_', and not one of "
                 f"{sorted(RESERVED_NAMES)} (hostcore core routes)"
             )
         if not settings.plugins.is_enabled(source.name):
             plugin.state = PluginState.DISABLED
             plugin.reason = "disabled by configuration"
             return
+        plugin.prefixes.append(api_prefix(source.name))
         try:
             plugin.module = source.load()
             self.pm.register(plugin.module, name=source.name)
+            # A misspelled hook name would otherwise be ignored without a word.
+            self.pm.check_pending()
         except Exception as exc:  # a broken plugin must not take the server down
             log.exception("plugin %s failed to load", source.name)
-            plugin.prefixes.append(api_prefix(source.name))
+            if plugin.module is not None and self.pm.is_registered(plugin.module):
+                self.pm.unregister(plugin.module)
             self.fail(source.name, f"failed to load: {type(exc).__name__}: {exc}")
             return
-        model = self.call(source.name, "hostcore_settings_model")
+        try:
+            self._configure(plugin, settings)
+        except (ConfigError, PluginError):
+            raise  # the operator's config or a conflict: stop, with the message
+        except Exception as exc:
+            log.exception("plugin %s failed to configure", source.name)
+            self.fail(source.name, f"failed to configure: {type(exc).__name__}: {exc}")
+
+    def _configure(self, plugin: Plugin, settings: Settings) -> None:
+        model = self.call(plugin.name, "hostcore_settings_model")
         if model is not None:
-            plugin.config = validate_plugin_settings(settings, source.name, model)
-        elif settings.plugins.section(source.name):
-            keys = ", ".join(sorted(settings.plugins.section(source.name)))
-            origin = settings.source_of(f"plugins.{source.name}")
+            plugin.config = validate_plugin_settings(settings, plugin.name, model)
+        elif settings.plugins.section(plugin.name):
+            keys = ", ".join(sorted(settings.plugins.section(plugin.name)))
+            origin = settings.source_of(f"plugins.{plugin.name}")
             raise PluginError(
-                f"plugin {source.name} takes no settings, but [plugins.{source.name}] "
+                f"plugin {plugin.name} takes no settings, but [plugins.{plugin.name}] "
                 f"sets {keys} (from {origin})"
             )
-        plugin.scopes = self._scopes_of(source.name)
+        plugin.scopes = self._scopes_of(plugin.name)
 
     def _scopes_of(self, name: str) -> dict[str, str]:
         scopes = dict(self.call(name, "hostcore_scopes") or {})
         for scope in scopes:
             if not SCOPE_NAME.match(scope):
                 raise PluginError(f"plugin {name} declares a malformed scope {scope!r}")
+            if scope.split(":", 1)[0] != name:
+                raise PluginError(
+                    f"plugin {name} declares scope {scope!r}: its scopes must start with '{name}:'"
+                )
         return scopes
 
     def _warn_about_unknown_names(self, settings: Settings) -> None:
