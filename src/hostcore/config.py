@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import tomllib
 import types
@@ -18,10 +19,18 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from hostcore.errors import ConfigError
 
@@ -33,6 +42,7 @@ ENV_PREFIX = "HOSTCORE_"
 CLI_LAYERS_ENV = "HOSTCORE_CLI_LAYERS"
 DEFAULT_SOURCE = "default"
 REDACTED = "********"
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _SECRET_WORDS = ("secret", "password", "passphrase", "token", "private_key", "api_key")
 
 
@@ -76,6 +86,10 @@ class ServerSettings(Section):
     docs: bool = Field(True, description="Serve /docs, /redoc and the OpenAPI document.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies get 413.")
     graceful_timeout_s: int = Field(10, ge=1, le=600)
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["unix"],
+        description='Peers whose X-Forwarded-For is believed: "unix" (the socket), IPs, CIDRs.',
+    )
 
 
 class LoggingSettings(Section):
@@ -90,6 +104,71 @@ class RunnerSettings(Section):
     timeout_s: float = Field(10.0, gt=0, le=3600, description="Default process timeout.")
     max_output_bytes: int = Field(1024 * 1024, ge=1024, description="Per stream; rest dropped.")
     max_concurrency: int = Field(4, ge=1, le=256, description="Processes running at once.")
+
+
+class DatabaseSettings(Section):
+    url: str | None = Field(
+        None, description="SQLAlchemy async URL; default SQLite at <data_dir>/hostcore.db."
+    )
+    url_file: Path | None = Field(None, description="A file holding the URL (it has a password).")
+    pool_size: int = Field(5, ge=1, le=100)
+    busy_timeout_ms: int = Field(5000, ge=0, le=600_000, description="SQLite lock wait.")
+
+
+ScopeName = Annotated[
+    str, StringConstraints(pattern=r"^(\*|[a-z*][a-z0-9_*-]*:[a-z*][a-z0-9_*-]*)$")
+]
+
+
+class ClientSettings(Section):
+    """One entry of the allowed-services list."""
+
+    scopes: list[ScopeName] = Field(default_factory=list)
+    secret_file: Path | None = Field(
+        None, description="This client's own HMAC secret instead of the shared one."
+    )
+
+
+class AuthSettings(Section):
+    issuer: str = "hostcore"
+    audience: str = "hostcore"
+    algorithm: Literal["EdDSA", "HS256"] = "EdDSA"
+    token_ttl_s: int = Field(3600, ge=60, description="Default token lifetime.")
+    max_token_ttl_s: int = Field(7 * 86400, ge=60, description="Longest lifetime one may ask for.")
+    leeway_s: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    key_rotation_days: float = Field(30, ge=0, description="0 turns automatic rotation off.")
+    hmac_window_s: int = Field(300, ge=5, le=3600, description="Accepted timestamp skew.")
+    hmac_secret_file: Path | None = Field(None, description="Default <data_dir>/hmac.secret.")
+    secret_group: str | None = Field(None, description="Group that may read the HMAC secret.")
+    revocation_poll_s: float = Field(0.5, gt=0, le=1.0)
+    clients: dict[str, ClientSettings] = Field(default_factory=dict)
+    roles: dict[str, list[ScopeName]] = Field(
+        default_factory=lambda: {
+            "admin": ["*"],
+            "operator": ["*:read", "*:control"],
+            "viewer": ["*:read"],
+        }
+    )
+
+
+class RateLimitSettings(Section):
+    enabled: bool = True
+    default: str = Field("600/minute", description="Per principal (else per address), per route.")
+    routes: dict[str, str] = Field(
+        default_factory=dict, description='"METHOD /route/template" -> limit, e.g. "10/minute".'
+    )
+    storage: str = Field(
+        "shared",
+        description='"shared" (memory-mapped file, all workers), "memory", or a limits URL.',
+    )
+
+
+class ActivitySettings(Section):
+    enabled: bool = True
+    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    batch_size: int = Field(500, ge=1, le=100_000)
+    retention_days: float = Field(30, gt=0)
+    max_rows: int = Field(1_000_000, ge=1000)
 
 
 class PluginsSettings(BaseModel):
@@ -130,6 +209,10 @@ class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    activity: ActivitySettings = Field(default_factory=ActivitySettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -141,6 +224,22 @@ class Settings(Section):
     @property
     def sources(self) -> Mapping[str, str]:
         return types.MappingProxyType(self._sources)
+
+    def database_url(self) -> str:
+        """The store's URL: from a file, the setting, or SQLite under data_dir."""
+        if self.database.url_file is not None:
+            try:
+                return self.database.url_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"database.url_file {self.database.url_file}: {exc.strerror}"
+                ) from exc
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'hostcore.db'}"
+
+    def hmac_secret_path(self) -> Path:
+        return self.auth.hmac_secret_file or self.data_dir / "hmac.secret"
 
 
 @dataclass(frozen=True)
@@ -367,9 +466,23 @@ def load_settings(
 
 
 def validate_plugin_settings(settings: Settings, name: str, model: type[BaseModel]) -> BaseModel:
-    """Validate ``[plugins.<name>]`` against the plugin's model, naming the source on error."""
+    """Validate ``[plugins.<name>]`` against the plugin's model, naming the source on error.
+
+    Unknown keys are refused whatever the model's own ``extra`` setting says.
+    """
+    section = settings.plugins.section(name)
+    known = set(model.model_fields) | {
+        field.alias for field in model.model_fields.values() if field.alias
+    }
+    unknown = [key for key in section if key not in known]
+    if unknown:
+        lines = [
+            f"unknown key plugins.{name}.{key} (from {settings.source_of(f'plugins.{name}.{key}')})"
+            for key in unknown
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     try:
-        return model.model_validate(settings.plugins.section(name))
+        return model.model_validate(section)
     except ValidationError as exc:
         message = describe_validation_error(exc, settings.sources, prefix=f"plugins.{name}.")
         raise ConfigError(message) from None
@@ -402,5 +515,7 @@ def effective_config(
     rows = []
     for key, value in flatten(data):
         shown = REDACTED if is_secret_key(key) and value not in (None, "") else value
+        if isinstance(shown, str):
+            shown = _URL_PASSWORD.sub(rf"\1{REDACTED}@", shown)
         rows.append((key, shown, settings.source_of(key)))
     return rows
