@@ -27,6 +27,7 @@ def isolated_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
         HOSTCORE_DATA_DIR=str(tmp_path / "data"),
         HOSTCORE_LOG_DIR=str(tmp_path / "log"),
         HOSTCORE_RUN_DIR=str(tmp_path / "run"),
+        HOSTCORE_AUTH__CLIENTS__TESTER__SCOPES='["*"]',
     )
     env.update(extra)
     return env
@@ -71,13 +72,15 @@ def app_factory(settings: Settings) -> Callable[..., FastAPI]:
 
 @pytest.fixture
 def client_for() -> Iterator[Callable[[FastAPI], TestClient]]:
-    """A TestClient that runs the app's lifespan; closed at teardown."""
+    """A TestClient running the app's lifespan, holding a real all-scopes token."""
     clients: list[TestClient] = []
 
-    def make(app: FastAPI) -> TestClient:
+    def make(app: FastAPI, *, authenticated: bool = True) -> TestClient:
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
+        if authenticated:
+            client.headers.update(bearer(client))
         return client
 
     yield make
@@ -117,3 +120,13 @@ def run_hostcore(
         timeout=timeout,
         check=False,
     )
+
+
+def bearer(
+    client: TestClient, scopes: list[str] | None = None, name: str = "tester"
+) -> dict[str, str]:
+    """Authorization headers with a real token minted by the running app."""
+    runtime = client.app.state.security  # type: ignore[attr-defined]
+    assert client.portal is not None, "use the client inside its context (client_for)"
+    info = client.portal.call(runtime.issue, "client", name, scopes or ["*"])
+    return {"Authorization": f"Bearer {info.access_token}"}

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hostcore.errors import NotFound
 from hostcore.hookspecs import hookimpl
+from hostcore.security.deps import Public, RequireScope
 
 
 class EchoSettings(BaseModel):
@@ -30,7 +31,7 @@ class Echo:
 
     @hookimpl
     def hostcore_routes(self, config: EchoSettings) -> APIRouter:
-        router = APIRouter()
+        router = APIRouter(dependencies=[RequireScope("echo:read")])
 
         @router.get("/word")
         async def word() -> dict[str, str]:
@@ -52,7 +53,7 @@ class Broken:
 
     @hookimpl
     def hostcore_routes(self) -> APIRouter:
-        router = APIRouter()
+        router = APIRouter(dependencies=[Public])
 
         @router.get("/thing")
         async def thing() -> dict[str, str]:
@@ -115,7 +116,7 @@ class Teapot:
 
     @hookimpl
     def hostcore_routes(self) -> APIRouter:
-        router = APIRouter()
+        router = APIRouter(dependencies=[Public])
 
         @router.get("/brew")
         async def brew() -> None:

@@ -12,6 +12,7 @@ from hostcore import __version__
 from hostcore.config import Settings
 from hostcore.errors import NotFound, PluginError
 from hostcore.hookspecs import hookimpl
+from hostcore.security.deps import Public
 from tests.plugin_fakes import Broken, Echo, Mounting
 
 AppFactory = Callable[..., FastAPI]
@@ -78,7 +79,8 @@ def test_plugins_lists_version_state_and_health(
     app = app_factory(
         {"echo": Echo(), "off": Echo()}, app_settings=settings_factory("plugins.disabled=off")
     )
-    listing = client_for(app).get("/api/v1/plugins").json()
+    client = client_for(app)
+    listing = client.get("/api/v1/plugins").json()
     assert listing == [
         {
             "name": "echo",
@@ -102,7 +104,7 @@ def test_plugins_lists_version_state_and_health(
         },
     ]
     # A disabled plugin has no routes at all.
-    assert client_for(app).get("/api/v1/off/word").status_code == 404
+    assert client.get("/api/v1/off/word").status_code == 404
 
 
 def test_mount_conflict_fails_startup_naming_both(app_factory: AppFactory, tmp_path: Path) -> None:
@@ -206,7 +208,7 @@ def test_422_keeps_the_field_list_without_echoing_input(
     class Strict:
         @hookimpl
         def hostcore_routes(self) -> APIRouter:
-            router = APIRouter()
+            router = APIRouter(dependencies=[Public])
 
             @router.get("/n")
             async def n(count: int) -> dict[str, int]:
@@ -279,7 +281,7 @@ def test_huge_body_is_refused_before_it_is_read(
     class Upload:
         @hookimpl
         def hostcore_routes(self) -> APIRouter:
-            router = APIRouter()
+            router = APIRouter(dependencies=[Public])
 
             @router.post("/blob")
             async def blob(payload: dict[str, str]) -> dict[str, int]:
@@ -382,7 +384,7 @@ def test_failed_plugin_websockets_are_closed(
     class Streaming(Broken):
         @hookimpl
         def hostcore_routes(self) -> APIRouter:
-            router = APIRouter()
+            router = APIRouter(dependencies=[Public])
 
             @router.websocket("/feed")
             async def feed(websocket: WebSocket) -> None:

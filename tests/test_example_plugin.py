@@ -16,7 +16,7 @@ from hostcore.app import create_app
 from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, PluginState
-from tests.conftest import ROOT, isolated_environ, run_hostcore
+from tests.conftest import ROOT, bearer, isolated_environ, run_hostcore
 
 EXAMPLE = ROOT / "examples" / "hostcore-hello"
 
@@ -74,6 +74,9 @@ def test_its_routes_read_its_config(
     config.write_text('[plugins.hello]\ngreeting = "Ahoy"\nmax_name_length = 5\n')
     settings = settings_factory(config_file=config)
     with TestClient(create_app(settings)) as client:
+        anonymous = client.get("/api/v1/hello/greet", params={"name": "Ada"})
+        assert anonymous.status_code == 401
+        client.headers.update(bearer(client, ["hello:read"]))
         assert client.get("/api/v1/hello/greet", params={"name": "Ada"}).json() == {
             "message": "Ahoy, Ada!"
         }
@@ -108,6 +111,7 @@ def test_disabling_it_removes_its_routes(
 ) -> None:
     settings = settings_factory("plugins.disabled=hello")
     with TestClient(create_app(settings)) as client:
+        client.headers.update(bearer(client))
         assert client.get("/api/v1/hello/greet", params={"name": "Ada"}).status_code == 404
         assert client.get("/hello-ui/").status_code == 404
         listing = {p["name"]: p["state"] for p in client.get("/api/v1/plugins").json()}

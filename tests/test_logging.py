@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from hostcore.config import Settings
 from hostcore.hookspecs import hookimpl
 from hostcore.logging import configure_logging, log_files, request_id_var
+from hostcore.security.deps import Public
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) +\[(?P<pid>\d+)\] "
@@ -77,7 +78,7 @@ def test_request_id_is_on_every_line_of_a_request(
     class Chatty:
         @hookimpl
         def hostcore_routes(self) -> APIRouter:
-            router = APIRouter()
+            router = APIRouter(dependencies=[Public])
             log = logging.getLogger("chatty")
 
             @router.get("/talk")

@@ -16,17 +16,22 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from hostcore import __version__
 from hostcore.config import Settings
+from hostcore.db.engine import Database
+from hostcore.db.migrate import lineages, migration_lock, upgrade
 from hostcore.errors import HostcoreError, PluginError, handle_error
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
 from hostcore.runner import Runner
+from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
+from hostcore.security.runtime import SecurityRuntime
 
 CORE = "hostcore core"
 STARTUP_TIMEOUT_S = 30.0
@@ -114,6 +119,7 @@ def _mount_plugin(
             raise PluginError(f"{owner}: static directory {directory} for {url_path} is missing")
 
     if router is not None:
+        _check_declared_scopes(router, plugin, registry)
         for path, is_mount in _route_paths(router.routes, prefix):
             (claims.claim_mount if is_mount else claims.claim_route)(path, owner)
     for url_path in mounts:
@@ -125,6 +131,23 @@ def _mount_plugin(
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
         )
+
+
+def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:
+    """Every plugin route says who may call it, and names a scope some plugin defines."""
+    known = registry.all_scopes()
+    for route in router.routes:
+        if not isinstance(route, APIRoute | APIWebSocketRoute):
+            continue
+        scope = declared_scope(route.dependant)
+        where = f"route {route.path} of plugin {plugin.name}"
+        if scope is None:
+            raise PluginError(
+                f"{where} declares no scope: add dependencies=[RequireScope('{plugin.name}:read')]"
+                " (or Public) from hostcore.security.deps"
+            )
+        if scope not in known and scope not in (PUBLIC, AUTHENTICATED):
+            raise PluginError(f"{where} requires scope {scope!r}, which no plugin defines")
 
 
 def _is_shared_exception(exc_class: type[Exception]) -> bool:
@@ -194,9 +217,15 @@ async def _stop_plugins(app: FastAPI, registry: PluginRegistry, names: list[str]
 def create_app(settings: Settings, *, registry: PluginRegistry | None = None) -> FastAPI:
     """Build the app. ``registry`` defaults to the plugins installed through entry points."""
     registry = PluginRegistry.load(settings) if registry is None else registry
+    db = Database.from_settings(settings)
+    security = SecurityRuntime(settings, db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
+        # One process migrates and creates the first signing key; the others wait.
+        async with migration_lock(db):
+            await upgrade(db, lineages(registry))
+            await security.start()
         started = await _start_plugins(app, registry, settings)
         log.info(
             "hostcore %s ready: %s",
@@ -207,6 +236,8 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
             yield {}
         finally:
             await _stop_plugins(app, registry, started)
+            await security.stop()
+            await db.dispose()
 
     docs = settings.server.docs
     app = FastAPI(
@@ -221,8 +252,10 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
     app.state.settings = settings
     app.state.registry = registry
     app.state.runner = Runner(settings.runner)
+    app.state.db = db
+    app.state.security = security
 
-    install_meta_routes(app, registry, docs=docs)
+    install_meta_routes(app, registry, security, docs=docs)
     claims = PathClaims()
     for path in CORE_PATHS:
         claims.claim_route(path, CORE)
@@ -237,5 +270,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
         max_body_bytes=settings.server.max_body_bytes,
         access_log_enabled=settings.logging.access_log,
         unavailable=registry.unavailable_for,
+        resolve_client=security.proxies.resolve,
+        observe=security.observe,
     )
     return app

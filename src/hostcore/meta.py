@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -18,9 +19,12 @@ from pydantic import BaseModel
 
 from hostcore import __version__
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
+from hostcore.security.keys import jwks
+from hostcore.security.runtime import SecurityRuntime
 
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_ASSETS_URL = "/static/docs"
+JWKS_URL = "/.well-known/jwks.json"
 HEALTH_TIMEOUT_S = 2.0
 HEALTH_BODY = b'{"status":"ok"}'
 HEALTH_STATES = frozenset({"ok", "degraded", "down"})
@@ -128,8 +132,14 @@ def landing_page(registry: PluginRegistry, *, docs: bool) -> str:
 """
 
 
-def install_meta_routes(app: FastAPI, registry: PluginRegistry, *, docs: bool) -> None:
+def install_meta_routes(
+    app: FastAPI, registry: PluginRegistry, security: SecurityRuntime, *, docs: bool
+) -> None:
     app.include_router(api_router(registry))
+
+    @app.get(JWKS_URL, tags=["hostcore"], summary="Public keys that verify hostcore's tokens")
+    async def jwks_document() -> dict[str, list[dict[str, str]]]:
+        return jwks(list(security.verifier.keys.values()), time.time())
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -161,5 +171,13 @@ def install_meta_routes(app: FastAPI, registry: PluginRegistry, *, docs: bool) -
         )
 
 
-CORE_PATHS = ("/", "/docs", "/redoc", f"{API_PREFIX}/health", f"{API_PREFIX}/plugins", OPENAPI_URL)
+CORE_PATHS = (
+    "/",
+    "/docs",
+    "/redoc",
+    f"{API_PREFIX}/health",
+    f"{API_PREFIX}/plugins",
+    OPENAPI_URL,
+    JWKS_URL,
+)
 CORE_MOUNTS = (DOCS_ASSETS_URL,)

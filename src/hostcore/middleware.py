@@ -21,6 +21,9 @@ from hostcore.errors import BadRequest, PayloadTooLarge, PluginUnavailable, erro
 from hostcore.logging import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Keys this middleware shares with the security pipeline on the ASGI scope.
+CLIENT_KEY = "hostcore.client"
+RATE_LIMIT_KEY = "hostcore.ratelimit"
 WS_TRY_AGAIN_LATER = 1013
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -36,11 +39,15 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         access_log_enabled: bool,
         unavailable: Callable[[str], PluginUnavailable | None],
+        resolve_client: Callable[[Scope], str] | None = None,
+        observe: Callable[[Scope, int, float], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log_enabled = access_log_enabled
         self.unavailable = unavailable
+        self.resolve_client = resolve_client
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -56,6 +63,8 @@ class RequestContextMiddleware:
         if request_id is None or not _VALID_REQUEST_ID.match(request_id):
             request_id = uuid.uuid4().hex.encode()
         request_id_var.set(request_id.decode())
+        if self.resolve_client is not None:
+            scope[CLIENT_KEY] = self.resolve_client(scope)
         if scope["type"] == "websocket":
             if self.unavailable(scope["path"]) is not None:
                 await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
@@ -73,7 +82,11 @@ class RequestContextMiddleware:
                 return  # we already answered 413; whatever the app says now is moot
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+                limit = scope.get(RATE_LIMIT_KEY)
+                if limit is not None and status != 429:
+                    headers.extend(limit.headers())
+                message["headers"] = headers
             await send(message)
 
         async def refuse(exc: Exception) -> None:
@@ -113,13 +126,12 @@ class RequestContextMiddleware:
             if status == 0:
                 await refuse(exc)
         finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            if self.observe is not None:
+                self.observe(scope, status, duration_ms)
             if self.access_log_enabled:
                 access_log.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
+                    "%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms
                 )
 
     def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from hostcore.config import Settings, load_settings, validate_plugin_settings
 from hostcore.errors import BadRequest, error_responses
 from hostcore.hookspecs import hookimpl
+from hostcore.security.deps import RequireScope
 
 __version__ = "0.1.0"
 STATIC = Path(__file__).parent / "static"
@@ -56,9 +57,9 @@ def hostcore_scopes() -> dict[str, str]:
 
 @hookimpl
 def hostcore_routes(config: HelloSettings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(dependencies=[RequireScope("hello:read")])
 
-    @router.get("/greet", responses=error_responses(400, 422))
+    @router.get("/greet", responses=error_responses(400, 401, 403, 422, 429))
     async def get_greeting(
         request: Request,
         name: Annotated[str, Query(min_length=1, pattern=r"^[\w .'-]+$")],

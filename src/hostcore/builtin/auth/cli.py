@@ -1,0 +1,310 @@
+"""``hostcore user|key|token|activity|call``: administration from the device's shell.
+
+These commands work on the store directly (migrating it first if needed), so
+they run where the server's data directory is readable: as its user, or root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
+
+import typer
+
+from hostcore.builtin.auth import service
+from hostcore.builtin.auth.schemas import TokenCreate
+from hostcore.config import Settings
+from hostcore.errors import ConfigError, HostcoreError, PluginError
+from hostcore.security import users
+from hostcore.security.runtime import SecurityRuntime
+
+T = TypeVar("T")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Extra TOML file.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="key.path=value")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"hostcore: {message}", err=True)
+    return typer.Exit(2)
+
+
+def with_store(
+    config: Path | None,
+    overrides: list[str] | None,
+    work: Callable[[SecurityRuntime], Awaitable[T]],
+) -> T:
+    """Load settings, migrate the store, prepare security, run ``work``."""
+    from hostcore.config import load_settings
+    from hostcore.db.engine import Database
+    from hostcore.db.migrate import lineages, migration_lock, upgrade
+    from hostcore.plugins import PluginRegistry
+
+    try:
+        settings: Settings = load_settings(config_file=config, overrides=overrides or [])
+        registry = PluginRegistry.load(settings)
+    except (ConfigError, PluginError) as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> T:
+        db = Database.from_settings(settings)
+        try:
+            async with migration_lock(db):
+                await upgrade(db, lineages(registry))
+                runtime = SecurityRuntime(settings, db)
+                await runtime.prepare()
+            return await work(runtime)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except HostcoreError as exc:
+        raise _fail(exc.detail) from None
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def add_commands(cli: typer.Typer) -> None:
+    user_cli = typer.Typer(
+        help="Users of the web UI (passwords hashed with argon2).", no_args_is_help=True
+    )
+    key_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
+    token_cli = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
+    cli.add_typer(user_cli, name="user")
+    cli.add_typer(key_cli, name="key")
+    cli.add_typer(token_cli, name="token")
+
+    @user_cli.command("add")
+    def user_add(
+        username: str,
+        role: Annotated[str, typer.Option(help="A role from [auth.roles].")] = "viewer",
+        password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Add a user."""
+        password = _read_password(password_stdin)
+
+        async def work(runtime: SecurityRuntime) -> users.UserInfo:
+            service.role_scopes(runtime, role)
+            async with runtime.db.session() as session, session.begin():
+                return await users.add(session, username, password, role)
+
+        info = with_store(config, set_, work)
+        typer.echo(f"added user {info.username} ({info.role})")
+
+    @user_cli.command("list")
+    def user_list(config: ConfigOption = None, set_: SetOption = None) -> None:
+        """List users."""
+
+        async def work(runtime: SecurityRuntime) -> list[users.UserInfo]:
+            async with runtime.db.session() as session:
+                return await users.list_users(session)
+
+        for info in with_store(config, set_, work):
+            typer.echo(f"{info.username:<24} {info.role:<12} since {_when(info.created_at)}")
+
+    @user_cli.command("remove")
+    def user_remove(username: str, config: ConfigOption = None, set_: SetOption = None) -> None:
+        """Remove a user (their tokens are revoked)."""
+
+        async def work(runtime: SecurityRuntime) -> int:
+            async with runtime.db.session() as session, session.begin():
+                await users.remove(session, username)
+            return await runtime.revoke(subject=f"user:{username}")
+
+        revoked = with_store(config, set_, work)
+        typer.echo(f"removed user {username}; revoked {revoked} token(s)")
+
+    @user_cli.command("passwd")
+    def user_passwd(
+        username: str,
+        password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Set a user's password (their tokens are revoked)."""
+        password = _read_password(password_stdin)
+
+        async def work(runtime: SecurityRuntime) -> int:
+            async with runtime.db.session() as session, session.begin():
+                await users.set_password(session, username, password)
+            return await runtime.revoke(subject=f"user:{username}")
+
+        revoked = with_store(config, set_, work)
+        typer.echo(f"password of {username} changed; revoked {revoked} token(s)")
+
+    @key_cli.command("rotate")
+    def key_rotate(config: ConfigOption = None, set_: SetOption = None) -> None:
+        """Make a new signing key active; the old one verifies until its tokens expire."""
+
+        async def work(runtime: SecurityRuntime) -> str:
+            return (await runtime.rotate_key()).kid
+
+        typer.echo(f"active signing key: {with_store(config, set_, work)}")
+
+    @key_cli.command("list")
+    def key_list(config: ConfigOption = None, set_: SetOption = None) -> None:
+        """List signing keys (never their private material)."""
+
+        async def work(runtime: SecurityRuntime) -> list[Any]:
+            assert runtime.keystore is not None
+            async with runtime.db.session() as session:
+                return await runtime.keystore.infos(session)
+
+        for info in with_store(config, set_, work):
+            state = "active" if info.active else f"verifies until {_when(info.verify_until)}"
+            typer.echo(f"{info.kid}  {info.algorithm:<6} created {_when(info.created_at)}  {state}")
+
+    @token_cli.command("issue")
+    def token_issue(
+        client: Annotated[str, typer.Option(help="A client from [auth.clients].")],
+        scope: Annotated[list[str] | None, typer.Option(help="Repeatable; default: all.")] = None,
+        ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Issue a token for a client and print it as JSON (for local tools)."""
+
+        async def work(runtime: SecurityRuntime) -> dict[str, Any]:
+            body = TokenCreate(client=client, scopes=scope, ttl_s=ttl)
+            info = await service.issue_for_client(runtime, client, body.scopes, body.ttl_s)
+            return {
+                "access_token": info.access_token,
+                "token_type": "bearer",
+                "jti": info.jti,
+                "subject": info.subject,
+                "scopes": info.scopes,
+                "expires_at": info.expires_at,
+            }
+
+        _print_json(with_store(config, set_, work))
+
+    @token_cli.command("list")
+    def token_list(
+        subject: Annotated[str | None, typer.Option(help="e.g. client:panel")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="Include revoked and expired.")] = False,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """List recorded tokens (by jti; the tokens themselves are never stored)."""
+
+        async def work(runtime: SecurityRuntime) -> list[Any]:
+            async with runtime.db.session() as session:
+                return await service.list_tokens(
+                    session, subject=subject, live_only=not all_, limit=service.MAX_ROWS
+                )
+
+        for row in with_store(config, set_, work):
+            state = "revoked" if row.revoked_at else f"expires {_when(row.expires_at)}"
+            typer.echo(f"{row.jti}  {row.subject:<24} {' '.join(row.scopes):<30} {state}")
+
+    @token_cli.command("revoke")
+    def token_revoke(
+        jti: Annotated[str | None, typer.Option(help="One token.")] = None,
+        subject: Annotated[
+            str | None, typer.Option(help="Every token of client:X / user:X.")
+        ] = None,
+        all_: Annotated[bool, typer.Option("--all", help="Every live token.")] = False,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Revoke tokens; every worker refuses them within a second."""
+        if sum(x is not None and x is not False for x in (jti, subject, all_)) != 1:
+            raise _fail("give exactly one of --jti, --subject, --all")
+
+        async def work(runtime: SecurityRuntime) -> int:
+            return await runtime.revoke(jti=jti, subject=subject, everything=all_)
+
+        typer.echo(f"revoked {with_store(config, set_, work)} token(s)")
+
+    @cli.command("activity")
+    def activity(
+        principal: Annotated[str | None, typer.Option(help="e.g. client:panel")] = None,
+        since: Annotated[float | None, typer.Option(help="Seconds ago.")] = None,
+        status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=service.MAX_ROWS)] = 50,
+        stats: Annotated[bool, typer.Option(help="Per-principal totals instead.")] = False,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Show recorded requests (newest first) or per-principal statistics."""
+        import time
+
+        start = time.time() - since if since is not None else None
+
+        async def work(runtime: SecurityRuntime) -> list[Any]:
+            async with runtime.db.session() as session:
+                if stats:
+                    return await service.activity_stats(session, since=start)
+                return await service.query_activity(
+                    session, principal=principal, since=start, status=status, limit=limit
+                )
+
+        rows = with_store(config, set_, work)
+        if as_json:
+            _print_json([row.model_dump() for row in rows])
+            return
+        for row in rows:
+            if stats:
+                typer.echo(
+                    f"{row.principal or '-':<28} {row.requests:>7} requests {row.denied:>5} denied "
+                    f"{row.errors:>4} errors  mean {row.mean_ms:.1f}ms  last {_when(row.last_at)}"
+                )
+            else:
+                typer.echo(
+                    f"{_when(row.at)} {row.status} {row.method:<6} {row.route:<40} "
+                    f"{row.principal or '-':<24} {row.duration_ms:.1f}ms {row.request_id}"
+                )
+
+    @cli.command("call")
+    def call(
+        method: str,
+        path: str,
+        data: Annotated[str | None, typer.Option(help="A JSON body.")] = None,
+        client: Annotated[str, typer.Option(help="Sign as this client.")] = "cli",
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Send one HMAC-signed request to the running server and print the answer."""
+        from hostcore.client import HostcoreClient
+        from hostcore.config import load_settings
+
+        try:
+            settings = load_settings(config_file=config, overrides=set_ or [])
+            body = json.loads(data) if data is not None else None
+        except (ConfigError, json.JSONDecodeError) as exc:
+            raise _fail(str(exc)) from None
+        path, _, query = path.partition("?")
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        with HostcoreClient.from_settings(settings, client) as http:
+            response = http.request(method.upper(), path, params=params or None, json=body)
+        try:
+            _print_json(response.json())
+        except ValueError:
+            typer.echo(response.text)
+        if response.status_code >= 400:
+            raise typer.Exit(1)

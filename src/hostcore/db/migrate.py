@@ -1,0 +1,184 @@
+"""Migrations: one Alembic lineage per plugin, each with its own version table.
+
+hostcore's own tables are the ``hostcore`` lineage; every plugin that returns
+a directory from ``hostcore_migrations`` gets a lineage named after it, with
+the version table ``alembic_version_<name>``. Separate version tables keep a
+plugin's history independent: disabling or uninstalling a plugin leaves
+nothing the others cannot resolve.
+
+Exactly one process migrates at a time: a file lock beside a SQLite database,
+an advisory lock on PostgreSQL. The others wait, then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from hostcore.db.engine import Database, sqlite_path
+from hostcore.errors import PluginError
+from hostcore.plugins import PluginRegistry
+
+CORE_LINEAGE = "hostcore"
+CORE_VERSIONS = Path(__file__).parent / "versions"
+ENVIRONMENT = Path(__file__).parent / "alembic"
+PG_LOCK_KEY = 0x686F7374  # "host"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    name: str
+    versions: Path
+
+    @property
+    def version_table(self) -> str:
+        return "alembic_version_" + re.sub(r"[^a-z0-9_]", "_", self.name)
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    lineage: str
+    revision: str
+    down_revision: str | None
+    message: str
+    applied: bool
+
+
+def lineages(registry: PluginRegistry | None) -> list[Lineage]:
+    found = [Lineage(CORE_LINEAGE, CORE_VERSIONS)]
+    for plugin in registry.active() if registry is not None else []:
+        directory = registry.call(plugin.name, "hostcore_migrations")  # type: ignore[union-attr]
+        if directory is None:
+            continue
+        if not Path(directory).is_dir():
+            raise PluginError(f"plugin {plugin.name}: migrations directory {directory} is missing")
+        found.append(Lineage(plugin.name, Path(directory)))
+    return found
+
+
+def _config(lineage: Lineage, connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(ENVIRONMENT))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(lineage.versions))
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = lineage.version_table
+    return config
+
+
+def _script(lineage: Lineage) -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(ENVIRONMENT))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(lineage.versions))
+    return ScriptDirectory.from_config(config)
+
+
+def _current(connection: Connection, lineage: Lineage) -> set[str]:
+    context = MigrationContext.configure(connection, opts={"version_table": lineage.version_table})
+    return set(context.get_current_heads())
+
+
+def _applied_set(script: ScriptDirectory, current: set[str]) -> set[str]:
+    if not current:
+        return set()
+    return {rev.revision for rev in script.iterate_revisions(tuple(current), "base")}
+
+
+def _upgrade(connection: Connection, lineage: Lineage, target: str) -> list[str]:
+    script = _script(lineage)
+    before = _applied_set(script, _current(connection, lineage))
+    command.upgrade(_config(lineage, connection), target)
+    after = _applied_set(script, _current(connection, lineage))
+    return [
+        rev.revision
+        for rev in reversed(list(script.walk_revisions()))
+        if rev.revision in after - before
+    ]
+
+
+@asynccontextmanager
+async def migration_lock(db: Database) -> AsyncIterator[None]:
+    """Hold the one lock that lets a single process migrate; the others wait here."""
+    path = sqlite_path(db.url)
+    if path is not None:
+        fd = os.open(path.with_name(f"{path.name}.migrate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    elif db.url.get_backend_name() == "postgresql":
+        async with db.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY}
+                )
+    else:
+        yield
+
+
+async def upgrade(
+    db: Database, found: list[Lineage], *, target: str = "heads"
+) -> dict[str, list[str]]:
+    """Bring every lineage to ``target``; returns the revisions this call applied.
+
+    Call it inside ``migration_lock(db)``.
+    """
+    applied: dict[str, list[str]] = {}
+    for lineage in found:
+        async with db.engine.begin() as connection:
+            revisions = await connection.run_sync(_upgrade, lineage, target)
+        applied[lineage.name] = revisions
+        if revisions:
+            log.info("store: %s migrated through %s", lineage.name, ", ".join(revisions))
+    return applied
+
+
+async def current(db: Database, found: list[Lineage]) -> dict[str, list[str]]:
+    result = {}
+    async with db.engine.connect() as connection:
+        for lineage in found:
+            result[lineage.name] = sorted(await connection.run_sync(_current, lineage))
+    return result
+
+
+async def history(db: Database, found: list[Lineage]) -> list[RevisionInfo]:
+    rows = []
+    async with db.engine.connect() as connection:
+        for lineage in found:
+            script = _script(lineage)
+            applied = _applied_set(script, await connection.run_sync(_current, lineage))
+            for rev in reversed(list(script.walk_revisions())):
+                down = rev.down_revision
+                rows.append(
+                    RevisionInfo(
+                        lineage=lineage.name,
+                        revision=rev.revision,
+                        down_revision=down
+                        if isinstance(down, str) or down is None
+                        else ",".join(down),
+                        message=(rev.doc or "").strip(),
+                        applied=rev.revision in applied,
+                    )
+                )
+    return rows

@@ -1,0 +1,92 @@
+"""The one dependency every route declares: ``RequireScope("system:read")``.
+
+It authenticates the caller, applies the rate limit (per principal; per
+client address for callers that fail to authenticate), checks the scope, and
+returns the ``Principal``. ``Public`` is the declaration for a plugin route
+that anyone may call (it is still rate-limited by address).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from hostcore.errors import Forbidden, Unauthorized
+from hostcore.middleware import CLIENT_KEY
+from hostcore.security.acl import allows
+from hostcore.security.runtime import PRINCIPAL_KEY, SecurityRuntime
+from hostcore.security.tokens import Principal
+
+SCOPE_ATTRIBUTE = "hostcore_scope"
+PUBLIC = "public"
+AUTHENTICATED = "authenticated"
+
+
+def runtime_of(request: Request) -> SecurityRuntime:
+    runtime: SecurityRuntime = request.app.state.security
+    return runtime
+
+
+async def _authenticate(request: Request) -> Principal:
+    runtime = runtime_of(request)
+    try:
+        principal = await runtime.authenticate(request)
+    except Unauthorized:
+        # Failed attempts count against the address, so guessing is slow.
+        runtime.rate_limit(f"address:{request.scope.get(CLIENT_KEY, '-')}", request)
+        raise
+    request.scope[PRINCIPAL_KEY] = principal.subject
+    runtime.rate_limit(principal.subject, request)
+    return principal
+
+
+@cache
+def _checker(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    async def require(request: Request) -> Principal:
+        principal = await _authenticate(request)
+        if scope != AUTHENTICATED and not allows(principal.scopes, scope):
+            raise Forbidden(f"this needs the scope {scope}")
+        return principal
+
+    setattr(require, SCOPE_ATTRIBUTE, scope)
+    return require
+
+
+def RequireScope(scope: str) -> Any:  # noqa: N802 - reads as a declaration on the route
+    """``Depends`` that admits callers holding ``scope`` and gives their Principal."""
+    if scope != AUTHENTICATED and ":" not in scope:
+        raise ValueError(f"scope {scope!r} must look like 'area:action'")
+    return Depends(_checker(scope))
+
+
+async def _public(request: Request) -> None:
+    runtime = runtime_of(request)
+    runtime.rate_limit(f"address:{request.scope.get(CLIENT_KEY, '-')}", request)
+
+
+setattr(_public, SCOPE_ATTRIBUTE, PUBLIC)
+
+Public: Any = Depends(_public)
+"""Declares a plugin route open to anyone (rate-limited per client address)."""
+
+Authenticated = Annotated[Principal, RequireScope(AUTHENTICATED)]
+"""Any authenticated caller, whatever their scopes."""
+
+
+def declared_scope(dependant: Any) -> str | None:
+    """The scope a route declared through RequireScope/Public, searching its dependencies."""
+    for dependency in dependant.dependencies:
+        scope = getattr(dependency.call, SCOPE_ATTRIBUTE, None)
+        if scope is not None:
+            return str(scope)
+        nested = declared_scope(dependency)
+        if nested is not None:
+            return nested
+    return None
+
+
+SecurityDep = Annotated[SecurityRuntime, Depends(runtime_of)]
+"""This worker's security runtime (tokens, keys, rate limits)."""

@@ -1,0 +1,340 @@
+"""The security pipeline of one worker: who is calling, may they, and how often.
+
+``SecurityRuntime`` is built by ``create_app`` and started in the lifespan.
+Per request it authenticates (bearer token, or an HMAC-signed local request),
+applies the rate limit and leaves the principal on the ASGI scope for the
+activity record. A background task keeps this worker's view of the store
+fresh: revocations (at least every ``auth.revocation_poll_s``), the active
+signing key, token last-use times, nonce and activity retention, and the
+automatic key rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.requests import Request
+from starlette.types import Scope
+
+from hostcore.config import Settings
+from hostcore.db.engine import Database
+from hostcore.errors import Conflict, TooManyRequests, Unauthorized
+from hostcore.logging import request_id_var
+from hostcore.middleware import CLIENT_KEY, RATE_LIMIT_KEY
+from hostcore.security import hmac as signing
+from hostcore.security import tokens
+from hostcore.security.activity import ActivityRecord, ActivityRecorder, apply_retention
+from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey, MasterKey
+from hostcore.security.models import HmacNonce, SigningKey
+from hostcore.security.ratelimit import RateLimiter
+from hostcore.security.tokens import IssuedTokenInfo, Principal, PrincipalKind, TokenVerifier
+
+PRINCIPAL_KEY = "hostcore.principal"
+UNIX_PEER = "unix"
+UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow the table's cardinality
+HOUSEKEEPING_EVERY_S = 30.0
+RETENTION_EVERY_S = 3600.0
+
+log = logging.getLogger(__name__)
+
+
+class ProxyResolver:
+    """The client's address: the peer's, or X-Forwarded-For when the peer is a trusted proxy."""
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.trust_unix = UNIX_PEER in trusted
+        self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted if t != UNIX_PEER]
+
+    def _trusted(self, address: str) -> bool:
+        if address == UNIX_PEER:
+            return self.trust_unix
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def resolve(self, scope: Scope) -> str:
+        peer = scope.get("client")
+        address = str(peer[0]) if peer and peer[0] else UNIX_PEER
+        if not self._trusted(address):
+            return address
+        forwarded: list[str] = [
+            value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+        ]
+        hops = [hop.strip() for line in forwarded for hop in line.split(",") if hop.strip()]
+        # Walk from the nearest hop outwards; the first untrusted one is the client.
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop[:64]
+            address = hop
+        return address
+
+
+def is_local(address: str) -> bool:
+    if address == UNIX_PEER:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class SecurityRuntime:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.auth = settings.auth
+        self.db = db
+        self.proxies = ProxyResolver(settings.server.trusted_proxies)
+        self.verifier = TokenVerifier(settings.auth)
+        self.ratelimiter = (
+            RateLimiter.from_settings(settings.ratelimit, settings.run_dir)
+            if settings.ratelimit.enabled
+            else None
+        )
+        self.activity = (
+            ActivityRecorder(db, settings.activity) if settings.activity.enabled else None
+        )
+        self.keystore: KeyStore | None = None
+        self.signing_key: LoadedKey | None = None
+        self._secrets: dict[str, bytes] = {}
+        self._shared_secret = b""
+        self._task: asyncio.Task[None] | None = None
+        self._revocations_seen = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Prepare (call under the migration lock), then start this worker's housekeeping."""
+        await self.prepare()
+        if self.activity is not None:
+            self.activity.start()
+        self._task = asyncio.create_task(self._housekeeping(), name="hostcore-security")
+
+    async def prepare(self) -> None:
+        """Secrets, the signing key and known revocations; what the CLI needs too."""
+        master = await asyncio.to_thread(
+            MasterKey.load_or_create, self.settings.data_dir / "master.key"
+        )
+        grace = self.auth.max_token_ttl_s + self.auth.leeway_s
+        self.keystore = KeyStore(master, self.auth.algorithm, verify_grace_s=grace)
+        self._shared_secret = await asyncio.to_thread(
+            signing.create_secret, self.settings.hmac_secret_path(), group=self.auth.secret_group
+        )
+        for name, client in self.auth.clients.items():
+            if client.secret_file is not None:
+                self._secrets[name] = await asyncio.to_thread(
+                    signing.read_secret, client.secret_file
+                )
+        async with self.db.session() as session:
+            await self.keystore.ensure_active(session, rotate_after_s=self._rotate_after_s())
+        await self.refresh_keys()
+        now = time.time()
+        async with self.db.session() as session:
+            self.verifier.add_revoked(
+                (jti, exp) for jti, exp in await tokens.revoked_since(session, 0.0) if exp >= now
+            )
+        self._revocations_seen = now
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.activity is not None:
+            await self.activity.close()
+        await self._store_last_used()
+
+    def _rotate_after_s(self) -> float:
+        return self.auth.key_rotation_days * 86400
+
+    async def refresh_keys(self) -> None:
+        assert self.keystore is not None
+        async with self.db.session() as session:
+            keys = await self.keystore.verifying(session)
+        self.verifier.set_keys(keys)
+        active = [key for key in keys if key.retired_at is None]
+        self.signing_key = max(active, key=lambda key: key.created_at) if active else None
+
+    async def _housekeeping(self) -> None:
+        last_slow = last_retention = time.monotonic()
+        while True:
+            await asyncio.sleep(self.auth.revocation_poll_s)
+            try:
+                await self._poll()
+                if time.monotonic() - last_slow >= HOUSEKEEPING_EVERY_S:
+                    last_slow = time.monotonic()
+                    await self._slow_housekeeping()
+                if time.monotonic() - last_retention >= RETENTION_EVERY_S:
+                    last_retention = time.monotonic()
+                    async with self.db.session() as session, session.begin():
+                        await apply_retention(session, self.settings.activity)
+            except Exception:
+                log.exception("security housekeeping failed; retrying")
+
+    async def _poll(self) -> None:
+        """Revocations and key changes made by any process reach this worker here."""
+        # Overlap the window: a transaction may commit after the time it stamped.
+        since = self._revocations_seen - 2.0
+        self._revocations_seen = time.time()
+        async with self.db.session() as session:
+            self.verifier.add_revoked(await tokens.revoked_since(session, since))
+            active_kid = await session.scalar(
+                select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
+            )
+        if self.signing_key is None or active_kid != self.signing_key.kid:
+            await self.refresh_keys()
+
+    async def _slow_housekeeping(self) -> None:
+        await self._store_last_used()
+        now = time.time()
+        self.verifier.prune(now)
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                delete(HmacNonce).where(HmacNonce.seen_at < now - 2 * self.auth.hmac_window_s)
+            )
+        if self._rotate_after_s() > 0:
+            assert self.keystore is not None
+            try:
+                async with self.db.session() as session:
+                    await self.keystore.ensure_active(
+                        session, rotate_after_s=self._rotate_after_s()
+                    )
+            except (Conflict, OperationalError):
+                pass  # another worker rotated first; the next poll picks its key up
+            await self.refresh_keys()
+
+    async def _store_last_used(self) -> None:
+        used = self.verifier.take_last_used()
+        if used:
+            async with self.db.session() as session, session.begin():
+                await tokens.store_last_used(session, used)
+
+    # --- tokens ------------------------------------------------------------------
+
+    async def issue(
+        self, kind: PrincipalKind, name: str, scopes: Sequence[str], ttl_s: int | None = None
+    ) -> IssuedTokenInfo:
+        if self.signing_key is None:
+            await self.refresh_keys()
+        assert self.signing_key is not None
+        ttl = min(ttl_s or self.auth.token_ttl_s, self.auth.max_token_ttl_s)
+        info = tokens.encode(self.signing_key, self.auth, kind, name, scopes, ttl)
+        async with self.db.session() as session, session.begin():
+            await tokens.record(session, info, kind)
+        return info
+
+    async def rotate_key(self) -> KeyInfo:
+        assert self.keystore is not None
+        async with self.db.session() as session:
+            key = await self.keystore.rotate(session)
+        await self.refresh_keys()
+        async with self.db.session() as session:
+            return await self.keystore.get_info(session, key.kid)
+
+    async def revoke(
+        self, *, jti: str | None = None, subject: str | None = None, everything: bool = False
+    ) -> int:
+        async with self.db.session() as session, session.begin():
+            count = await tokens.revoke(session, jti=jti, subject=subject, everything=everything)
+        await self._poll()
+        return count
+
+    # --- per request ---------------------------------------------------------------
+
+    def observe(self, scope: Scope, status: int, duration_ms: float) -> None:
+        """Called by the middleware once per request: the activity record."""
+        if self.activity is None:
+            return
+        self.activity.record(
+            ActivityRecord(
+                at=time.time(),
+                request_id=request_id_var.get(),
+                principal=scope.get(PRINCIPAL_KEY),
+                method=scope.get("method", "WS"),
+                route=getattr(scope.get("route"), "path", UNMATCHED),
+                status=status,
+                duration_ms=round(duration_ms, 3),
+                client=scope.get(CLIENT_KEY),
+            )
+        )
+
+    async def authenticate(self, request: Request) -> Principal:
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+            return await self._verify_token(token.strip())
+        if signing.SIGNATURE_HEADER.lower() in request.headers:
+            return await self._verify_signed(request)
+        raise Unauthorized("no credentials: send a bearer token or an HMAC-signed request")
+
+    async def _verify_token(self, token: str) -> Principal:
+        if self.verifier.unknown_kid(token) is not None:
+            await self.refresh_keys()  # a key another worker just created
+        principal = self.verifier.verify(token)
+        if principal.kind == "client" and principal.name not in self.auth.clients:
+            raise Unauthorized(f"client {principal.name} is no longer allowed")
+        return principal
+
+    async def _verify_signed(self, request: Request) -> Principal:
+        address = request.scope.get(CLIENT_KEY) or self.proxies.resolve(request.scope)
+        if not is_local(address):
+            raise Unauthorized("signed requests are accepted only from this host")
+        headers = request.headers
+        name = headers.get(signing.CLIENT_HEADER, "")
+        client = self.auth.clients.get(name) if signing.CLIENT_PATTERN.match(name) else None
+        if client is None:
+            raise Unauthorized("unknown client")
+        try:
+            timestamp = signing.parse_timestamp(headers.get(signing.TIMESTAMP_HEADER, ""))
+        except ValueError:
+            raise Unauthorized("signed request has a malformed timestamp") from None
+        if abs(time.time() - timestamp) > self.auth.hmac_window_s:
+            raise Unauthorized("signed request is stale: check the clock")
+        nonce = headers.get(signing.NONCE_HEADER, "")
+        if not signing.NONCE_PATTERN.match(nonce):
+            raise Unauthorized("signed request has a malformed nonce")
+        body = await request.body()
+        matches = signing.signature_matches(
+            self._secrets.get(name, self._shared_secret),
+            headers.get(signing.SIGNATURE_HEADER, ""),
+            method=request.method,
+            path=request.scope["path"],
+            query=request.scope["query_string"].decode("latin-1"),
+            client=name,
+            timestamp=timestamp,
+            nonce=nonce,
+            body_sha256=signing.body_digest(body),
+        )
+        if not matches:
+            raise Unauthorized("request signature is invalid")
+        try:
+            async with self.db.session() as session, session.begin():
+                session.add(HmacNonce(nonce=nonce, seen_at=time.time()))
+        except IntegrityError:
+            raise Unauthorized("nonce was already used: this request is a replay") from None
+        return Principal(kind="client", name=name, scopes=frozenset(client.scopes))
+
+    def rate_limit(self, identity: str, request: Request) -> None:
+        if self.ratelimiter is None:
+            return
+        route = request.scope.get("route")
+        template = getattr(route, "path", request.scope["path"])
+        result = self.ratelimiter.hit(identity, f"{request.method} {template}")
+        request.scope[RATE_LIMIT_KEY] = result
+        if not result.allowed:
+            raise TooManyRequests(
+                f"rate limit of {result.limit} exceeded; retry in {result.retry_after_s}s",
+                headers={k.decode(): v.decode() for k, v in result.headers()},
+            )

@@ -1,0 +1,266 @@
+"""JWT issue and verification, built for the hot path.
+
+A token is checked in full once per worker (signature, algorithm pinned to
+the key named by ``kid``, iss, aud, exp, nbf, iat, required claims). The
+verified claims are then cached by token, and every later use re-checks only
+what can change: expiry, revocation (a per-worker set refreshed from the
+store at least every second) and whether its key still verifies.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hostcore.config import AuthSettings
+from hostcore.db.engine import affected_rows
+from hostcore.errors import Unauthorized
+from hostcore.security.keys import LoadedKey
+from hostcore.security.models import IssuedToken
+
+PrincipalKind = Literal["client", "user"]
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "scopes", "iat", "nbf", "exp"]
+CACHE_SIZE = 4096
+MAX_TOKEN_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a client (local service, app) or a user, with their scopes."""
+
+    kind: PrincipalKind
+    name: str
+    scopes: frozenset[str]
+    jti: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def parse_subject(subject: str) -> tuple[PrincipalKind, str]:
+    kind, _, name = subject.partition(":")
+    if kind not in ("client", "user") or not name:
+        raise Unauthorized("token subject is malformed")
+    return ("client" if kind == "client" else "user"), name
+
+
+@dataclass(frozen=True)
+class IssuedTokenInfo:
+    access_token: str
+    jti: str
+    subject: str
+    scopes: list[str]
+    issued_at: float
+    expires_at: float
+    kid: str
+
+
+def encode(
+    key: LoadedKey,
+    settings: AuthSettings,
+    principal_kind: PrincipalKind,
+    name: str,
+    scopes: Iterable[str],
+    ttl_s: int,
+    now: float | None = None,
+) -> IssuedTokenInfo:
+    now = time.time() if now is None else now
+    issued = int(now)
+    claims = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": f"{principal_kind}:{name}",
+        "jti": str(uuid.uuid4()),
+        "scopes": sorted(set(scopes)),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_s,
+    }
+    token = jwt.encode(claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
+    return IssuedTokenInfo(
+        access_token=token,
+        jti=claims["jti"],  # type: ignore[arg-type]
+        subject=claims["sub"],  # type: ignore[arg-type]
+        scopes=claims["scopes"],  # type: ignore[arg-type]
+        issued_at=issued,
+        expires_at=issued + ttl_s,
+        kid=key.kid,
+    )
+
+
+async def record(session: AsyncSession, info: IssuedTokenInfo, kind: PrincipalKind) -> None:
+    """Remember the token by jti (never the token itself)."""
+    session.add(
+        IssuedToken(
+            jti=info.jti,
+            subject=info.subject,
+            kind=kind,
+            scopes=" ".join(info.scopes),
+            kid=info.kid,
+            issued_at=info.issued_at,
+            expires_at=info.expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+    )
+
+
+async def revoke(
+    session: AsyncSession,
+    *,
+    jti: str | None = None,
+    subject: str | None = None,
+    everything: bool = False,
+) -> int:
+    """Revoke by jti, by subject, or all live tokens; returns how many were revoked."""
+    now = time.time()
+    statement = update(IssuedToken).where(
+        IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now
+    )
+    if jti is not None:
+        statement = statement.where(IssuedToken.jti == jti)
+    elif subject is not None:
+        statement = statement.where(IssuedToken.subject == subject)
+    elif not everything:
+        raise ValueError("revoke needs a jti, a subject or everything=True")
+    result = await session.execute(statement.values(revoked_at=now))
+    return affected_rows(result)
+
+
+async def revoked_since(session: AsyncSession, since: float) -> list[tuple[str, float]]:
+    result = await session.execute(
+        select(IssuedToken.jti, IssuedToken.expires_at).where(IssuedToken.revoked_at >= since)
+    )
+    return [(jti, expires) for jti, expires in result.all()]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    kid: str
+    expires_at: float
+
+
+class TokenVerifier:
+    """Per-worker verification state: known keys, revoked jtis, verified-token cache."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.keys: dict[str, LoadedKey] = {}
+        self.revoked: dict[str, float] = {}  # jti -> expiry, pruned once expired
+        self.last_used: dict[str, float] = {}
+        self._cache: OrderedDict[str, _Verified] = OrderedDict()
+
+    def set_keys(self, keys: Iterable[LoadedKey]) -> None:
+        self.keys = {key.kid: key for key in keys}
+
+    def add_revoked(self, entries: Iterable[tuple[str, float]]) -> None:
+        for jti, expires in entries:
+            self.revoked[jti] = expires
+
+    def prune(self, now: float) -> None:
+        horizon = now - self.settings.leeway_s
+        self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp >= horizon}
+
+    def unknown_kid(self, token: str) -> str | None:
+        """The kid a token names when this worker does not know it yet (a new key)."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return None
+        return kid if isinstance(kid, str) and kid not in self.keys else None
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        now = time.time() if now is None else now
+        cached = self._cache.get(token)
+        if cached is None:
+            cached = self._verify_fully(token, now)
+            self._cache[token] = cached
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        elif now > cached.expires_at + self.settings.leeway_s:
+            del self._cache[token]
+            raise Unauthorized("token has expired")
+        key = self.keys.get(cached.kid)
+        if key is None or not key.verifies_at(now):
+            self._cache.pop(token, None)
+            raise Unauthorized("token was signed by a key that has been retired")
+        jti = cached.principal.jti
+        if jti in self.revoked:
+            raise Unauthorized("token has been revoked")
+        self.last_used[jti or ""] = now
+        return cached.principal
+
+    def _verify_fully(self, token: str, now: float) -> _Verified:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthorized("token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("token is malformed") from None
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthorized("token names an unknown signing key")
+        # The algorithm comes from our key, never from the token: that is what
+        # defeats "alg: none" and HS256-signed-with-the-public-key confusion.
+        if header.get("alg") != key.algorithm:
+            raise Unauthorized("token algorithm does not match its signing key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.verifying,
+                algorithms=[key.algorithm],
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway_s,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("token is from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthorized("token signature is invalid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"token lacks the {exc.claim} claim") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("token is malformed") from None
+        kind, name = parse_subject(str(claims["sub"]))
+        scopes = claims["scopes"]
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise Unauthorized("token scopes are malformed")
+        principal = Principal(
+            kind=kind,
+            name=name,
+            scopes=frozenset(scopes),
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+        )
+        return _Verified(principal, key.kid, float(claims["exp"]))
+
+    def take_last_used(self) -> dict[str, float]:
+        used, self.last_used = self.last_used, {}
+        used.pop("", None)
+        return used
+
+
+async def store_last_used(session: AsyncSession, used: dict[str, float]) -> None:
+    for jti, at in used.items():
+        await session.execute(
+            update(IssuedToken).where(IssuedToken.jti == jti).values(last_used_at=at)
+        )
