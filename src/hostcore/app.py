@@ -27,7 +27,7 @@ from hostcore.db.engine import Database
 from hostcore.db.migrate import lineages, migration_lock, upgrade
 from hostcore.errors import HostcoreError, PluginError, handle_error
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
-from hostcore.middleware import RequestContextMiddleware
+from hostcore.middleware import TEMPLATE_ATTRIBUTE, RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
 from hostcore.runner import Runner
 from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
@@ -126,6 +126,11 @@ def _mount_plugin(
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
+        for route in router.routes:
+            if isinstance(route, Route | WebSocketRoute):
+                # Included routers stay nested, so the route keeps its short path; the
+                # rate limiter and the activity record need the full template.
+                setattr(route, TEMPLATE_ATTRIBUTE, prefix + route.path)
         app.include_router(router, prefix=prefix, tags=[plugin.name])
     for url_path, directory in mounts.items():
         app.mount(

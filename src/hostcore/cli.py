@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -15,6 +17,8 @@ from hostcore.app import create_app
 from hostcore.config import Settings, cli_layers_to_environment, effective_config, load_settings
 from hostcore.errors import ConfigError, PluginError
 from hostcore.plugins import PluginRegistry, installed_sources
+
+T = TypeVar("T")
 
 ConfigOption = Annotated[
     Path | None,
@@ -64,8 +68,12 @@ cli = typer.Typer(
 )
 plugins_cli = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+db_cli = typer.Typer(
+    help="The store: migrations of hostcore and every plugin.", no_args_is_help=True
+)
 cli.add_typer(plugins_cli, name="plugins")
 cli.add_typer(config_cli, name="config")
+cli.add_typer(db_cli, name="db")
 
 
 @cli.command()
@@ -176,6 +184,70 @@ def config_show(
         return
     for key, value, source in rows:
         typer.echo(f"{key} = {json.dumps(value)}    # {source}")
+
+
+def _with_database(
+    config: Path | None, overrides: list[str] | None, work: Callable[..., Awaitable[T]]
+) -> T:
+    from hostcore.db.engine import Database
+    from hostcore.db.migrate import lineages
+
+    settings = load_or_exit(config, overrides)
+    registry = registry_or_exit(settings)
+
+    async def run() -> T:
+        db = Database.from_settings(settings)
+        try:
+            return await work(db, lineages(registry))
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (ConfigError, PluginError) as exc:
+        fail(str(exc))
+
+
+@db_cli.command("upgrade")
+def db_upgrade(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Apply every pending migration (the server also does this when it starts)."""
+    from hostcore.db.migrate import migration_lock, upgrade
+
+    async def work(db: Any, found: Any) -> dict[str, list[str]]:
+        async with migration_lock(db):
+            applied: dict[str, list[str]] = await upgrade(db, found)
+            return applied
+
+    for lineage, revisions in _with_database(config, set_, work).items():
+        done = ", ".join(revisions) if revisions else "already up to date"
+        typer.echo(f"{lineage}: {done}")
+
+
+@db_cli.command("current")
+def db_current(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Show the revision each lineage (hostcore and every plugin) is at."""
+    from hostcore.db.migrate import current
+
+    async def work(db: Any, found: Any) -> dict[str, list[str]]:
+        heads: dict[str, list[str]] = await current(db, found)
+        return heads
+
+    for lineage, heads in _with_database(config, set_, work).items():
+        typer.echo(f"{lineage}: {', '.join(heads) or 'empty (not migrated)'}")
+
+
+@db_cli.command("history")
+def db_history(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """List every migration of every lineage, oldest first, marking those applied."""
+    from hostcore.db.migrate import history
+
+    async def work(db: Any, found: Any) -> list[Any]:
+        rows: list[Any] = await history(db, found)
+        return rows
+
+    for row in _with_database(config, set_, work):
+        mark = "applied" if row.applied else "pending"
+        typer.echo(f"{row.lineage:<12} {row.revision:<8} {mark:<8} {row.message}")
 
 
 def add_plugin_commands(root: typer.Typer) -> None:

@@ -27,7 +27,20 @@ RATE_LIMIT_KEY = "hostcore.ratelimit"
 WS_TRY_AGAIN_LATER = 1013
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
+TEMPLATE_ATTRIBUTE = "hostcore_template"
+UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow cardinality
+
 access_log = logging.getLogger("hostcore.access")
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (``/api/v1/auth/tokens/{jti}``)."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    return str(getattr(route, TEMPLATE_ATTRIBUTE, None) or getattr(route, "path", UNMATCHED))
+
+
 log = logging.getLogger(__name__)
 
 

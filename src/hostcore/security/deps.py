@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from hostcore.errors import Forbidden, Unauthorized
 from hostcore.middleware import CLIENT_KEY
 from hostcore.security.acl import allows
-from hostcore.security.runtime import PRINCIPAL_KEY, SecurityRuntime
+from hostcore.security.runtime import PRINCIPAL_KEY, SecurityRuntime, address_identity
 from hostcore.security.tokens import Principal
 
 SCOPE_ATTRIBUTE = "hostcore_scope"
@@ -36,7 +36,7 @@ async def _authenticate(request: Request) -> Principal:
         principal = await runtime.authenticate(request)
     except Unauthorized:
         # Failed attempts count against the address, so guessing is slow.
-        runtime.rate_limit(f"address:{request.scope.get(CLIENT_KEY, '-')}", request)
+        runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
         raise
     request.scope[PRINCIPAL_KEY] = principal.subject
     runtime.rate_limit(principal.subject, request)
@@ -64,7 +64,7 @@ def RequireScope(scope: str) -> Any:  # noqa: N802 - reads as a declaration on t
 
 async def _public(request: Request) -> None:
     runtime = runtime_of(request)
-    runtime.rate_limit(f"address:{request.scope.get(CLIENT_KEY, '-')}", request)
+    runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
 
 
 setattr(_public, SCOPE_ATTRIBUTE, PUBLIC)

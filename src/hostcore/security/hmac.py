@@ -270,10 +270,8 @@ def create_secret(path: Path, *, group: str | None = None) -> bytes:
         _make_parent(path.parent, gid)
         created = _write_new(path, secret + b"\n", gid)
     except PermissionError as exc:
-        raise ConfigError(
-            f"cannot create HMAC secret {path}{f' for group {group!r}' if group else ''}: "
-            f"{exc.strerror}"
-        ) from exc
+        owner = f" for group {group!r}" if group else ""
+        raise ConfigError(f"cannot create HMAC secret {path}{owner}: {exc.strerror}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot create HMAC secret {path}: {exc.strerror}") from exc
     # Another process may have published its secret first: theirs is the one in use.

@@ -25,9 +25,9 @@ from starlette.types import Scope
 
 from hostcore.config import Settings
 from hostcore.db.engine import Database
-from hostcore.errors import Conflict, TooManyRequests, Unauthorized
+from hostcore.errors import Conflict, TooManyRequests, Unauthorized, Unavailable
 from hostcore.logging import request_id_var
-from hostcore.middleware import CLIENT_KEY, RATE_LIMIT_KEY
+from hostcore.middleware import CLIENT_KEY, RATE_LIMIT_KEY, route_template
 from hostcore.security import hmac as signing
 from hostcore.security import tokens
 from hostcore.security.activity import ActivityRecord, ActivityRecorder, apply_retention
@@ -38,7 +38,6 @@ from hostcore.security.tokens import IssuedTokenInfo, Principal, PrincipalKind, 
 
 PRINCIPAL_KEY = "hostcore.principal"
 UNIX_PEER = "unix"
-UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow the table's cardinality
 HOUSEKEEPING_EVERY_S = 30.0
 RETENTION_EVERY_S = 3600.0
 
@@ -78,6 +77,17 @@ class ProxyResolver:
                 return hop[:64]
             address = hop
         return address
+
+
+def address_identity(address: str) -> str:
+    """The rate-limit identity of an address: one IPv6 client controls a whole /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address}"
+    if ip.version == 6 and not ip.is_loopback:
+        return f"address:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"address:{ip}"
 
 
 def is_local(address: str) -> bool:
@@ -122,6 +132,8 @@ class SecurityRuntime:
 
     async def prepare(self) -> None:
         """Secrets, the signing key and known revocations; what the CLI needs too."""
+        if self.ratelimiter is not None and not self.ratelimiter.storage.check():
+            raise Unavailable(f"rate-limit storage {self.settings.ratelimit.storage!r} is unusable")
         master = await asyncio.to_thread(
             MasterKey.load_or_create, self.settings.data_dir / "master.key"
         )
@@ -261,7 +273,7 @@ class SecurityRuntime:
                 request_id=request_id_var.get(),
                 principal=scope.get(PRINCIPAL_KEY),
                 method=scope.get("method", "WS"),
-                route=getattr(scope.get("route"), "path", UNMATCHED),
+                route=route_template(scope),
                 status=status,
                 duration_ms=round(duration_ms, 3),
                 client=scope.get(CLIENT_KEY),
@@ -310,7 +322,8 @@ class SecurityRuntime:
             self._secrets.get(name, self._shared_secret),
             headers.get(signing.SIGNATURE_HEADER, ""),
             method=request.method,
-            path=request.scope["path"],
+            # The raw path as sent: the signature covers what went over the wire.
+            path=request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1"),
             query=request.scope["query_string"].decode("latin-1"),
             client=name,
             timestamp=timestamp,
@@ -329,9 +342,7 @@ class SecurityRuntime:
     def rate_limit(self, identity: str, request: Request) -> None:
         if self.ratelimiter is None:
             return
-        route = request.scope.get("route")
-        template = getattr(route, "path", request.scope["path"])
-        result = self.ratelimiter.hit(identity, f"{request.method} {template}")
+        result = self.ratelimiter.hit(identity, f"{request.method} {route_template(request.scope)}")
         request.scope[RATE_LIMIT_KEY] = result
         if not result.allowed:
             raise TooManyRequests(

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import Settings, load_settings, validate_plugin_settings
+from hostcore.db.deps import DbSession
 from hostcore.errors import BadRequest, error_responses
 from hostcore.hookspecs import hookimpl
 from hostcore.security.deps import RequireScope
 
 __version__ = "0.1.0"
 STATIC = Path(__file__).parent / "static"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# The plugin's own table, created by its migration lineage (migrations/).
+greetings = Table(
+    "hello_greetings",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
 
 
 class HelloSettings(BaseModel):
@@ -31,11 +45,26 @@ class GreetingRead(BaseModel):
     message: str
 
 
+class GreetedRead(BaseModel):
+    name: str
+    at: float
+
+
 def greet(config: HelloSettings, name: str) -> str:
     """The plugin's service: plain, typed, no HTTP."""
     if len(name) > config.max_name_length:
         raise BadRequest(f"name is longer than {config.max_name_length} characters")
     return f"{config.greeting}, {name}!"
+
+
+async def remember(session: AsyncSession, name: str) -> None:
+    async with session.begin():
+        await session.execute(insert(greetings).values(name=name, at=time.time()))
+
+
+async def recent(session: AsyncSession, limit: int) -> list[GreetedRead]:
+    rows = await session.execute(select(greetings).order_by(greetings.c.id.desc()).limit(limit))
+    return [GreetedRead(name=row.name, at=row.at) for row in rows]
 
 
 class Counter:
@@ -62,13 +91,26 @@ def hostcore_routes(config: HelloSettings) -> APIRouter:
     @router.get("/greet", responses=error_responses(400, 401, 403, 422, 429))
     async def get_greeting(
         request: Request,
+        session: DbSession,
         name: Annotated[str, Query(min_length=1, pattern=r"^[\w .'-]+$")],
     ) -> GreetingRead:
         message = greet(config, name)
+        await remember(session, name)
         request.app.state.hello_counter.greetings += 1
         return GreetingRead(message=message)
 
+    @router.get("/greeted", responses=error_responses(401, 403, 422, 429))
+    async def get_greeted(
+        session: DbSession, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    ) -> list[GreetedRead]:
+        return await recent(session, limit)
+
     return router
+
+
+@hookimpl
+def hostcore_migrations() -> Path:
+    return MIGRATIONS
 
 
 @hookimpl

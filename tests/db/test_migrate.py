@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, text
+
+from hostcore.app import create_app
+from hostcore.config import Settings
+from hostcore.db.engine import Database
+from hostcore.db.migrate import (
+    CORE_LINEAGE,
+    Lineage,
+    _script,
+    current,
+    history,
+    lineages,
+    migration_lock,
+    upgrade,
+)
+from tests.conftest import bearer, hostcore_command, isolated_environ
+
+EXAMPLE_MIGRATIONS = (
+    Path(__file__).resolve().parents[2] / "examples/hostcore-hello/src/hostcore_hello/migrations"
+)
+POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
+
+
+def sqlite(tmp_path: Path, name: str = "store.db") -> Database:
+    return Database(f"sqlite+aiosqlite:///{tmp_path / name}")
+
+
+async def schema(db: Database) -> dict[str, list[str]]:
+    async with db.engine.connect() as connection:
+
+        def read(sync: object) -> dict[str, list[str]]:
+            inspector = inspect(sync)
+            return {
+                table: sorted(column["name"] for column in inspector.get_columns(table))
+                for table in sorted(inspector.get_table_names())
+            }
+
+        return await connection.run_sync(read)
+
+
+async def migrate(
+    db: Database, found: list[Lineage], target: str = "heads"
+) -> dict[str, list[str]]:
+    async with migration_lock(db):
+        return await upgrade(db, found, target=target)
+
+
+async def test_fresh_database_to_head(tmp_path: Path) -> None:
+    db = sqlite(tmp_path)
+    found = [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)]
+    applied = await migrate(db, found)
+    assert applied == {CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}
+    assert await current(db, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    tables = await schema(db)
+    for table in ("signing_keys", "tokens", "users", "hmac_nonces", "activity", "hello_greetings"):
+        assert table in tables
+    assert "alembic_version_hostcore" in tables and "alembic_version_hello" in tables
+    assert await migrate(db, found) == {CORE_LINEAGE: [], "hello": []}
+    await db.dispose()
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        rev.revision
+        for rev in _script(Lineage(CORE_LINEAGE, lineages(None)[0].versions)).walk_revisions()
+    ],
+)
+async def test_upgrade_from_every_earlier_revision(tmp_path: Path, start: str) -> None:
+    found = lineages(None)
+    reference = sqlite(tmp_path, "reference.db")
+    await migrate(reference, found)
+    expected = await schema(reference)
+    db = sqlite(tmp_path)
+    await migrate(db, found, target=start)
+    assert await current(db, found) == {CORE_LINEAGE: [start]}
+    await migrate(db, found)
+    assert await schema(db) == expected
+    await reference.dispose()
+    await db.dispose()
+
+
+async def test_history_marks_applied_and_pending(tmp_path: Path) -> None:
+    db = sqlite(tmp_path)
+    found = lineages(None)
+    await migrate(db, found, target="0001")
+    rows = [(row.revision, row.applied) for row in await history(db, found)]
+    assert rows == [("0001", True), ("0002", False)]
+    await db.dispose()
+
+
+async def test_a_plugin_lineage_is_independent(tmp_path: Path) -> None:
+    """Dropping a plugin's lineage (disabled, uninstalled) leaves the rest resolvable."""
+    db = sqlite(tmp_path)
+    await migrate(db, [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)])
+    assert await migrate(db, lineages(None)) == {CORE_LINEAGE: []}
+    assert await current(db, lineages(None)) == {CORE_LINEAGE: ["0002"]}
+    await db.dispose()
+
+
+async def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", busy_timeout_ms=4321)
+    async with db.engine.connect() as connection:
+        pragmas = {
+            name: (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+        }
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 4321, "foreign_keys": 1}
+    await db.dispose()
+
+
+def test_two_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
+    env = isolated_environ(tmp_path)
+    processes = [
+        subprocess.Popen(
+            hostcore_command("db", "upgrade"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    reports = sorted(out for out, _ in outputs)
+    assert reports == ["hostcore: 0001, 0002\n", "hostcore: already up to date\n"], outputs
+
+
+def test_db_commands(tmp_path: Path) -> None:
+    env = isolated_environ(tmp_path)
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            hostcore_command("db", *args),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout
+
+    assert run("current") == "hostcore: empty (not migrated)\n"
+    assert "pending" in run("history")
+    run("upgrade")
+    assert run("current") == "hostcore: 0002\n"
+    assert run("history").count("applied") == 2
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    if POSTGRES_URL is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide HOSTCORE_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+        pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database (.ci/postgres.sh)")
+    return POSTGRES_URL
+
+
+async def reset_postgres(url: str) -> None:
+    db = Database(url)
+    async with db.engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await db.dispose()
+
+
+async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: str) -> None:
+    await reset_postgres(postgres_url)
+    found = [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)]
+    first, second = Database(postgres_url), Database(postgres_url)
+    results = await asyncio.gather(migrate(first, found), migrate(second, found))
+    assert sorted(map(str, results)) == sorted(
+        [
+            str({CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}),
+            str({CORE_LINEAGE: [], "hello": []}),
+        ]
+    ), "one process migrates, the other finds nothing to do"
+    assert await current(first, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    await first.dispose()
+    await second.dispose()
+
+
+def test_the_whole_app_runs_on_postgresql_unchanged(
+    postgres_url: str, settings_factory: Callable[..., Settings]
+) -> None:
+    asyncio.run(reset_postgres(postgres_url))
+    settings = settings_factory(f"database.url={postgres_url}")
+    app = create_app(settings)  # the installed plugins, the built-in auth among them
+    with TestClient(app) as client:
+        headers = bearer(client, ["auth:admin"])
+        whoami = client.get("/api/v1/auth/whoami", headers=headers)
+        assert whoami.status_code == 200, whoami.text
+        jti = client.get("/api/v1/auth/tokens", headers=headers).json()[0]["jti"]
+        client.portal.call(client.app.state.security.activity.flush)  # type: ignore[union-attr, attr-defined]
+        activity = client.get("/api/v1/auth/activity", headers=headers).json()
+        assert any(row["route"] == "/api/v1/auth/whoami" for row in activity), [r["route"] for r in activity]
+        assert client.delete(f"/api/v1/auth/tokens/{jti}", headers=headers).json() == {"revoked": 1}
+        refused = client.get("/api/v1/auth/whoami", headers=headers)
+        assert refused.status_code == 401
+        assert refused.json()["detail"] == "token has been revoked"
