@@ -57,7 +57,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         path = sqlite_path(self.url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.is_sqlite:
             options["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         if path is not None or not self.is_sqlite:

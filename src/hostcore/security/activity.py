@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +24,9 @@ log = logging.getLogger(__name__)
 MAX_BUFFER = 100_000
 
 
-@dataclass(frozen=True)
-class ActivityRecord:
+class ActivityRecord(NamedTuple):
+    """One request; a tuple because one is made per request."""
+
     at: float
     request_id: str
     principal: str | None
@@ -41,7 +41,7 @@ class ActivityRecorder:
     def __init__(self, db: Database, settings: ActivitySettings) -> None:
         self.db = db
         self.settings = settings
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[ActivityRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -51,7 +51,7 @@ class ActivityRecorder:
             # The store is far behind; losing rows beats exhausting memory.
             self.dropped += 1
             return
-        self._buffer.append(asdict(entry))
+        self._buffer.append(entry)
         if len(self._buffer) >= self.settings.batch_size:
             self._wake.set()
 
@@ -77,7 +77,7 @@ class ActivityRecorder:
         batch, self._buffer = self._buffer, []
         try:
             async with self.db.session() as session, session.begin():
-                await session.execute(insert(Activity), batch)
+                await session.execute(insert(Activity), [entry._asdict() for entry in batch])
         except Exception:
             self._buffer = batch + self._buffer
             raise
