@@ -1,0 +1,55 @@
+"""The built-in ``system`` plugin: device info, stats, services, power, time, hostname, logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from hostcore.builtin.system.router import build_router
+from hostcore.builtin.system.schemas import SystemSettings
+from hostcore.builtin.system.service import SystemService
+from hostcore.hookspecs import hookimpl
+
+
+@hookimpl
+def hostcore_settings_model() -> type[BaseModel]:
+    return SystemSettings
+
+
+@hookimpl
+def hostcore_scopes() -> dict[str, str]:
+    return {
+        "system:read": "Read device info, stats, services, time, hostname, packages.",
+        "system:control": "Start, stop and restart allowed units; set timezone and hostname.",
+        "system:power": "Reboot or shut down the device.",
+        "system:logs": "Read journal entries of the allowed units.",
+    }
+
+
+@hookimpl
+def hostcore_routes() -> APIRouter:
+    return build_router()
+
+
+@hookimpl
+async def hostcore_startup(app: FastAPI, config: SystemSettings) -> None:
+    service = SystemService(config, app.state.runner)
+    await service.start()
+    app.state.system = service
+
+
+@hookimpl
+async def hostcore_shutdown(app: FastAPI) -> None:
+    service: SystemService | None = getattr(app.state, "system", None)
+    if service is not None:
+        await service.stop()
+
+
+@hookimpl
+def hostcore_health(app: FastAPI) -> dict[str, Any]:
+    service: SystemService | None = getattr(app.state, "system", None)
+    if service is None:
+        return {"status": "down", "detail": "not started"}
+    return {"status": "ok", "dbus_connected": service.bus.connected}

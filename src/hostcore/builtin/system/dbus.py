@@ -1,0 +1,539 @@
+"""Typed clients for systemd, logind, hostnamed and timedated on the system D-Bus.
+
+:class:`SystemBus` owns one connection to the system bus, made lazily on first
+use (to ``$DBUS_SYSTEM_BUS_ADDRESS`` when set, as every D-Bus client does) and
+made again after it drops. Calls share the connection without a lock, so a slow
+daemon holds up only the requests that wait for it, and every call is bounded
+by a timeout.
+
+What can go wrong becomes a hostcore error naming what is missing: no bus, a
+daemon not running or not answering in time → :class:`~hostcore.errors.Unavailable`;
+an unknown unit → :class:`~hostcore.errors.NotFound`; arguments a daemon rejects
+→ :class:`~hostcore.errors.BadRequest`; a polkit or bus policy refusal →
+:class:`~hostcore.errors.Forbidden`; any other D-Bus error → :class:`DBusCallFailed`.
+
+Callers validate names (units, hostnames, time zones) before they get here;
+object paths always come from the daemon (``LoadUnit``), never from input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import AuthError, InvalidAddressError
+from pydantic import BaseModel, Field
+
+from hostcore.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HostcoreError,
+    NotFound,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+DEFAULT_TIMEOUT_S = 5.0
+
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
+
+_USEC_PER_S = 1_000_000
+# Closing waits this long for the bus to acknowledge; the socket is shut down either way.
+_CLOSE_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class DBusService:
+    """A daemon on the bus: what errors call it, its well-known name, main object and interface."""
+
+    label: str
+    name: str
+    path: str
+    interface: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.name})"
+
+
+SYSTEMD = DBusService(
+    "systemd",
+    "org.freedesktop.systemd1",
+    "/org/freedesktop/systemd1",
+    "org.freedesktop.systemd1.Manager",
+)
+LOGIND = DBusService(
+    "logind",
+    "org.freedesktop.login1",
+    "/org/freedesktop/login1",
+    "org.freedesktop.login1.Manager",
+)
+HOSTNAMED = DBusService(
+    "hostnamed",
+    "org.freedesktop.hostname1",
+    "/org/freedesktop/hostname1",
+    "org.freedesktop.hostname1",
+)
+TIMEDATED = DBusService(
+    "timedated",
+    "org.freedesktop.timedate1",
+    "/org/freedesktop/timedate1",
+    "org.freedesktop.timedate1",
+)
+
+
+class DBusCallFailed(HostcoreError):
+    """A daemon answered a D-Bus call with an error that has no more specific meaning."""
+
+    status_code = 502
+
+
+# --- schemas ------------------------------------------------------------------------
+
+
+class UnitRead(BaseModel):
+    """A systemd unit's state, as ``systemctl status`` shows it."""
+
+    name: str = Field(description="The unit's primary name (an alias resolves to it).")
+    description: str
+    load_state: str = Field(description="loaded, masked, error, ...")
+    active_state: str = Field(description="active, inactive, failed, activating, ...")
+    sub_state: str = Field(description="running, exited, dead, ...: depends on the unit type.")
+    unit_file_state: str | None = Field(
+        None, description="enabled, disabled, static, ...; None when systemd does not say."
+    )
+    since: float | None = Field(
+        description="When the unit last entered the active state (epoch seconds); None if never."
+    )
+    main_pid: int | None = Field(
+        None, description="The main process of a service; None when there is none."
+    )
+
+
+class UnitJobRead(BaseModel):
+    """A start, stop or restart queued in systemd."""
+
+    unit: str
+    action: Literal["start", "stop", "restart"]
+    job: str = Field(description="The job's D-Bus object path.")
+
+
+class PowerActionRead(BaseModel):
+    """A reboot or power-off logind accepted."""
+
+    action: Literal["reboot", "poweroff"]
+    delay_s: float
+    at: float = Field(description="When it happens (epoch seconds).")
+
+
+class HostnameRead(BaseModel):
+    hostname: str = Field(description="The hostname in use (the kernel's).")
+    static_hostname: str | None = Field(description="The one in /etc/hostname; None if unset.")
+    pretty_hostname: str | None = Field(description="A free-form name for people; None if unset.")
+
+
+class TimeRead(BaseModel):
+    timezone: str
+    local_rtc: bool = Field(description="Whether the hardware clock keeps local time, not UTC.")
+    can_ntp: bool = Field(description="Whether an NTP service is installed.")
+    ntp: bool = Field(description="Whether NTP synchronisation is enabled.")
+    ntp_synchronized: bool = Field(description="Whether the kernel reports the clock in sync.")
+    time: float = Field(description="The system clock (epoch seconds).")
+    rtc_time: float | None = Field(description="The hardware clock; None when there is none.")
+
+
+# --- errors -------------------------------------------------------------------------
+
+_SERVICE_MISSING = frozenset(
+    {"org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"}
+)
+_NO_ANSWER = frozenset(
+    {
+        "org.freedesktop.DBus.Error.NoReply",
+        "org.freedesktop.DBus.Error.Timeout",
+        "org.freedesktop.DBus.Error.TimedOut",
+    }
+)
+_DENIED = frozenset(
+    {
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "org.freedesktop.DBus.Error.AuthFailed",
+        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+        "org.freedesktop.PolicyKit1.Error.NotAuthorized",
+    }
+)
+_BAD_REQUEST = frozenset(
+    {
+        "org.freedesktop.DBus.Error.InvalidArgs",
+        "org.freedesktop.systemd1.JobTypeNotApplicable",
+    }
+)
+_UNSUPPORTED = frozenset(
+    {
+        "org.freedesktop.DBus.Error.UnknownMethod",
+        "org.freedesktop.DBus.Error.UnknownInterface",
+        "org.freedesktop.DBus.Error.UnknownProperty",
+        "org.freedesktop.DBus.Error.NotSupported",
+    }
+)
+# Only systemd's own names mean "no such unit": a daemon started on demand can
+# fail to activate with NoSuchUnit too, and that means the daemon is missing.
+_SYSTEMD_NOT_FOUND = frozenset(
+    {
+        "org.freedesktop.systemd1.NoSuchUnit",
+        "org.freedesktop.systemd1.NoSuchJob",
+        "org.freedesktop.DBus.Error.UnknownObject",
+    }
+)
+_SYSTEMD_CONFLICT = frozenset(
+    {
+        "org.freedesktop.systemd1.UnitMasked",
+        "org.freedesktop.systemd1.OnlyByDependency",
+        "org.freedesktop.systemd1.TransactionIsDestructive",
+        "org.freedesktop.systemd1.TransactionOrderIsCyclic",
+    }
+)
+
+
+def dbus_error(service: DBusService, member: str, name: str, text: str) -> HostcoreError:
+    """The hostcore error for a D-Bus error reply from ``service`` to a ``member`` call."""
+    if name in _SERVICE_MISSING:
+        return Unavailable(f"{service.title} is not running")
+    if name.startswith("org.freedesktop.DBus.Error.Spawn.") or (
+        service is not SYSTEMD and name == "org.freedesktop.systemd1.NoSuchUnit"
+    ):
+        return Unavailable(f"{service.title} could not be started: {text}")
+    if name in _NO_ANSWER:
+        return Unavailable(f"{service.label} did not answer: {text}")
+    if name in _DENIED:
+        return Forbidden(f"{service.label} refused {member}: {text}")
+    if service is SYSTEMD and name in _SYSTEMD_NOT_FOUND:
+        return NotFound(text)
+    if service is SYSTEMD and name in _SYSTEMD_CONFLICT:
+        return Conflict(f"systemd refused {member}: {text}")
+    if name in _BAD_REQUEST:
+        return BadRequest(f"{service.label} rejected {member}: {text}")
+    if name in _UNSUPPORTED:
+        return Unavailable(f"{service.label} does not support {member}: {text}")
+    return DBusCallFailed(f"{service.label} failed {member}: {name}: {text}")
+
+
+def describe_address(address: str) -> str:
+    """The socket path of a plain ``unix:path=`` address, else the address itself."""
+    prefix = "unix:path="
+    if address.startswith(prefix) and "," not in address and ";" not in address:
+        return address[len(prefix) :]
+    return address
+
+
+def _unwrap(value: Any) -> Any:
+    return value.value if isinstance(value, Variant) else value
+
+
+def _epoch_or_none(usec: int) -> float | None:
+    return usec / _USEC_PER_S if usec else None
+
+
+# --- the bus ------------------------------------------------------------------------
+
+
+class SystemBus:
+    """One lazily made, self-healing connection to the system bus, and the calls hostcore makes.
+
+    ``address`` overrides ``$DBUS_SYSTEM_BUS_ADDRESS``, which is read at each
+    (re)connection. ``timeout_s`` bounds every call, connecting included.
+    """
+
+    def __init__(self, *, address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self.timeout_s = timeout_s
+        self._address = address
+        self._bus: MessageBus | None = None
+        self._bus_loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Task[MessageBus] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return (
+            self._address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up (as far as this process has noticed yet)."""
+        return self._bus is not None and self._bus.connected
+
+    # -- connection --
+
+    async def _connection(self) -> MessageBus:
+        loop = asyncio.get_running_loop()
+        bus = self._bus
+        if bus is not None and self._bus_loop is loop and bus.connected:
+            return bus
+        if bus is not None and self._bus_loop is not loop:
+            # A connection belongs to the loop that made it (a test client's
+            # portal, say); in another loop only a new one works.
+            self._forget(bus)
+            bus.disconnect()
+        task = self._connecting
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._connecting = loop.create_task(self._connect())
+            # Callers may all have timed out before it fails; nobody else reads its error.
+            task.add_done_callback(_consume_exception)
+        # Shielded: one caller giving up must not cancel the connection others wait for.
+        return await asyncio.shield(task)
+
+    async def _connect(self) -> MessageBus:
+        address = self.address
+        where = describe_address(address)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+        except TimeoutError:
+            raise Unavailable(
+                f"the system D-Bus ({where}) did not answer within {self.timeout_s:g} s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Unavailable(f"the system D-Bus is not available ({where}: {reason})") from exc
+        except (AuthError, EOFError) as exc:
+            raise Unavailable(f"the system D-Bus ({where}) refused the connection: {exc}") from exc
+        except InvalidAddressError as exc:
+            raise Unavailable(f"the system D-Bus address {address!r} is invalid: {exc}") from exc
+        logger.debug("connected to the system D-Bus at %s as %s", where, bus.unique_name)
+        self._bus, self._bus_loop = bus, asyncio.get_running_loop()
+        watcher = asyncio.create_task(self._watch(bus))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return bus
+
+    async def _watch(self, bus: MessageBus) -> None:
+        """Forget the connection as soon as it drops, so the next call makes a new one."""
+        try:
+            await _disconnected(bus)
+        except Exception as exc:
+            logger.info("the system D-Bus connection dropped: %r", exc)
+        self._forget(bus)
+
+    def _forget(self, bus: MessageBus) -> None:
+        if self._bus is bus:
+            self._bus = self._bus_loop = None
+
+    async def close(self) -> None:
+        """Disconnect; a later call connects again."""
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        self._connecting = None
+        bus, self._bus = self._bus, None
+        if bus is not None and self._bus_loop is asyncio.get_running_loop():
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_CLOSE_GRACE_S):
+                    await _disconnected(bus)
+        self._bus_loop = None
+        for watcher in list(self._watchers):
+            watcher.cancel()
+
+    # -- calls --
+
+    async def call(
+        self,
+        service: DBusService,
+        member: str,
+        signature: str = "",
+        body: Sequence[Any] = (),
+        *,
+        path: str | None = None,
+        interface: str | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Any]:
+        """Call ``member`` on ``service`` (on its main object unless ``path``); the reply body."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        message = Message(
+            destination=service.name,
+            path=path or service.path,
+            interface=interface or service.interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+        bus: MessageBus | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                bus = await self._connection()
+                reply = await bus.call(message)
+        except TimeoutError:
+            if bus is None:
+                where = describe_address(self.address)
+                raise Unavailable(
+                    f"the system D-Bus ({where}) did not answer within {timeout:g} s"
+                ) from None
+            raise Unavailable(f"{service.label} did not answer within {timeout:g} s") from None
+        except (OSError, EOFError) as exc:
+            raise self._lost(bus, service, exc) from exc
+        if reply is None:
+            # dbus-fast ends calls pending on a connection that closed without an error.
+            raise self._lost(bus, service, None)
+        if reply.message_type is MessageType.ERROR:
+            text = str(reply.body[0]) if reply.body else ""
+            raise dbus_error(service, member, reply.error_name or "", text)
+        return list(reply.body)
+
+    def _lost(
+        self, bus: MessageBus | None, service: DBusService, exc: BaseException | None
+    ) -> Unavailable:
+        if bus is not None:
+            self._forget(bus)
+        reason = f": {exc}" if exc is not None and str(exc) else ""
+        return Unavailable(
+            f"the system D-Bus connection was lost while calling {service.label}{reason}"
+        )
+
+    async def get_properties(
+        self, service: DBusService, interface: str, *, path: str | None = None
+    ) -> dict[str, Any]:
+        """Every property of ``interface`` on the object, as plain values."""
+        (values,) = await self.call(
+            service, "GetAll", "s", [interface], path=path, interface=PROPERTIES_INTERFACE
+        )
+        return {name: _unwrap(value) for name, value in values.items()}
+
+    async def get_property(
+        self, service: DBusService, interface: str, name: str, *, path: str | None = None
+    ) -> Any:
+        (value,) = await self.call(
+            service, "Get", "ss", [interface, name], path=path, interface=PROPERTIES_INTERFACE
+        )
+        return _unwrap(value)
+
+    # -- systemd --
+
+    async def unit(self, name: str) -> UnitRead:
+        """A unit's state; ``NotFound`` when systemd knows no such unit."""
+        path = await self._unit_path(name)
+        props = await self.get_properties(SYSTEMD, UNIT_INTERFACE, path=path)
+        if props.get("LoadState") == "not-found":
+            raise NotFound(f"unit {name!r} not found")
+        unit_id = str(props.get("Id") or name)
+        main_pid: int | None = None
+        if unit_id.endswith(".service"):
+            pid = await self.get_property(SYSTEMD, SERVICE_INTERFACE, "MainPID", path=path)
+            main_pid = int(pid) or None
+        return UnitRead(
+            name=unit_id,
+            description=props["Description"],
+            load_state=props["LoadState"],
+            active_state=props["ActiveState"],
+            sub_state=props["SubState"],
+            unit_file_state=props.get("UnitFileState") or None,
+            since=_epoch_or_none(props.get("ActiveEnterTimestamp", 0)),
+            main_pid=main_pid,
+        )
+
+    async def _unit_path(self, name: str) -> str:
+        # LoadUnit, unlike GetUnit, also answers for a unit not loaded right now.
+        (path,) = await self.call(SYSTEMD, "LoadUnit", "s", [name])
+        return str(path)
+
+    async def start_unit(self, name: str) -> UnitJobRead:
+        return await self._unit_job("start", "StartUnit", name)
+
+    async def stop_unit(self, name: str) -> UnitJobRead:
+        return await self._unit_job("stop", "StopUnit", name)
+
+    async def restart_unit(self, name: str) -> UnitJobRead:
+        return await self._unit_job("restart", "RestartUnit", name)
+
+    async def _unit_job(
+        self, action: Literal["start", "stop", "restart"], member: str, name: str
+    ) -> UnitJobRead:
+        # "replace": the request wins over a queued job for the unit, as with systemctl.
+        (job,) = await self.call(SYSTEMD, member, "ss", [name, "replace"])
+        return UnitJobRead(unit=name, action=action, job=str(job))
+
+    # -- logind --
+
+    async def reboot(self, delay_s: float = 0.0) -> PowerActionRead:
+        """Reboot now, or schedule it ``delay_s`` seconds from now (cancellable in logind)."""
+        return await self._shutdown("reboot", "Reboot", delay_s)
+
+    async def power_off(self, delay_s: float = 0.0) -> PowerActionRead:
+        """Power off now, or schedule it ``delay_s`` seconds from now."""
+        return await self._shutdown("poweroff", "PowerOff", delay_s)
+
+    async def _shutdown(
+        self, action: Literal["reboot", "poweroff"], member: str, delay_s: float
+    ) -> PowerActionRead:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must not be negative, got {delay_s!r}")
+        now = time.time()
+        # logind answers once the shutdown job is queued; the host then stops its
+        # services in order, so hostcore's graceful stop still sends this reply.
+        if delay_s == 0:
+            # interactive=False: never wait for a polkit password prompt.
+            await self.call(LOGIND, member, "b", [False])
+            return PowerActionRead(action=action, delay_s=0.0, at=now)
+        at_usec = int((now + delay_s) * _USEC_PER_S)
+        await self.call(LOGIND, "ScheduleShutdown", "st", [action, at_usec])
+        return PowerActionRead(action=action, delay_s=delay_s, at=at_usec / _USEC_PER_S)
+
+    # -- hostnamed --
+
+    async def hostname(self) -> HostnameRead:
+        props = await self.get_properties(HOSTNAMED, HOSTNAMED.interface)
+        return HostnameRead(
+            hostname=props["Hostname"],
+            static_hostname=props.get("StaticHostname") or None,
+            pretty_hostname=props.get("PrettyHostname") or None,
+        )
+
+    async def set_hostname(self, name: str) -> HostnameRead:
+        """Make ``name`` the static (persistent) and the running hostname."""
+        await self.call(HOSTNAMED, "SetStaticHostname", "sb", [name, False])
+        await self.call(HOSTNAMED, "SetHostname", "sb", [name, False])
+        return await self.hostname()
+
+    # -- timedated --
+
+    async def time_settings(self) -> TimeRead:
+        props = await self.get_properties(TIMEDATED, TIMEDATED.interface)
+        return TimeRead(
+            timezone=props["Timezone"],
+            local_rtc=props["LocalRTC"],
+            can_ntp=props["CanNTP"],
+            ntp=props["NTP"],
+            ntp_synchronized=props["NTPSynchronized"],
+            time=props["TimeUSec"] / _USEC_PER_S,
+            rtc_time=_epoch_or_none(props.get("RTCTimeUSec", 0)),
+        )
+
+    async def set_timezone(self, timezone: str) -> TimeRead:
+        await self.call(TIMEDATED, "SetTimezone", "sb", [timezone, False])
+        return await self.time_settings()
+
+
+async def _disconnected(bus: MessageBus) -> None:
+    """Wait until ``bus`` disconnects; raises what broke it, if anything did."""
+    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,104 @@
+"""The system plugin's service: the rules (allowed units, limits), no HTTP.
+
+Everything that could block runs in a thread (file reads) or is an async
+D-Bus call bounded by a timeout; a request that waits on a slow daemon never
+holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hostcore import __version__
+from hostcore.builtin.system.dbus import (
+    HostnameRead,
+    PowerActionRead,
+    SystemBus,
+    TimeRead,
+    UnitJobRead,
+    UnitRead,
+)
+from hostcore.builtin.system.info import SystemInfoRead, installed_packages, system_info
+from hostcore.builtin.system.journal import LogEntryRead, read_logs
+from hostcore.builtin.system.parsers import PackageRead
+from hostcore.builtin.system.schemas import SystemSettings, UnitAction
+from hostcore.builtin.system.stats import StatsCollector, SystemStatsRead
+from hostcore.errors import BadRequest, Forbidden
+from hostcore.runner import Runner
+
+
+class SystemService:
+    def __init__(self, config: SystemSettings, runner: Runner) -> None:
+        self.config = config
+        self.runner = runner
+        self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
+        self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
+
+    async def start(self) -> None:
+        await self.collector.start()
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+        await self.bus.close()
+
+    def _require_allowed(self, unit: str) -> None:
+        # Checked before anything is sent to systemd.
+        if unit not in self.config.allowed_units:
+            raise Forbidden(f"unit {unit} is not on the allowed-units list")
+
+    async def info(self) -> SystemInfoRead:
+        return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
+
+    def stats(self) -> SystemStatsRead:
+        return self.collector.latest()
+
+    async def units(self) -> list[UnitRead]:
+        return list(await asyncio.gather(*(self.bus.unit(u) for u in self.config.allowed_units)))
+
+    async def unit(self, name: str) -> UnitRead:
+        self._require_allowed(name)
+        return await self.bus.unit(name)
+
+    async def control(self, name: str, action: UnitAction) -> UnitJobRead:
+        self._require_allowed(name)
+        if action == "start":
+            return await self.bus.start_unit(name)
+        if action == "stop":
+            return await self.bus.stop_unit(name)
+        return await self.bus.restart_unit(name)
+
+    async def power(self, action: str, delay_s: int) -> PowerActionRead:
+        if delay_s > self.config.max_power_delay_s:
+            raise BadRequest(f"delay_s may be at most {self.config.max_power_delay_s}")
+        if action == "reboot":
+            return await self.bus.reboot(delay_s)
+        return await self.bus.power_off(delay_s)
+
+    async def time(self) -> TimeRead:
+        return await self.bus.time_settings()
+
+    async def set_timezone(self, timezone: str) -> TimeRead:
+        return await self.bus.set_timezone(timezone)
+
+    async def hostname(self) -> HostnameRead:
+        return await self.bus.hostname()
+
+    async def set_hostname(self, name: str) -> HostnameRead:
+        return await self.bus.set_hostname(name)
+
+    async def logs(
+        self, unit: str | None, priority: int | None, since: float | None, limit: int
+    ) -> list[LogEntryRead]:
+        if limit > self.config.logs_max_limit:
+            raise BadRequest(f"limit may be at most {self.config.logs_max_limit}")
+        if unit is not None:
+            self._require_allowed(unit)
+        # Without a unit, only the allowed units' entries: the journal holds more than
+        # a consumer of this API should read.
+        units = [unit] if unit is not None else list(self.config.allowed_units)
+        return await read_logs(
+            self.runner, units=units, priority=priority, since=since, limit=limit
+        )
+
+    async def packages(self) -> list[PackageRead]:
+        return await asyncio.to_thread(installed_packages, self.config.root, self.config.packages)
