@@ -57,7 +57,7 @@ _CLOSE_GRACE_S = 1.0
 
 @dataclass(frozen=True)
 class DBusService:
-    """A daemon on the bus: what errors call it, its well-known name, main object and interface."""
+    """A daemon: the name messages give it, its bus name, main object and interface."""
 
     label: str
     name: str
@@ -198,12 +198,15 @@ _SYSTEMD_NOT_FOUND = frozenset(
         "org.freedesktop.DBus.Error.UnknownObject",
     }
 )
-_SYSTEMD_CONFLICT = frozenset(
+# The host's state stands in the way (logind passes systemd's errors on: a masked reboot.target).
+_CONFLICT = frozenset(
     {
         "org.freedesktop.systemd1.UnitMasked",
         "org.freedesktop.systemd1.OnlyByDependency",
         "org.freedesktop.systemd1.TransactionIsDestructive",
         "org.freedesktop.systemd1.TransactionOrderIsCyclic",
+        "org.freedesktop.login1.OperationInProgress",
+        "org.freedesktop.login1.BlockedByInhibitorLock",
     }
 )
 
@@ -222,8 +225,8 @@ def dbus_error(service: DBusService, member: str, name: str, text: str) -> Hostc
         return Forbidden(f"{service.label} refused {member}: {text}")
     if service is SYSTEMD and name in _SYSTEMD_NOT_FOUND:
         return NotFound(text)
-    if service is SYSTEMD and name in _SYSTEMD_CONFLICT:
-        return Conflict(f"systemd refused {member}: {text}")
+    if name in _CONFLICT:
+        return Conflict(f"{service.label} refused {member}: {text}")
     if name in _BAD_REQUEST:
         return BadRequest(f"{service.label} rejected {member}: {text}")
     if name in _UNSUPPORTED:
@@ -255,6 +258,11 @@ class SystemBus:
 
     ``address`` overrides ``$DBUS_SYSTEM_BUS_ADDRESS``, which is read at each
     (re)connection. ``timeout_s`` bounds every call, connecting included.
+
+    A connection belongs to the event loop that made it: :meth:`close` it
+    before that loop ends (the plugin's shutdown does), and the next loop
+    connects afresh. Used from a new loop without that, it still connects
+    again, but the old socket is only freed when collected.
     """
 
     def __init__(self, *, address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
@@ -286,8 +294,7 @@ class SystemBus:
         if bus is not None and self._bus_loop is loop and bus.connected:
             return bus
         if bus is not None and self._bus_loop is not loop:
-            # A connection belongs to the loop that made it (a test client's
-            # portal, say); in another loop only a new one works.
+            # Only the loop that made a connection can use it (or close it fully).
             self._forget(bus)
             bus.disconnect()
         task = self._connecting
@@ -336,19 +343,20 @@ class SystemBus:
 
     async def close(self) -> None:
         """Disconnect; a later call connects again."""
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._connecting
-        self._connecting = None
-        bus, self._bus = self._bus, None
-        if bus is not None and self._bus_loop is asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and connecting.get_loop() is loop and not connecting.done():
+            connecting.cancel()
+            await asyncio.wait([connecting])
+        bus, bus_loop = self._bus, self._bus_loop
+        self._bus = self._bus_loop = None
+        if bus is not None:
             bus.disconnect()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_CLOSE_GRACE_S):
-                    await _disconnected(bus)
-        self._bus_loop = None
-        for watcher in list(self._watchers):
+            if bus_loop is loop:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_CLOSE_GRACE_S):
+                        await _disconnected(bus)
+        for watcher in [watcher for watcher in self._watchers if watcher.get_loop() is loop]:
             watcher.cancel()
 
     # -- calls --

@@ -88,12 +88,13 @@ async def read_logs(
     result = await runner.run(argv, timeout_s=timeout_s)
     entries = parse_journal_json(result.stdout, limit)
     if not entries:
-        _raise_if_no_journal(result)
+        _raise_for_no_entries(result)
     entries.reverse()
     return entries
 
 
-def _raise_if_no_journal(result: CommandResult) -> None:
+def _raise_for_no_entries(result: CommandResult) -> None:
+    """Raise when journalctl printed nothing because it failed, not because nothing matched."""
     stderr = result.stderr_text
     if "No journal files were found" in stderr:
         raise Unavailable("the systemd journal is not available: no journal files were found")

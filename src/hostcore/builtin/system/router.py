@@ -30,7 +30,7 @@ READ = [RequireScope("system:read")]
 CONTROL = [RequireScope("system:control")]
 POWER = [RequireScope("system:power")]
 LOGS = [RequireScope("system:logs")]
-BUS_ERRORS = error_responses(400, 401, 403, 404, 422, 429, 503)
+BUS_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503, 504)
 
 
 def _service(request: Request) -> SystemService:
@@ -103,7 +103,7 @@ def build_router() -> APIRouter:
         unit: Annotated[UnitName | None, Query()] = None,
         priority: Annotated[int | None, Query(ge=0, le=7, description="0 emerg … 7 debug")] = None,
         since: Annotated[float | None, Query(ge=0, description="UNIX seconds")] = None,
-        limit: Annotated[int, Query(ge=1)] = 100,
+        limit: Annotated[int | None, Query(ge=1, description="Default 100.")] = None,
     ) -> list[LogEntryRead]:
         """Journal entries of the allowed units, oldest first."""
         return await system.logs(unit, priority, since, limit)

@@ -23,8 +23,11 @@ from hostcore.builtin.system.journal import LogEntryRead, read_logs
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import SystemSettings, UnitAction
 from hostcore.builtin.system.stats import StatsCollector, SystemStatsRead
-from hostcore.errors import BadRequest, Forbidden
+from hostcore.errors import BadRequest, Forbidden, NotFound
 from hostcore.runner import Runner
+
+
+DEFAULT_LOG_LINES = 100
 
 
 class SystemService:
@@ -53,7 +56,23 @@ class SystemService:
         return self.collector.latest()
 
     async def units(self) -> list[UnitRead]:
-        return list(await asyncio.gather(*(self.bus.unit(u) for u in self.config.allowed_units)))
+        """Every allowed unit; one that is not installed shows as load_state not-found."""
+        return list(
+            await asyncio.gather(*(self._unit_or_missing(u) for u in self.config.allowed_units))
+        )
+
+    async def _unit_or_missing(self, name: str) -> UnitRead:
+        try:
+            return await self.bus.unit(name)
+        except NotFound:
+            return UnitRead(
+                name=name,
+                description="",
+                load_state="not-found",
+                active_state="inactive",
+                sub_state="dead",
+                since=None,
+            )
 
     async def unit(self, name: str) -> UnitRead:
         self._require_allowed(name)
@@ -87,12 +106,13 @@ class SystemService:
         return await self.bus.set_hostname(name)
 
     async def logs(
-        self, unit: str | None, priority: int | None, since: float | None, limit: int
+        self, unit: str | None, priority: int | None, since: float | None, limit: int | None
     ) -> list[LogEntryRead]:
-        if limit > self.config.logs_max_limit:
-            raise BadRequest(f"limit may be at most {self.config.logs_max_limit}")
         if unit is not None:
             self._require_allowed(unit)
+        limit = min(DEFAULT_LOG_LINES, self.config.logs_max_limit) if limit is None else limit
+        if limit > self.config.logs_max_limit:
+            raise BadRequest(f"limit may be at most {self.config.logs_max_limit}")
         # Without a unit, only the allowed units' entries: the journal holds more than
         # a consumer of this API should read.
         units = [unit] if unit is not None else list(self.config.allowed_units)

@@ -1,0 +1,599 @@
+"""The system D-Bus clients against fake daemons on a private bus."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hostcore.builtin.system.dbus import (
+    HOSTNAMED,
+    LOGIND,
+    SYSTEMD,
+    TIMEDATED,
+    DBusCallFailed,
+    DBusService,
+    SystemBus,
+    dbus_error,
+    describe_address,
+)
+from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from tests.builtin.system.fakes import (
+    ACCESS_DENIED,
+    FIXED_NOW_USEC,
+    NOT_AUTHORIZED,
+    FakeServices,
+    FakeServicesFactory,
+    PrivateBus,
+    UnitState,
+)
+
+
+@pytest.fixture
+async def system_bus() -> AsyncIterator[SystemBus]:
+    bus = SystemBus(timeout_s=2.0)
+    yield bus
+    await bus.close()
+
+
+# --- systemd ------------------------------------------------------------------------
+
+
+async def test_unit_reads_the_state_of_a_running_service(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    unit = await system_bus.unit("ssh.service")
+
+    assert unit.model_dump() == {
+        "name": "ssh.service",
+        "description": "OpenBSD Secure Shell server",
+        "load_state": "loaded",
+        "active_state": "active",
+        "sub_state": "running",
+        "unit_file_state": "enabled",
+        "since": FIXED_NOW_USEC / 1_000_000,
+        "main_pid": 612,
+    }
+    assert fake_services.systemd.called("LoadUnit") == [("ssh.service",)]
+
+
+async def test_unit_never_active_has_no_since_and_no_pid(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    unit = await system_bus.unit("nginx.service")
+
+    assert (unit.active_state, unit.sub_state) == ("inactive", "dead")
+    assert unit.since is None
+    assert unit.main_pid is None
+
+
+async def test_unit_that_is_not_a_service_has_no_main_pid(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    unit = await system_bus.unit("fstrim.timer")
+
+    assert unit.sub_state == "waiting"
+    assert unit.main_pid is None
+
+
+async def test_unit_unknown_to_systemd_is_not_found(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    with pytest.raises(NotFound, match=r"nosuch\.service not found"):
+        await system_bus.unit("nosuch.service")
+
+
+async def test_unit_without_a_unit_file_is_not_found(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    # Real systemd loads any name and reports LoadState "not-found".
+    with pytest.raises(NotFound, match=r"'ghost\.service' not found"):
+        await system_bus.unit("ghost.service")
+
+
+@pytest.mark.parametrize(
+    ("method", "member", "name", "active_state"),
+    [
+        ("start_unit", "StartUnit", "nginx.service", "active"),
+        ("stop_unit", "StopUnit", "ssh.service", "inactive"),
+        ("restart_unit", "RestartUnit", "systemd-timesyncd.service", "active"),
+    ],
+)
+async def test_unit_jobs_are_queued_with_mode_replace(
+    fake_services: FakeServices,
+    system_bus: SystemBus,
+    method: str,
+    member: str,
+    name: str,
+    active_state: str,
+) -> None:
+    job = await getattr(system_bus, method)(name)
+
+    assert job.unit == name
+    assert job.action == method.removesuffix("_unit")
+    assert job.job == "/org/freedesktop/systemd1/job/1"
+    assert fake_services.systemd.called(member) == [(name, "replace")]
+    assert (await system_bus.unit(name)).active_state == active_state
+
+
+async def test_starting_an_unknown_unit_is_not_found(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    with pytest.raises(NotFound, match=r"Unit nosuch\.service not found"):
+        await system_bus.start_unit("nosuch.service")
+
+
+async def test_starting_a_masked_unit_is_a_conflict(
+    fake_services_factory: FakeServicesFactory, system_bus: SystemBus
+) -> None:
+    fake_services_factory(units={"cups.service": UnitState("CUPS", load_state="masked")})
+
+    with pytest.raises(Conflict, match=r"systemd refused StartUnit: Unit cups\.service is masked"):
+        await system_bus.start_unit("cups.service")
+
+
+async def test_a_polkit_refusal_is_forbidden(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    fake_services.systemd.errors["StopUnit"] = (
+        NOT_AUTHORIZED,
+        "Interactive authentication required.",
+    )
+
+    with pytest.raises(Forbidden, match="systemd refused StopUnit: Interactive authentication"):
+        await system_bus.stop_unit("ssh.service")
+
+
+# --- logind -------------------------------------------------------------------------
+
+
+async def test_reboot_now_asks_logind_without_interaction(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    before = time.time()
+
+    action = await system_bus.reboot(0)
+
+    assert fake_services.logind.calls == [("Reboot", (False,))]
+    assert action.action == "reboot"
+    assert action.delay_s == 0
+    assert before <= action.at <= time.time()
+
+
+async def test_power_off_now(fake_services: FakeServices, system_bus: SystemBus) -> None:
+    action = await system_bus.power_off()
+
+    assert fake_services.logind.calls == [("PowerOff", (False,))]
+    assert action.action == "poweroff"
+
+
+@pytest.mark.parametrize(("method", "kind"), [("reboot", "reboot"), ("power_off", "poweroff")])
+async def test_a_delay_schedules_the_shutdown_in_logind(
+    fake_services: FakeServices, system_bus: SystemBus, method: str, kind: str
+) -> None:
+    before = time.time()
+
+    action = await getattr(system_bus, method)(90)
+
+    assert fake_services.logind.scheduled is not None
+    scheduled_kind, usec = fake_services.logind.scheduled
+    assert scheduled_kind == kind
+    assert before + 90 <= usec / 1_000_000 <= time.time() + 90
+    assert action.at == usec / 1_000_000
+    assert action.delay_s == 90
+    assert fake_services.logind.called("Reboot") == []
+    assert fake_services.logind.called("PowerOff") == []
+
+
+async def test_a_negative_delay_is_a_programming_error(system_bus: SystemBus) -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        await system_bus.reboot(-1)
+
+
+# --- hostnamed ----------------------------------------------------------------------
+
+
+async def test_hostname_reads_all_three_names(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    fake_services.hostnamed.pretty_hostname = "Kitchen Panel"
+
+    names = await system_bus.hostname()
+
+    assert names.model_dump() == {
+        "hostname": "device",
+        "static_hostname": "device",
+        "pretty_hostname": "Kitchen Panel",
+    }
+
+
+async def test_unset_names_are_none(fake_services: FakeServices, system_bus: SystemBus) -> None:
+    fake_services.hostnamed.static_hostname = ""
+
+    names = await system_bus.hostname()
+
+    assert names.static_hostname is None
+    assert names.pretty_hostname is None
+
+
+async def test_set_hostname_sets_static_then_transient_without_interaction(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    names = await system_bus.set_hostname("kitchen")
+
+    assert [call for call in fake_services.hostnamed.calls] == [
+        ("SetStaticHostname", ("kitchen", False)),
+        ("SetHostname", ("kitchen", False)),
+    ]
+    assert (names.hostname, names.static_hostname) == ("kitchen", "kitchen")
+
+
+async def test_a_hostname_the_daemon_rejects_is_a_bad_request(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    with pytest.raises(BadRequest, match="hostnamed rejected SetStaticHostname: Invalid static"):
+        await system_bus.set_hostname("-bad-")
+
+
+# --- timedated ----------------------------------------------------------------------
+
+
+async def test_time_settings(fake_services: FakeServices, system_bus: SystemBus) -> None:
+    settings = await system_bus.time_settings()
+
+    assert settings.timezone == "UTC"
+    assert (settings.local_rtc, settings.can_ntp, settings.ntp) == (False, True, True)
+    assert settings.ntp_synchronized is True
+    assert abs(settings.time - time.time()) < 5
+    assert settings.rtc_time is None
+
+
+async def test_time_settings_with_a_hardware_clock(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    fake_services.timedated.rtc_usec = FIXED_NOW_USEC
+
+    settings = await system_bus.time_settings()
+
+    assert settings.rtc_time == FIXED_NOW_USEC / 1_000_000
+
+
+async def test_set_timezone(fake_services: FakeServices, system_bus: SystemBus) -> None:
+    settings = await system_bus.set_timezone("Europe/Berlin")
+
+    assert fake_services.timedated.calls == [("SetTimezone", ("Europe/Berlin", False))]
+    assert settings.timezone == "Europe/Berlin"
+
+
+async def test_a_timezone_the_daemon_rejects_is_a_bad_request(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    with pytest.raises(BadRequest, match="Invalid or not installed time zone 'Mars/Olympus'"):
+        await system_bus.set_timezone("Mars/Olympus")
+
+
+# --- what is missing ----------------------------------------------------------------
+
+
+async def test_no_bus_is_unavailable_quickly_and_names_the_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_path = tmp_path / "system_bus_socket"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={socket_path}")
+    bus = SystemBus(timeout_s=5.0)
+    started = time.monotonic()
+
+    with pytest.raises(Unavailable) as caught:
+        await bus.hostname()
+
+    assert time.monotonic() - started < 1.0
+    assert caught.value.detail == (
+        f"the system D-Bus is not available ({socket_path}: No such file or directory)"
+    )
+    await bus.close()
+
+
+async def test_a_socket_nobody_listens_on_is_unavailable(tmp_path: Path) -> None:
+    socket_path = tmp_path / "system_bus_socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bound:
+        bound.bind(str(socket_path))
+        bus = SystemBus(address=f"unix:path={socket_path}", timeout_s=5.0)
+
+        with pytest.raises(Unavailable, match=r"not available \(.*: Connection refused\)"):
+            await bus.unit("ssh.service")
+    await bus.close()
+
+
+async def test_the_default_address_is_the_standard_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
+
+    assert SystemBus().address == "unix:path=/run/dbus/system_bus_socket"
+
+
+@pytest.mark.parametrize(
+    ("absent", "call", "detail"),
+    [
+        ("systemd1", "unit", "systemd (org.freedesktop.systemd1) is not running"),
+        ("login1", "reboot", "logind (org.freedesktop.login1) is not running"),
+        ("hostname1", "hostname", "hostnamed (org.freedesktop.hostname1) is not running"),
+        ("timedate1", "time_settings", "timedated (org.freedesktop.timedate1) is not running"),
+    ],
+)
+async def test_a_daemon_not_on_the_bus_is_unavailable_by_name(
+    fake_services_factory: FakeServicesFactory,
+    system_bus: SystemBus,
+    absent: str,
+    call: str,
+    detail: str,
+) -> None:
+    fake_services_factory(absent={absent})
+    args = ("ssh.service",) if call == "unit" else ()
+
+    with pytest.raises(Unavailable) as caught:
+        await getattr(system_bus, call)(*args)
+
+    assert caught.value.detail == detail
+
+
+async def test_an_unresponsive_daemon_times_out_without_blocking_the_others(
+    fake_services_factory: FakeServicesFactory,
+) -> None:
+    fake_services_factory(unresponsive={"hostname1"})
+    bus = SystemBus(timeout_s=0.5)
+    await bus.time_settings()  # connected, so the timing below is the calls' alone
+    started = time.monotonic()
+    stuck = asyncio.create_task(bus.set_hostname("kitchen"))
+
+    await asyncio.sleep(0.05)
+    settings = await bus.time_settings()
+    other_done = time.monotonic() - started
+    with pytest.raises(Unavailable) as caught:
+        await stuck
+    stuck_done = time.monotonic() - started
+
+    assert settings.timezone == "UTC"
+    assert other_done < 0.4
+    assert 0.5 <= stuck_done < 1.5
+    assert caught.value.detail == "hostnamed did not answer within 0.5 s"
+    await bus.close()
+
+
+async def test_a_late_answer_does_not_confuse_later_calls(
+    fake_services: FakeServices,
+) -> None:
+    fake_services.hostnamed.delays["SetStaticHostname"] = 0.4
+    bus = SystemBus(timeout_s=0.2)
+
+    with pytest.raises(Unavailable, match=r"hostnamed did not answer within 0\.2 s"):
+        await bus.set_hostname("kitchen")
+    await asyncio.sleep(0.4)  # the late reply arrives in here
+
+    assert (await bus.hostname()).static_hostname == "kitchen"
+    assert fake_services.hostnamed.called("SetHostname") == []
+    await bus.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "detail"),
+    [
+        (ACCESS_DENIED, Forbidden, "hostnamed refused SetStaticHostname: nope"),
+        (
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            Unavailable,
+            "hostnamed does not support SetStaticHostname: nope",
+        ),
+        (
+            "org.freedesktop.hostname1.Weird",
+            DBusCallFailed,
+            "hostnamed failed SetStaticHostname: org.freedesktop.hostname1.Weird: nope",
+        ),
+    ],
+)
+async def test_daemon_errors_map_to_hostcore_errors(
+    fake_services: FakeServices,
+    system_bus: SystemBus,
+    error: str,
+    raised: type[Exception],
+    detail: str,
+) -> None:
+    fake_services.hostnamed.errors["SetStaticHostname"] = (error, "nope")
+
+    with pytest.raises(raised) as caught:
+        await system_bus.set_hostname("kitchen")
+
+    assert str(caught.value) == detail
+
+
+@pytest.mark.parametrize(
+    ("service", "name", "raised"),
+    [
+        (SYSTEMD, "org.freedesktop.systemd1.NoSuchUnit", NotFound),
+        (SYSTEMD, "org.freedesktop.DBus.Error.UnknownObject", NotFound),
+        (HOSTNAMED, "org.freedesktop.systemd1.NoSuchUnit", Unavailable),  # failed activation
+        (HOSTNAMED, "org.freedesktop.DBus.Error.UnknownObject", DBusCallFailed),
+        (TIMEDATED, "org.freedesktop.DBus.Error.Spawn.ChildExited", Unavailable),
+        (LOGIND, "org.freedesktop.DBus.Error.NoReply", Unavailable),
+        (LOGIND, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", Forbidden),
+        (LOGIND, "org.freedesktop.DBus.Error.InvalidArgs", BadRequest),
+        (SYSTEMD, "org.freedesktop.systemd1.UnitMasked", Conflict),
+        (LOGIND, "org.freedesktop.systemd1.UnitMasked", Conflict),  # reboot.target masked
+        (LOGIND, "org.freedesktop.login1.OperationInProgress", Conflict),
+    ],
+)
+def test_dbus_error_mapping(service: object, name: str, raised: type[Exception]) -> None:
+    assert type(dbus_error(service, "Member", name, "text")) is raised  # type: ignore[arg-type]
+
+
+def test_describe_address() -> None:
+    assert describe_address("unix:path=/run/dbus/system_bus_socket") == (
+        "/run/dbus/system_bus_socket"
+    )
+    assert (
+        describe_address("unix:abstract=/tmp/dbus-x,guid=1") == "unix:abstract=/tmp/dbus-x,guid=1"
+    )
+
+
+# --- the connection -----------------------------------------------------------------
+
+
+async def test_it_connects_lazily_once_for_concurrent_first_calls(
+    fake_services: FakeServices,
+) -> None:
+    bus = SystemBus(timeout_s=2.0)
+    assert not bus.connected
+
+    results = await asyncio.gather(*(bus.unit("ssh.service") for _ in range(10)))
+
+    assert {unit.name for unit in results} == {"ssh.service"}
+    assert len(await _connections(bus)) == 1 + 4  # hostcore's and the four fakes'
+    await bus.close()
+
+
+BUS_DAEMON = DBusService(
+    "dbus-daemon", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus"
+)
+
+
+async def _connections(bus: SystemBus) -> list[str]:
+    """The unique names on the bus, asked of the bus daemon itself."""
+    (names,) = await bus.call(BUS_DAEMON, "ListNames")
+    return [name for name in names if name.startswith(":")]
+
+
+async def test_it_reconnects_after_the_bus_restarts(
+    private_bus_daemon: PrivateBus, fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    assert (await system_bus.hostname()).hostname == "device"
+    fake_services.stop()
+    private_bus_daemon.restart()
+    fake_services.start()
+
+    await _until_disconnected(system_bus)
+    assert (await system_bus.hostname()).hostname == "device"
+    assert system_bus.connected
+
+
+async def test_a_drop_not_yet_noticed_fails_one_call_then_it_reconnects(
+    private_bus_daemon: PrivateBus, fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.hostname()
+    fake_services.stop()
+    private_bus_daemon.restart()
+    fake_services.start()
+
+    loop = asyncio.get_running_loop()
+    unretrieved: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["exception"]))
+    try:
+        # No await since the restart: the loop has not seen the old socket close yet.
+        with pytest.raises(Unavailable, match="connection was lost while calling hostnamed"):
+            await system_bus.hostname()
+        assert (await system_bus.hostname()).hostname == "device"
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+
+    # dbus-fast fails the call but drops the futures of the failed write unread
+    # (asyncio logs them when collected); they are that write's error, nothing else.
+    assert all(isinstance(error, OSError) for error in unretrieved)
+
+
+async def _until_disconnected(bus: SystemBus) -> None:
+    for _ in range(100):
+        if not bus.connected:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the client did not notice its connection drop within 1 s")
+
+
+async def test_a_call_in_flight_when_the_bus_dies_fails_fast(
+    private_bus_daemon: PrivateBus, fake_services_factory: FakeServicesFactory
+) -> None:
+    services = fake_services_factory(unresponsive={"hostname1"})
+    bus = SystemBus(timeout_s=5.0)
+    await bus.time_settings()
+    stuck = asyncio.create_task(bus.hostname())
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+
+    private_bus_daemon.stop()
+    with pytest.raises(Unavailable, match="connection was lost while calling hostnamed"):
+        await stuck
+    services.stop()
+
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(Unavailable, match="the system D-Bus is not available"):
+        await bus.time_settings()
+    private_bus_daemon.start()
+    services.start()
+    assert (await bus.time_settings()).timezone == "UTC"
+    await bus.close()
+
+
+async def test_a_daemon_exiting_mid_call_is_unavailable(
+    fake_services_factory: FakeServicesFactory,
+) -> None:
+    services = fake_services_factory(unresponsive={"hostname1"})
+    bus = SystemBus(timeout_s=5.0)
+    stuck = asyncio.create_task(bus.hostname())
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+
+    services.stop()
+
+    with pytest.raises(Unavailable, match=r"hostnamed did not answer: .*disconnected"):
+        await stuck
+    assert time.monotonic() - started < 2.0
+    await bus.close()
+
+
+async def test_close_then_use_again(fake_services: FakeServices) -> None:
+    bus = SystemBus(timeout_s=2.0)
+    await bus.close()  # before any connection: nothing to do
+    await bus.hostname()
+
+    await bus.close()
+    await bus.close()
+
+    assert (await bus.hostname()).hostname == "device"
+    await bus.close()
+
+
+def test_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        SystemBus(timeout_s=0)
+
+
+def test_closed_in_one_event_loop_it_works_in_the_next(fake_services: FakeServices) -> None:
+    """As across test clients: each runs the app's lifespan (closing the bus) on its own loop."""
+    bus = SystemBus(timeout_s=2.0)
+
+    async def use() -> str:
+        try:
+            return (await bus.hostname()).hostname
+        finally:
+            await bus.close()
+
+    assert asyncio.run(use()) == asyncio.run(use()) == "device"
+
+
+def test_the_fakes_answer_a_synchronous_caller_on_another_loop(
+    fake_services: FakeServices,
+) -> None:
+    """As the lead's TestClient tests will: the app's loop is not the test's."""
+
+    async def read() -> str:
+        bus = SystemBus(timeout_s=2.0)
+        try:
+            return (await bus.hostname()).hostname
+        finally:
+            await bus.close()
+
+    assert asyncio.run(read()) == "device"

@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hostcore.builtin.system.parsers import (
+    CpuTimes,
+    LoadAverageRead,
+    MemInfo,
+    Mount,
+    TemperatureRead,
+)
+from hostcore.builtin.system.stats import (
+    CpuUsageRead,
+    MemoryRead,
+    StatsCollector,
+    SwapRead,
+    SystemStatsRead,
+    busy_percent,
+    cpu_usage,
+    disk_usage,
+    memory_usage,
+)
+from hostcore.errors import Unavailable
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "system"
+RPI = FIXTURES / "rpi"
+X86 = FIXTURES / "x86"
+
+
+def copy_tree(source: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(source, tmp_path / source.name))
+
+
+def advance_stat(root: Path, deltas: dict[str, list[int]]) -> None:
+    """Add jiffies to the ``cpuN`` lines of root/proc/stat, and their sum to ``cpu``."""
+    path = root / "proc/stat"
+    lines = path.read_text().splitlines()
+    total = [sum(column) for column in zip(*deltas.values(), strict=True)]
+    for index, line in enumerate(lines):
+        name, *values = line.split()
+        step = total if name == "cpu" else deltas.get(name)
+        if step is not None:
+            bumped = [int(value) + add for value, add in zip(values, step + [0] * 10, strict=False)]
+            lines[index] = " ".join([name if name != "cpu" else "cpu ", *map(str, bumped)])
+    # Atomically, as the kernel does, so the collector's thread never reads half a file.
+    staged = path.with_name("stat.new")
+    staged.write_text("\n".join(lines) + "\n")
+    staged.replace(path)
+
+
+def test_first_sample_of_a_pi() -> None:
+    stats = StatsCollector(RPI).sample()
+    assert stats.cpu == CpuUsageRead(count=4, percent=None, per_core=None)
+    assert stats.load == LoadAverageRead(load1=0.42, load5=0.31, load15=0.24)
+    assert stats.memory == MemoryRead(
+        total_bytes=3977601024,
+        available_bytes=3406049280,
+        used_bytes=571551744,
+        free_bytes=2705084416,
+        percent=14.4,
+    )
+    assert stats.swap == SwapRead(
+        total_bytes=209711104, used_bytes=10485760, free_bytes=199225344, percent=5.0
+    )
+    assert stats.temperatures == [TemperatureRead(sensor="cpu-thermal", label=None, celsius=48.692)]
+    assert stats.network.rx_bytes == 2402467913  # eth0 + wlan0, not lo
+    assert stats.network.tx_bytes == 133333332
+    assert [interface.name for interface in stats.network.interfaces] == ["lo", "eth0", "wlan0"]
+    assert stats.process_count == 3
+    assert stats.uptime_s == 183724.51
+
+
+def test_first_sample_of_a_thinkpad() -> None:
+    stats = StatsCollector(X86).sample()
+    assert stats.cpu.count == 8
+    assert stats.memory == MemoryRead(
+        total_bytes=16433692672,
+        available_bytes=12548108288,
+        used_bytes=3885584384,
+        free_bytes=9342418944,
+        percent=23.6,
+    )
+    assert stats.swap == SwapRead(
+        total_bytes=4294963200, used_bytes=0, free_bytes=4294963200, percent=0.0
+    )
+    assert stats.temperatures == [
+        TemperatureRead(sensor="acpitz", label=None, celsius=43.0),
+        TemperatureRead(sensor="nvme", label="Composite", celsius=38.85),
+        TemperatureRead(sensor="coretemp", label="Package id 0", celsius=52.0),
+        TemperatureRead(sensor="coretemp", label="Core 0", celsius=50.0),
+    ]
+    assert (stats.network.rx_bytes, stats.network.tx_bytes) == (3456789012, 234573568)
+    assert stats.process_count == 4
+
+
+def test_cpu_percent_between_two_samples(tmp_path: Path) -> None:
+    root = copy_tree(RPI, tmp_path)
+    collector = StatsCollector(root)
+    collector.sample()
+    #           user nice system idle iowait irq softirq steal
+    advance_stat(
+        root,
+        {
+            "cpu0": [19, 0, 5, 71, 5, 0, 0, 0],  # 24 busy of 100
+            "cpu1": [50, 0, 0, 50, 0, 0, 0, 0],  # 50 of 100
+            "cpu2": [10, 0, 0, 90, 0, 0, 0, 0],  # 10 of 100
+            "cpu3": [60, 10, 10, 10, 0, 5, 5, 0],  # 90 of 100
+        },
+    )
+    assert collector.sample().cpu == CpuUsageRead(
+        count=4, percent=43.5, per_core=[24.0, 50.0, 10.0, 90.0]
+    )
+    # Nothing happened since: every core idle by definition (no jiffies elapsed).
+    assert collector.sample().cpu == CpuUsageRead(
+        count=4, percent=0.0, per_core=[0.0, 0.0, 0.0, 0.0]
+    )
+
+
+def test_disks_are_statted_under_the_root(tmp_path: Path) -> None:
+    root = copy_tree(RPI, tmp_path)
+    (root / "media/pi/USB Stick").mkdir(parents=True)
+    disks = StatsCollector(root).sample().disks
+    # /boot/firmware does not exist under the root, so it is skipped.
+    assert [(d.device, d.mountpoint, d.fstype) for d in disks] == [
+        ("/dev/mmcblk0p2", "/", "ext4"),
+        ("/dev/sda1", "/media/pi/USB Stick", "exfat"),
+    ]
+    for disk in disks:
+        assert disk.total_bytes > 0
+        assert disk.used_bytes + disk.free_bytes <= disk.total_bytes
+        assert 0.0 <= disk.percent <= 100.0
+
+
+def test_disk_paths_that_are_not_utf8_are_printable(tmp_path: Path) -> None:
+    mountpoint = "/caf\udce9"  # b"/caf\xe9" read with surrogateescape
+    (tmp_path / mountpoint.lstrip("/")).mkdir()
+    [disk] = disk_usage(tmp_path, [Mount("/dev/sdz1", mountpoint, "ext4", ("rw",))])
+    assert disk.mountpoint == "/caf\ufffd"
+    disk.model_dump_json()
+
+
+def test_no_temperatures_without_thermal_or_hwmon(tmp_path: Path) -> None:
+    root = copy_tree(RPI, tmp_path)
+    shutil.rmtree(root / "sys")
+    assert StatsCollector(root).sample().temperatures == []
+
+
+def test_sparse_proc_gives_empty_figures(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/stat").write_text("cpu  1 0 1 8\n")
+    (tmp_path / "proc/meminfo").write_text("MemTotal: 1000 kB\nMemFree: 500 kB\n")
+    stats = StatsCollector(tmp_path).sample()
+    assert stats.load is None
+    assert stats.uptime_s is None
+    assert stats.disks == []
+    assert stats.temperatures == []
+    assert stats.network.interfaces == []
+    assert stats.process_count == 0
+    assert stats.memory.available_bytes == 500 * 1024
+
+
+@pytest.mark.parametrize("missing", ["proc/stat", "proc/meminfo"])
+def test_missing_core_sources_are_unavailable(tmp_path: Path, missing: str) -> None:
+    root = copy_tree(RPI, tmp_path)
+    (root / missing).unlink()
+    with pytest.raises(Unavailable, match=missing):
+        StatsCollector(root).sample()
+
+
+def test_memory_without_memavailable_estimates_it() -> None:
+    memory, swap = memory_usage(
+        MemInfo(
+            total=1000, available=None, free=100, buffers=50, cached=250, swap_total=0, swap_free=0
+        )
+    )
+    assert memory == MemoryRead(
+        total_bytes=1000, available_bytes=400, used_bytes=600, free_bytes=100, percent=60.0
+    )
+    assert swap == SwapRead(total_bytes=0, used_bytes=0, free_bytes=0, percent=0.0)
+
+
+def test_busy_percent_stays_in_range() -> None:
+    before = CpuTimes(user=100, idle=100, iowait=50)
+    assert busy_percent(before, before) == 0.0
+    # iowait running backwards must not push the result below 0 or above 100.
+    assert busy_percent(before, CpuTimes(user=100, idle=200, iowait=10)) == 0.0
+    assert busy_percent(before, CpuTimes(user=300, idle=100, iowait=40)) == 100.0
+    assert busy_percent(before, CpuTimes(user=101, idle=101, iowait=50)) == 50.0
+
+
+def test_cpu_usage_with_a_core_come_online() -> None:
+    previous = {"cpu": CpuTimes(idle=100), "cpu0": CpuTimes(idle=100)}
+    current = {
+        "cpu": CpuTimes(user=20, idle=180),
+        "cpu0": CpuTimes(user=10, idle=190),
+        "cpu1": CpuTimes(user=10, idle=90),
+    }
+    assert cpu_usage(previous, current) == CpuUsageRead(count=2, percent=20.0, per_core=[10.0, 0.0])
+    assert cpu_usage(None, current) == CpuUsageRead(count=2, percent=None, per_core=None)
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        StatsCollector(RPI, interval_s=0)
+
+
+def test_latest_without_the_task_samples_at_most_once_per_interval(tmp_path: Path) -> None:
+    collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=3600)
+    first = collector.latest()
+    assert collector.latest() is first
+    collector.interval_s = 1e-9
+    assert collector.latest() is not first
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll (the collector has no event to wait on) until ``condition()`` holds, 10 s at most."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the collector did not get there within 10 s")
+
+
+async def wait_for_sample(collector: StatsCollector, after: SystemStatsRead) -> SystemStatsRead:
+    await wait_until(lambda: collector.latest() is not after)
+    return collector.latest()
+
+
+async def test_collector_task_keeps_the_latest_sample(tmp_path: Path) -> None:
+    root = copy_tree(RPI, tmp_path)
+    collector = StatsCollector(root, interval_s=0.05)
+    await collector.start()
+    try:
+        first = collector.latest()
+        assert first.cpu.percent is None
+        assert collector.latest() is first  # no I/O between samples
+        advance_stat(root, {f"cpu{n}": [25, 0, 0, 75] for n in range(4)})
+        later = await wait_for_sample(collector, first)
+        while later.cpu.percent == 0.0:  # samples taken before the rewrite
+            later = await wait_for_sample(collector, later)
+        assert later.cpu.percent == 25.0
+        assert later.sampled_at >= first.sampled_at
+        await collector.start()  # already running: no second task
+    finally:
+        await collector.stop()
+    await collector.stop()
+
+
+async def test_collector_survives_failing_samples(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    collector = StatsCollector(root, interval_s=0.01)
+    caplog.set_level(logging.INFO, logger="hostcore.builtin.system.stats")
+    await collector.start()
+    try:
+        good = collector.latest()
+        stat = (root / "proc/stat").read_bytes()
+        (root / "proc/stat").unlink()
+        await wait_until(lambda: "sampling system stats failed" in caplog.messages)
+        assert collector.latest() is good  # the last good sample is still served
+        (root / "proc/stat").write_bytes(stat)
+        await wait_until(lambda: "sampling system stats works again" in caplog.messages)
+        assert collector.latest() is not good
+    finally:
+        await collector.stop()
+    assert caplog.messages.count("sampling system stats failed") == 1
+
+
+async def test_start_on_a_broken_root_serves_503s(tmp_path: Path) -> None:
+    collector = StatsCollector(tmp_path, interval_s=0.01)
+    await collector.start()
+    try:
+        with pytest.raises(Unavailable):
+            collector.latest()
+    finally:
+        await collector.stop()
+
+
+def test_stats_of_this_machine() -> None:
+    collector = StatsCollector(Path("/"))
+    collector.sample()
+    stats = collector.sample()
+    assert stats.cpu.count >= 1
+    assert stats.cpu.percent is not None and 0.0 <= stats.cpu.percent <= 100.0
+    assert stats.memory.total_bytes > 0
+    assert stats.process_count >= 1
+    assert all(disk.mountpoint.startswith("/") for disk in stats.disks)
+    stats.model_dump_json()
