@@ -8,6 +8,7 @@ plugin failed (its routes answer 503) while the rest keep serving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -142,10 +143,14 @@ def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRe
     """Every plugin route says who may call it, and names a scope some plugin defines."""
     known = registry.all_scopes()
     for route in router.routes:
+        where = f"route {getattr(route, 'path', route)} of plugin {plugin.name}"
         if not isinstance(route, APIRoute | APIWebSocketRoute):
-            continue
+            # A plain Starlette route or mount would bypass the scope dependency.
+            raise PluginError(
+                f"{where} is not a FastAPI route: declare routes with the router's "
+                "decorators (static files go through hostcore_static_mounts)"
+            )
         scope = declared_scope(route.dependant)
-        where = f"route {route.path} of plugin {plugin.name}"
         if scope is None:
             raise PluginError(
                 f"{where} declares no scope: add dependencies=[RequireScope('{plugin.name}:read')]"
@@ -232,6 +237,8 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
             await upgrade(db, lineages(registry))
             await security.start()
         started = await _start_plugins(app, registry, settings)
+        # What startup built lives as long as the worker: keep the collector off it.
+        gc.freeze()
         log.info(
             "hostcore %s ready: %s",
             __version__,

@@ -93,7 +93,9 @@ class ServerSettings(Section):
 
 
 class LoggingSettings(Section):
-    access_log: bool = Field(True, description="One INFO line per request.")
+    access_log: bool = Field(
+        False, description="One INFO line per request (the activity table records them anyway)."
+    )
     max_bytes: int = Field(
         10 * 1024 * 1024, ge=0, description="Rotate log files at this size (single process)."
     )

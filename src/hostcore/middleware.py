@@ -10,9 +10,9 @@ the client) and the access line.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,7 +74,7 @@ class RequestContextMiddleware:
             elif name == b"content-length":
                 content_length = value
         if request_id is None or not _VALID_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex.encode()
+            request_id = os.urandom(16).hex().encode()
         request_id_var.set(request_id.decode())
         if self.resolve_client is not None:
             scope[CLIENT_KEY] = self.resolve_client(scope)

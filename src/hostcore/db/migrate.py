@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from hostcore.db.engine import Database, sqlite_path
-from hostcore.errors import PluginError
+from hostcore.errors import PluginError, Unavailable
 from hostcore.plugins import PluginRegistry
 
 CORE_LINEAGE = "hostcore"
 CORE_VERSIONS = Path(__file__).parent / "versions"
 ENVIRONMENT = Path(__file__).parent / "alembic"
 PG_LOCK_KEY = 0x686F7374  # "host"
+LOCK_WAIT_S = 300
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ async def migration_lock(db: Database) -> AsyncIterator[None]:
     if path is not None:
         fd = os.open(path.with_name(f"{path.name}.migrate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            await _flock(fd, path)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -135,6 +137,21 @@ async def migration_lock(db: Database) -> AsyncIterator[None]:
                 )
     else:
         yield
+
+
+async def _flock(fd: int, path: Path) -> None:
+    """Wait for the lock without a blocked thread, so a stop signal still gets through."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"another process has held the migration lock of {path} for {LOCK_WAIT_S}s"
+                ) from None
+            await asyncio.sleep(0.05)
 
 
 async def upgrade(

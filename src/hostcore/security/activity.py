@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import ActivitySettings
@@ -22,6 +23,7 @@ from hostcore.security.models import Activity
 
 log = logging.getLogger(__name__)
 MAX_BUFFER = 100_000
+MAX_ATTEMPTS = 5
 
 
 class ActivityRecord(NamedTuple):
@@ -37,13 +39,32 @@ class ActivityRecord(NamedTuple):
     client: str | None
 
 
+_COLUMNS = ActivityRecord._fields
+_PLACEHOLDERS: dict[str, Callable[[int], str]] = {
+    "qmark": lambda n: "?",
+    "numeric_dollar": lambda n: f"${n}",
+    "numeric": lambda n: f":{n}",
+    "format": lambda n: "%s",
+}
+
+
+def _insert_sql(paramstyle: str) -> str:
+    placeholder = _PLACEHOLDERS[paramstyle]
+    values = ", ".join(placeholder(n) for n in range(1, len(_COLUMNS) + 1))
+    return f"INSERT INTO activity ({', '.join(_COLUMNS)}) VALUES ({values})"  # noqa: S608
+
+
 class ActivityRecorder:
+    """Buffers records and writes them in batches from one background task."""
+
     def __init__(self, db: Database, settings: ActivitySettings) -> None:
         self.db = db
         self.settings = settings
         self._buffer: list[ActivityRecord] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0
         self.dropped = 0
 
     def record(self, entry: ActivityRecord) -> None:
@@ -56,38 +77,54 @@ class ActivityRecorder:
             self._wake.set()
 
     def start(self) -> None:
+        self._closing = False
         self._task = asyncio.create_task(self._run(), name="hostcore-activity-writer")
 
     async def _run(self) -> None:
-        while True:
-            try:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.flush_interval_s):
                     await self._wake.wait()
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()
+                self._failures = 0
             except Exception:
-                log.exception("activity: writing a batch failed; it will be retried")
+                self._failures += 1
+                if self._failures < MAX_ATTEMPTS:
+                    log.exception("activity: writing a batch failed; it will be retried")
+                    continue
+                # A batch the store keeps refusing must not stop every later record.
+                self.dropped += len(self._buffer)
+                log.exception(
+                    "activity: dropped %d records after %d failures",
+                    len(self._buffer),
+                    self._failures,
+                )
+                self._buffer = []
+                self._failures = 0
 
     async def flush(self) -> int:
         if not self._buffer:
             return 0
         batch, self._buffer = self._buffer, []
         try:
-            async with self.db.session() as session, session.begin():
-                await session.execute(insert(Activity), [entry._asdict() for entry in batch])
-        except Exception:
+            # Plain tuples through the driver's executemany: the ORM's per-row work
+            # would cost more than the request being recorded.
+            async with self.db.engine.begin() as connection:
+                sql = _insert_sql(connection.dialect.paramstyle)
+                await connection.exec_driver_sql(sql, batch)
+        except BaseException:
             self._buffer = batch + self._buffer
             raise
         return len(batch)
 
     async def close(self) -> None:
+        """Let the writer finish its batch (never cancel it mid-transaction), then flush."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._closing = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from hostcore.errors import Forbidden, Unauthorized
 from hostcore.middleware import CLIENT_KEY
@@ -25,12 +26,12 @@ PUBLIC = "public"
 AUTHENTICATED = "authenticated"
 
 
-def runtime_of(request: Request) -> SecurityRuntime:
+def runtime_of(request: HTTPConnection) -> SecurityRuntime:
     runtime: SecurityRuntime = request.app.state.security
     return runtime
 
 
-async def _authenticate(request: Request) -> Principal:
+async def _authenticate(request: HTTPConnection) -> Principal:
     runtime = runtime_of(request)
     try:
         principal = await runtime.authenticate(request)
@@ -44,8 +45,8 @@ async def _authenticate(request: Request) -> Principal:
 
 
 @cache
-def _checker(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    async def require(request: Request) -> Principal:
+def _checker(scope: str) -> Callable[[HTTPConnection], Awaitable[Principal]]:
+    async def require(request: HTTPConnection) -> Principal:
         principal = await _authenticate(request)
         if scope != AUTHENTICATED and not allows(principal.scopes, scope):
             raise Forbidden(f"this needs the scope {scope}")
@@ -62,7 +63,7 @@ def RequireScope(scope: str) -> Any:  # noqa: N802 - reads as a declaration on t
     return Depends(_checker(scope))
 
 
-async def _public(request: Request) -> None:
+async def _public(request: HTTPConnection) -> None:
     runtime = runtime_of(request)
     runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
 

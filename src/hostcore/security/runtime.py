@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import Scope
 
 from hostcore.config import Settings
@@ -63,6 +63,8 @@ class ProxyResolver:
     def resolve(self, scope: Scope) -> str:
         peer = scope.get("client")
         address = str(peer[0]) if peer and peer[0] else UNIX_PEER
+        if address != UNIX_PEER and not self.networks:
+            return address  # the common case: no TCP proxy configured, nothing to parse
         if not self._trusted(address):
             return address
         forwarded: list[str] = [
@@ -120,6 +122,7 @@ class SecurityRuntime:
         self._shared_secret = b""
         self._task: asyncio.Task[None] | None = None
         self._revocations_seen = 0.0
+        self._revocation_overlap_s = settings.database.busy_timeout_ms / 1000 + 5.0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -195,8 +198,9 @@ class SecurityRuntime:
 
     async def _poll(self) -> None:
         """Revocations and key changes made by any process reach this worker here."""
-        # Overlap the window: a transaction may commit after the time it stamped.
-        since = self._revocations_seen - 2.0
+        # Overlap the window: a revocation is stamped before its UPDATE may wait for
+        # the write lock, so it can commit up to the busy timeout after its stamp.
+        since = self._revocations_seen - self._revocation_overlap_s
         self._revocations_seen = time.time()
         async with self.db.session() as session:
             self.verifier.add_revoked(await tokens.revoked_since(session, since))
@@ -272,15 +276,16 @@ class SecurityRuntime:
                 at=time.time(),
                 request_id=request_id_var.get(),
                 principal=scope.get(PRINCIPAL_KEY),
-                method=scope.get("method", "WS"),
-                route=route_template(scope),
+                # Bounded to the column sizes: one odd request must not break a batch.
+                method=scope.get("method", "WS")[:10],
+                route=route_template(scope)[:256],
                 status=status,
                 duration_ms=round(duration_ms, 3),
                 client=scope.get(CLIENT_KEY),
             )
         )
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: HTTPConnection) -> Principal:
         authorization = request.headers.get("authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
@@ -299,7 +304,7 @@ class SecurityRuntime:
             raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal
 
-    async def _verify_signed(self, request: Request) -> Principal:
+    async def _verify_signed(self, request: HTTPConnection) -> Principal:
         address = request.scope.get(CLIENT_KEY) or self.proxies.resolve(request.scope)
         if not is_local(address):
             raise Unauthorized("signed requests are accepted only from this host")
@@ -317,11 +322,12 @@ class SecurityRuntime:
         nonce = headers.get(signing.NONCE_HEADER, "")
         if not signing.NONCE_PATTERN.match(nonce):
             raise Unauthorized("signed request has a malformed nonce")
-        body = await request.body()
+        # A websocket handshake has no body; it signs the empty one.
+        body = await request.body() if isinstance(request, Request) else b""
         matches = signing.signature_matches(
             self._secrets.get(name, self._shared_secret),
             headers.get(signing.SIGNATURE_HEADER, ""),
-            method=request.method,
+            method=request.scope.get("method", "GET"),
             # The raw path as sent: the signature covers what went over the wire.
             path=request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1"),
             query=request.scope["query_string"].decode("latin-1"),
@@ -339,10 +345,11 @@ class SecurityRuntime:
             raise Unauthorized("nonce was already used: this request is a replay") from None
         return Principal(kind="client", name=name, scopes=frozenset(client.scopes))
 
-    def rate_limit(self, identity: str, request: Request) -> None:
+    def rate_limit(self, identity: str, request: HTTPConnection) -> None:
         if self.ratelimiter is None:
             return
-        result = self.ratelimiter.hit(identity, f"{request.method} {route_template(request.scope)}")
+        method = request.scope.get("method", "WS")
+        result = self.ratelimiter.hit(identity, f"{method} {route_template(request.scope)}")
         request.scope[RATE_LIMIT_KEY] = result
         if not result.allowed:
             raise TooManyRequests(

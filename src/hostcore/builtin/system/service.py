@@ -26,7 +26,6 @@ from hostcore.builtin.system.stats import StatsCollector, SystemStatsRead
 from hostcore.errors import BadRequest, Forbidden, NotFound
 from hostcore.runner import Runner
 
-
 DEFAULT_LOG_LINES = 100
 
 
