@@ -47,7 +47,15 @@ async def issue_token(
         return await _issue(runtime, "user", user.username, granted, body.scopes, body.ttl_s)
     caller = await runtime.authenticate(request)
     target = body.client or caller.name
-    if (caller.kind, caller.name) != ("client", target) and not allows(caller.scopes, ADMIN_SCOPE):
+    if (caller.kind, caller.name) == ("client", target):
+        # For itself a caller gets at most what its credential grants now: a narrow
+        # token never mints a wider one.
+        wanted = list(body.scopes) if body.scopes is not None else sorted(caller.scopes)
+        missing = covered(wanted, caller.scopes)
+        if missing:
+            raise Forbidden(f"this credential may not have the scopes: {', '.join(missing)}")
+        return await issue_for_client(runtime, target, wanted, body.ttl_s)
+    if not allows(caller.scopes, ADMIN_SCOPE):
         raise Forbidden(f"a token for another principal needs the scope {ADMIN_SCOPE}")
     return await issue_for_client(runtime, target, body.scopes, body.ttl_s)
 
