@@ -73,7 +73,7 @@ def test_log_directory_is_a_setting(
 
 
 def test_request_id_is_on_every_line_of_a_request(
-    settings: Settings, app_factory: Callable[..., FastAPI]
+    settings_factory: Callable[..., Settings], app_factory: Callable[..., FastAPI]
 ) -> None:
     class Chatty:
         @hookimpl
@@ -89,8 +89,9 @@ def test_request_id_is_on_every_line_of_a_request(
 
             return router
 
+    settings = settings_factory("logging.access_log=true")
     configure_logging(settings)
-    with TestClient(app_factory({"chatty": Chatty()})) as client:
+    with TestClient(app_factory({"chatty": Chatty()}, app_settings=settings)) as client:
         client.get("/api/v1/chatty/talk", headers={"X-Request-ID": "req-7"})
         client.get("/api/v1/chatty/talk")
     app_log, debug_log = log_files(settings)

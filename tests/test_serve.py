@@ -93,7 +93,9 @@ def answers(client: httpx2.Client, url: str) -> bool:
 def test_gunicorn_with_two_workers_on_a_unix_socket(start: object, tmp_path: Path) -> None:
     sock = tmp_path / "run" / "hostcore.sock"
     sock.parent.mkdir(parents=True)
-    server: Server = start("--workers", "2", "--uds", str(sock))  # type: ignore[operator]
+    server: Server = start(  # type: ignore[operator]
+        "--workers", "2", "--uds", str(sock), "--set", "logging.access_log=true"
+    )
     client = httpx2.Client(
         transport=httpx2.HTTPTransport(uds=str(sock)), base_url="http://hostcore"
     )

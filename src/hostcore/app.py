@@ -166,8 +166,10 @@ def _is_shared_exception(exc_class: type[Exception]) -> bool:
 
 
 def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
+    # One handler for requests and websockets; Starlette types those as two signatures.
+    handler: Any = handle_error
     for exc_class in (HostcoreError, StarletteHTTPException, RequestValidationError):
-        app.add_exception_handler(exc_class, handle_error)
+        app.add_exception_handler(exc_class, handler)
     owners: dict[type[Exception], str] = {}
     for plugin in registry.active():
         try:

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
 
 
 class HostcoreError(Exception):
@@ -93,6 +94,8 @@ class PluginError(Exception):
 # --- HTTP mapping: the one handler ------------------------------------------------
 
 _MAX_FIELD_ERRORS = 20
+WS_POLICY_VIOLATION = 1008
+WS_TRY_AGAIN_LATER = 1013
 
 
 def _status_name(status_code: int) -> str:
@@ -150,9 +153,18 @@ def error_response(exc: BaseException, request_method: str, request_path: str) -
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
-async def handle_error(request: Request, exc: Exception) -> Response:
-    """The one exception handler: every error becomes ``{"error", "detail"}`` JSON."""
-    return error_response(exc, request.method, request.url.path)
+async def handle_error(request: HTTPConnection, exc: Exception) -> Response | None:
+    """The one exception handler: every error becomes ``{"error", "detail"}`` JSON.
+
+    A websocket cannot carry a JSON body: it is closed with a policy-violation code
+    and the detail as the reason.
+    """
+    if isinstance(request, WebSocket):
+        status, body, _ = error_payload(exc, "WS", request.url.path)
+        code = WS_TRY_AGAIN_LATER if status in (429, 503) else WS_POLICY_VIOLATION
+        await request.close(code=code, reason=str(body["detail"])[:120])
+        return None
+    return error_response(exc, request.scope.get("method", "GET"), request.url.path)
 
 
 class ErrorRead(BaseModel):

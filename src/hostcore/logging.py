@@ -93,6 +93,8 @@ def logging_config(settings: Settings, *, debug: bool, rotate: bool) -> dict[str
             "httpx": {"level": "WARNING"},
             "httpx2": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            # The SQLite driver logs every statement with its parameters at DEBUG.
+            "aiosqlite": {"level": "INFO"},
         },
     }
 

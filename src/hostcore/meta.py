@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from hostcore import __version__
+from hostcore.middleware import LIVENESS_BODY
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
 from hostcore.security.keys import jwks
 from hostcore.security.runtime import SecurityRuntime
@@ -26,7 +27,6 @@ OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_ASSETS_URL = "/static/docs"
 JWKS_URL = "/.well-known/jwks.json"
 HEALTH_TIMEOUT_S = 2.0
-HEALTH_BODY = b'{"status":"ok"}'
 HEALTH_STATES = frozenset({"ok", "degraded", "down"})
 
 
@@ -80,8 +80,9 @@ def api_router(registry: PluginRegistry) -> APIRouter:
 
     @router.get("/health", response_model=HealthRead, summary="Liveness for load balancers")
     async def health() -> Response:
-        # A prebuilt body: this is the route load balancers hit most often.
-        return Response(HEALTH_BODY, media_type="application/json")
+        # RequestContextMiddleware answers before routing (see LIVENESS_PATH); this
+        # route is its OpenAPI declaration and the answer of an app run without it.
+        return Response(LIVENESS_BODY, media_type="application/json")
 
     @router.get("/plugins", summary="Every plugin with its version, state and health")
     async def list_plugins(request: Request) -> list[PluginRead]:

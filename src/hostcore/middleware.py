@@ -17,16 +17,27 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostcore.errors import BadRequest, PayloadTooLarge, PluginUnavailable, error_response
+from hostcore.errors import (
+    WS_TRY_AGAIN_LATER,
+    BadRequest,
+    PayloadTooLarge,
+    PluginUnavailable,
+    error_response,
+)
 from hostcore.logging import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
 # Keys this middleware shares with the security pipeline on the ASGI scope.
 CLIENT_KEY = "hostcore.client"
 RATE_LIMIT_KEY = "hostcore.ratelimit"
-WS_TRY_AGAIN_LATER = 1013
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
+LIVENESS_PATH = "/api/v1/health"
+LIVENESS_BODY = b'{"status":"ok"}'
+LIVENESS_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(LIVENESS_BODY)).encode()),
+]
 TEMPLATE_ATTRIBUTE = "hostcore_template"
 UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow cardinality
 
@@ -37,7 +48,7 @@ def route_template(scope: Scope) -> str:
     """The matched route's full path template (``/api/v1/auth/tokens/{jti}``)."""
     route = scope.get("route")
     if route is None:
-        return UNMATCHED
+        return LIVENESS_PATH if scope.get("path") == LIVENESS_PATH else UNMATCHED
     return str(getattr(route, TEMPLATE_ATTRIBUTE, None) or getattr(route, "path", UNMATCHED))
 
 
@@ -78,6 +89,9 @@ class RequestContextMiddleware:
         request_id_var.set(request_id.decode())
         if self.resolve_client is not None:
             scope[CLIENT_KEY] = self.resolve_client(scope)
+        if scope["type"] == "http" and scope["path"] == LIVENESS_PATH and scope["method"] == "GET":
+            await self._liveness(scope, send, request_id)
+            return
         if scope["type"] == "websocket":
             if self.unavailable(scope["path"]) is not None:
                 await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
@@ -146,6 +160,19 @@ class RequestContextMiddleware:
                 access_log.info(
                     "%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms
                 )
+
+    async def _liveness(self, scope: Scope, send: Send, request_id: bytes) -> None:
+        """Liveness, answered before routing: load balancers probe it often, and it must
+        answer even when a route is wedged. The route in meta.py documents it."""
+        started = time.perf_counter()
+        headers = [*LIVENESS_HEADERS, (REQUEST_ID_HEADER, request_id)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": LIVENESS_BODY})
+        duration_ms = (time.perf_counter() - started) * 1000
+        if self.observe is not None:
+            self.observe(scope, 200, duration_ms)
+        if self.access_log_enabled:
+            access_log.info("GET %s 200 %.1fms", LIVENESS_PATH, duration_ms)
 
     def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:
         unavailable = self.unavailable(scope["path"])

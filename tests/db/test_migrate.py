@@ -206,7 +206,9 @@ def test_the_whole_app_runs_on_postgresql_unchanged(
         jti = client.get("/api/v1/auth/tokens", headers=headers).json()[0]["jti"]
         client.portal.call(client.app.state.security.activity.flush)  # type: ignore[union-attr, attr-defined]
         activity = client.get("/api/v1/auth/activity", headers=headers).json()
-        assert any(row["route"] == "/api/v1/auth/whoami" for row in activity), [r["route"] for r in activity]
+        assert any(row["route"] == "/api/v1/auth/whoami" for row in activity), [
+            r["route"] for r in activity
+        ]
         assert client.delete(f"/api/v1/auth/tokens/{jti}", headers=headers).json() == {"revoked": 1}
         refused = client.get("/api/v1/auth/whoami", headers=headers)
         assert refused.status_code == 401

@@ -277,6 +277,8 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
         HOSTCORE_SERVER__UDS=str(sock),
         HOSTCORE_SERVER__WORKERS="2",
         HOSTCORE_AUTH__CLIENTS__LIMITED__SCOPES='["*"]',
+        # The access line names the worker (pid) that served each request id.
+        HOSTCORE_LOGGING__ACCESS_LOG="true",
     )
     with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
         process = subprocess.Popen(

@@ -27,6 +27,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from hostcore.config import Settings
 from hostcore.db.engine import Database
@@ -636,16 +638,7 @@ async def empty_postgres(url: str) -> None:
     "backend",
     [
         "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: activity.method is String(10) but the middleware records any "
-                "method; one 'UNSUBSCRIBE' request (11 chars, valid for uvicorn) makes every "
-                "later ActivityRecorder.flush fail on PostgreSQL, and the batch is re-queued "
-                "forever, so nothing is recorded again",
-            ),
-        ),
+        "postgresql",
     ],
 )
 def test_one_odd_request_does_not_stop_the_activity_record(
@@ -736,30 +729,37 @@ def test_route_requiring_an_undefined_scope_stops_startup(
         app_factory({"unknown": UnknownScope()})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app.py _check_declared_scopes skips routes that are not APIRoute/"
-    "APIWebSocketRoute, so a plugin's router.add_route() route is mounted with no "
-    "authentication at all",
-)
 def test_plain_starlette_route_of_a_plugin_stops_startup(
-    app_factory: Callable[..., FastAPI], client_for: Callable[..., TestClient]
+    app_factory: Callable[..., FastAPI],
 ) -> None:
-    try:
-        app = app_factory({"plain": PlainStarletteRoute()})
-    except PluginError:
-        return
-    response = client_for(app, authenticated=False).get("/api/v1/plain/raw")
-    assert response.status_code == 401, f"served to anyone: {response.status_code} {response.text}"
+    """A route added with add_route() could not carry the scope dependency at all."""
+    with pytest.raises(PluginError, match=r"route /raw of plugin plain is not a FastAPI route"):
+        app_factory({"plain": PlainStarletteRoute()})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: deps.py _checker.require(request: Request) is never given a WebSocket "
-    "(TypeError: missing 'request'), and rate_limit reads request.method, so every plugin "
-    "websocket route with RequireScope fails for every caller",
-)
 def test_websocket_route_with_a_scope_admits_a_token_holder(serve: Serve) -> None:
     client = serve()
     with client.websocket_connect("/api/v1/probe/ws", headers=bearer(client)) as socket:
         assert socket.receive_json() == {"hello": "probe"}
+    headers = signed(client, "GET", "/api/v1/probe/ws")
+    with client.websocket_connect("/api/v1/probe/ws", headers=headers) as socket:
+        assert socket.receive_json() == {"hello": "probe"}
+
+
+@pytest.mark.parametrize("credential", ["none", "junk token", "missing scope"])
+def test_websocket_refusal_is_a_clean_close(serve: Serve, credential: str) -> None:
+    client = serve()
+    headers = {
+        "none": {},
+        "junk token": {"Authorization": "Bearer junk"},
+        "missing scope": bearer(client, ["other:read"]),
+    }[credential]
+    with (
+        pytest.raises((WebSocketDisconnect, WebSocketDenialResponse)) as refused,
+        client.websocket_connect("/api/v1/probe/ws", headers=headers) as socket,
+    ):
+        socket.receive_json()
+    if isinstance(refused.value, WebSocketDenialResponse):
+        assert refused.value.status_code in (401, 403)
+    else:
+        assert refused.value.code in (1008, 4401, 4403)

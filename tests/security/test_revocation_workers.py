@@ -1,5 +1,6 @@
-"""Two gunicorn workers: a revoked token is refused by both within a second, and both share
-one rate limit. Also ``hostcore call`` against the running server.
+"""Two gunicorn workers on one store: a revoked token is refused by both within a second,
+both share one rate limit, a nonce is spent for both, and a key rotation reaches both.
+Also ``hostcore call`` against the running server.
 """
 
 from __future__ import annotations

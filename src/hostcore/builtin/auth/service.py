@@ -54,7 +54,14 @@ async def issue_token(
         missing = covered(wanted, caller.scopes)
         if missing:
             raise Forbidden(f"this credential may not have the scopes: {', '.join(missing)}")
-        return await issue_for_client(runtime, target, wanted, body.ttl_s)
+        ttl = body.ttl_s
+        if caller.expires_at is not None:
+            # ... nor outlives it: a leaked token must not renew itself forever.
+            remaining = int(caller.expires_at - time.time())
+            if remaining < 1:
+                raise Forbidden("this credential has expired")
+            ttl = min(ttl or runtime.auth.token_ttl_s, remaining)
+        return await issue_for_client(runtime, target, wanted, ttl)
     if not allows(caller.scopes, ADMIN_SCOPE):
         raise Forbidden(f"a token for another principal needs the scope {ADMIN_SCOPE}")
     return await issue_for_client(runtime, target, body.scopes, body.ttl_s)
