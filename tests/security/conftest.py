@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from fastapi import APIRouter, FastAPI, Request, WebSocket
@@ -140,7 +139,7 @@ def signed(
     )
 
 
-def assert_error(response: httpx.Response, status: int, error: str, detail: str) -> None:
+def assert_error(response: httpx2.Response, status: int, error: str, detail: str) -> None:
     """The one error shape: exact status, error class name, and the detail (a substring)."""
     assert response.status_code == status, response.text
     body = response.json()

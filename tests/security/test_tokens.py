@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -65,7 +65,7 @@ def signed_post(
 
 def post_signed(
     client: TestClient, body: dict[str, object], name: str = "tester"
-) -> httpx.Response:
+) -> httpx2.Response:
     content = json.dumps(body).encode()
     return client.post(TOKEN, content=content, headers=signed_post(client, body, name))
 
