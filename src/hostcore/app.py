@@ -238,6 +238,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
         async with migration_lock(db):
             await upgrade(db, lineages(registry))
             await security.start()
+        log.info("store: %s", db.describe())
         started = await _start_plugins(app, registry, settings)
         # What startup built lives as long as the worker: keep the collector off it.
         gc.freeze()

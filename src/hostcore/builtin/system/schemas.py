@@ -127,9 +127,3 @@ class HostnameUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hostname: Hostname
-
-
-class PowerRead(BaseModel):
-    action: Literal["reboot", "shutdown"]
-    delay_s: int
-    scheduled_for: float
