@@ -34,7 +34,13 @@ from hostcore.security.activity import ActivityRecord, ActivityRecorder, apply_r
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey, MasterKey
 from hostcore.security.models import HmacNonce, SigningKey
 from hostcore.security.ratelimit import RateLimiter
-from hostcore.security.tokens import IssuedTokenInfo, Principal, PrincipalKind, TokenVerifier
+from hostcore.security.tokens import (
+    IssuedTokenInfo,
+    Principal,
+    PrincipalKind,
+    TokenVerifier,
+    UnknownSigningKey,
+)
 
 PRINCIPAL_KEY = "hostcore.principal"
 UNIX_PEER = "unix"
@@ -297,9 +303,11 @@ class SecurityRuntime:
         raise Unauthorized("no credentials: send a bearer token or an HMAC-signed request")
 
     async def _verify_token(self, token: str) -> Principal:
-        if self.verifier.unknown_kid(token) is not None:
-            await self.refresh_keys()  # a key another worker just created
-        principal = self.verifier.verify(token)
+        try:
+            principal = self.verifier.verify(token)
+        except UnknownSigningKey:
+            await self.refresh_keys()  # a key another worker may just have created
+            principal = self.verifier.verify(token)
         if principal.kind == "client" and principal.name not in self.auth.clients:
             raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal

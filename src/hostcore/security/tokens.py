@@ -144,6 +144,10 @@ async def revoked_since(session: AsyncSession, since: float) -> list[tuple[str, 
     return [(jti, expires) for jti, expires in result.all()]
 
 
+class UnknownSigningKey(Unauthorized):
+    """The token names a kid this worker does not hold: maybe a key made since."""
+
+
 @dataclass(frozen=True)
 class _Verified:
     principal: Principal
@@ -171,14 +175,6 @@ class TokenVerifier:
     def prune(self, now: float) -> None:
         horizon = now - self.settings.leeway_s
         self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp >= horizon}
-
-    def unknown_kid(self, token: str) -> str | None:
-        """The kid a token names when this worker does not know it yet (a new key)."""
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError:
-            return None
-        return kid if isinstance(kid, str) and kid not in self.keys else None
 
     def verify(self, token: str, now: float | None = None) -> Principal:
         now = time.time() if now is None else now
@@ -211,7 +207,7 @@ class TokenVerifier:
         kid = header.get("kid")
         key = self.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            raise Unauthorized("token names an unknown signing key")
+            raise UnknownSigningKey("token names an unknown signing key")
         # The algorithm comes from our key, never from the token: that is what
         # defeats "alg: none" and HS256-signed-with-the-public-key confusion.
         if header.get("alg") != key.algorithm:
