@@ -307,7 +307,10 @@ class SecurityRuntime:
             principal = self.verifier.verify(token)
         except UnknownSigningKey:
             await self.refresh_keys()  # a key another worker may just have created
-            principal = self.verifier.verify(token)
+            try:
+                principal = self.verifier.verify(token)
+            except UnknownSigningKey as exc:
+                raise Unauthorized(exc.detail) from None
         if principal.kind == "client" and principal.name not in self.auth.clients:
             raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal
