@@ -89,5 +89,10 @@ def declared_scope(dependant: Any) -> str | None:
     return None
 
 
-SecurityDep = Annotated[SecurityRuntime, Depends(runtime_of)]
+async def _runtime(request: HTTPConnection) -> SecurityRuntime:
+    # async: a plain def dependency would be run in the threadpool on every request.
+    return runtime_of(request)
+
+
+SecurityDep = Annotated[SecurityRuntime, Depends(_runtime)]
 """This worker's security runtime (tokens, keys, rate limits)."""

@@ -33,7 +33,8 @@ LOGS = [RequireScope("system:logs")]
 BUS_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503, 504)
 
 
-def _service(request: Request) -> SystemService:
+async def _service(request: Request) -> SystemService:
+    # async: a plain def dependency would be run in the threadpool on every request.
     service: SystemService = request.app.state.system
     return service
 
