@@ -1,0 +1,757 @@
+"""hostcore's authenticated pipeline against a bare FastAPI app, and its activity record.
+
+Serves, in one run, each as ONE uvicorn process on 127.0.0.1 with the same uvicorn
+settings (UVICORN_FLAGS, what ``hostcore serve`` uses):
+
+- ``bare``: bench/bare_auth_app.py, FastAPI with the same routes, response models and
+  bodies as hostcore, and nothing else: no middleware, no authentication;
+- ``hostcore``: ``python -m hostcore serve`` with a client ``bench`` holding
+  ``system:read``, its rate limit at 100000000/minute (active, never reached), its
+  activity record on (the default) and its access log off.
+
+It loads, with the same wrk requests (the same bearer token header to both servers):
+
+- ``GET /api/v1/system/stats``: scope ``system:read``, the whole pipeline: token,
+  rate limit, scope check, activity record; a ~1.2 KB body;
+- ``GET /api/v1/auth/whoami``: any authenticated caller (no scope to check), the same
+  pipeline otherwise; a ~90-byte body.
+
+Interleaved rounds with a rotating order, medians. The gate: for every route measured,
+median hostcore req/s / median bare req/s >= --min-ratio (0.75), and wrk saw no errors
+(no 429 either). Then hostcore is stopped with SIGTERM (it flushes its activity buffer on
+shutdown) and its store must hold exactly one activity row per request sent to each
+route: wrk's requests (counted as sent by bench/count_sent.lua, in-flight ones
+included) plus this script's own checks.
+
+    .venv/bin/python bench/auth.py [--rounds 5] [--duration 5] [--route both] [--json]
+
+Exit status: 0 PASS, 1 FAIL, 2 could not run, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from _load import (
+    COUNT_SENT_ARGS,
+    HEALTH_PATH,
+    UNREACHED_RATE_LIMIT,
+    BenchError,
+    HttpReply,
+    Measurement,
+    Server,
+    ServerGroup,
+    Workdir,
+    activity_rows,
+    bare_spec,
+    client_env,
+    fetch,
+    format_time,
+    free_port,
+    header_args,
+    hostcore_spec,
+    issue_token,
+    loadavg,
+    measure_with,
+    median,
+    parse_sent,
+    require_wrk,
+    rotated,
+    stop_on_sigterm,
+    store_path,
+    wait_ready,
+)
+from overhead import fmt_opt, parse_server_option, require_environment, say, software
+
+BARE = "bare"
+CORE = "hostcore"
+SERVERS = (BARE, CORE)
+ROUTES = {"stats": "/api/v1/system/stats", "whoami": "/api/v1/auth/whoami"}
+ROUTE_SCOPES = {"stats": "system:read", "whoami": "any authenticated caller"}
+CLIENT = "bench"
+CLIENT_SCOPES = ("system:read",)
+# A second client without system:read: its token must get 403 on stats (the scope check).
+OTHER_CLIENT = "benchother"
+OTHER_SCOPES = ("network:read",)
+CORE_ENV = {
+    **client_env(CLIENT, CLIENT_SCOPES),
+    **client_env(OTHER_CLIENT, OTHER_SCOPES),
+    "HOSTCORE_RATELIMIT__DEFAULT": UNREACHED_RATE_LIMIT,
+}
+BODIES_ENV = "BENCH_AUTH_BODIES"
+VOLATILE_HEADERS = {"date"}
+STOP_TIMEOUT_S = 60.0
+SHUTDOWN_DONE = "Application shutdown complete."  # uvicorn, after the lifespan
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int
+    duration: int
+    warmup: int
+    connections: int
+    threads: int
+    min_ratio: float
+    route: str
+    extra_servers: tuple[tuple[str, dict[str, str]], ...]
+    ready_timeout: float
+    keep_workdir: bool
+    as_json: bool
+
+    @property
+    def routes(self) -> list[str]:
+        return list(ROUTES) if self.route == "both" else [self.route]
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="Compare hostcore's authenticated routes (token, scope check, rate limit, "
+        "activity) with a bare FastAPI app; check one activity row per request."
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--duration", type=int, default=5, help="seconds of load per target per round (default 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up load per target (default 2)"
+    )
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=0.75,
+        help="fail when median hostcore req/s / median bare req/s is below this on any "
+        "measured route (default 0.75)",
+    )
+    parser.add_argument(
+        "--route",
+        choices=[*ROUTES, "both"],
+        default="both",
+        help="which route(s) to measure and gate: stats (GET /api/v1/system/stats, scope "
+        "system:read), whoami (GET /api/v1/auth/whoami) or both (default)",
+    )
+    parser.add_argument(
+        "--server",
+        dest="extra_servers",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE...]",
+        help="also measure hostcore with these extra environment variables, informational, "
+        "not gated, no activity check (repeatable), e.g. "
+        "--server no-activity:HOSTCORE_ACTIVITY__ENABLED=false",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=20.0, help="seconds to wait for each server"
+    )
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep the temp dir (logs, store)"
+    )
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
+    )
+    args = parser.parse_args(argv)
+    checks = [
+        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
+        (1 <= args.duration <= 600, "--duration must be 1..600"),
+        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
+        (1 <= args.threads <= 64, "--threads must be 1..64"),
+        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
+        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
+        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    try:
+        args.extra_servers = tuple(parse_server_option(text) for text in args.extra_servers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    names = [*SERVERS, *(name for name, _ in args.extra_servers)]
+    if len(set(names)) != len(names):
+        parser.error(f"--server names must be unique and not one of {', '.join(SERVERS)}")
+    return Options(**vars(args))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def target(server: str, route: str) -> str:
+    return f"{server} {route}"
+
+
+# --- checks before the load ------------------------------------------------------------
+
+
+class OwnRequests:
+    """The requests this script sends to hostcore itself, per route and status."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, int]] = Counter()
+
+    def get(self, server: Server, path: str, token: str | None = None, *, expect: int) -> HttpReply:
+        headers = bearer(token) if token else {}
+        reply = fetch(server.url(path), headers=headers)
+        self.counts[path, reply.status] += 1
+        if reply.status != expect:
+            raise BenchError(
+                f"{server.name} answered GET {path} with {reply.status} {reply.body[:200]!r}, "
+                f"expected {expect}"
+            )
+        return reply
+
+    def total(self, path: str) -> int:
+        return sum(n for (p, _), n in self.counts.items() if p == path)
+
+    def statuses(self, path: str) -> dict[int, int]:
+        return {status: n for (p, status), n in sorted(self.counts.items()) if p == path}
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: keys and types, not the numbers."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def header_notes(bare: HttpReply, core: HttpReply, path: str) -> list[str]:
+    if bare.headers.get("content-type") != core.headers.get("content-type"):
+        raise BenchError(
+            f"GET {path}: content types differ: bare {bare.headers.get('content-type')}, "
+            f"hostcore {core.headers.get('content-type')}"
+        )
+    base = set(bare.headers) - VOLATILE_HEADERS
+    notes = []
+    extra = sorted(set(core.headers) - VOLATILE_HEADERS - base)
+    missing = sorted(base - set(core.headers))
+    if extra:
+        notes.append(f"GET {path}: hostcore adds header(s) {', '.join(extra)}")
+    if missing:
+        notes.append(f"GET {path}: hostcore lacks header(s) {', '.join(missing)}")
+    return notes
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Start the servers, check them, measure, stop hostcore, count its activity rows."""
+    progress = opts.as_json  # progress lines go to stderr when stdout carries JSON
+    own = OwnRequests()
+    with Workdir(keep=opts.keep_workdir) as work, ServerGroup(work.path) as group:
+        core_spec = hostcore_spec(work.path, free_port(), CORE, extra_env=CORE_ENV)
+        core = group.start(core_spec)
+        wait_ready(core, HEALTH_PATH, timeout_s=opts.ready_timeout)
+        token = issue_token(core_spec, CLIENT)
+        other_token = issue_token(core_spec, OTHER_CLIENT)
+
+        # What hostcore answers: 200 with the token (rate limit active), 401 without one,
+        # 403 on stats for a token without system:read. Every one of these is a request
+        # to the route, with an activity row, and counted.
+        core_replies: dict[str, HttpReply] = {}
+        for key, path in ROUTES.items():
+            reply = own.get(core, path, token, expect=200)
+            limit = reply.headers.get("x-ratelimit-limit")
+            if limit != UNREACHED_RATE_LIMIT.split("/")[0]:
+                raise BenchError(f"hostcore's rate limit is not active on {path}: {reply.headers}")
+            core_replies[key] = reply
+            own.get(core, path, None, expect=401)
+        own.get(core, ROUTES["stats"], other_token, expect=403)
+        whoami = json.loads(core_replies["whoami"].body)
+        if whoami.get("subject") != f"client:{CLIENT}":
+            raise BenchError(f"whoami answered {whoami}")
+
+        bodies_file = work.path / "bodies.json"
+        bodies_file.write_text(
+            json.dumps({key: json.loads(reply.body) for key, reply in core_replies.items()})
+        )
+        bare = group.start(
+            bare_spec(
+                work.path,
+                free_port(),
+                name=BARE,
+                app="bare_auth_app:app",
+                extra_env={BODIES_ENV: str(bodies_file)},
+            )
+        )
+        wait_ready(bare, HEALTH_PATH, timeout_s=opts.ready_timeout)
+        notes: list[str] = []
+        body_sizes: dict[str, dict[str, int]] = {}
+        for key, path in ROUTES.items():
+            bare_reply = fetch(bare.url(path), headers=bearer(token))
+            core_reply = core_replies[key]
+            if bare_reply.status != 200:
+                raise BenchError(f"bare answered GET {path} with {bare_reply.status}")
+            if bare_reply.body != core_reply.body:
+                raise BenchError(
+                    f"GET {path}: bare's body differs from hostcore's:\n"
+                    f"  bare     {bare_reply.body[:300]!r}\n  hostcore {core_reply.body[:300]!r}"
+                )
+            notes += header_notes(bare_reply, core_reply, path)
+            body_sizes[key] = {BARE: len(bare_reply.body), CORE: len(core_reply.body)}
+        # hostcore's stats sample changes every second; the bare app serves the one captured.
+        later = own.get(core, ROUTES["stats"], token, expect=200)
+        if shape(json.loads(later.body)) != shape(json.loads(core_replies["stats"].body)):
+            raise BenchError("hostcore's stats body changed shape between two requests")
+        body_sizes["stats"]["hostcore later"] = len(later.body)
+
+        # Informational hostcore variants (--server): same client and rate limit, own store.
+        servers: dict[str, Server] = {BARE: bare, CORE: core}
+        tokens = {BARE: token, CORE: token}
+        for name, env in opts.extra_servers:
+            servers[name] = group.start(
+                hostcore_spec(work.path, free_port(), name, extra_env={**CORE_ENV, **env})
+            )
+        for name in servers:
+            if name in tokens:
+                continue
+            wait_ready(servers[name], HEALTH_PATH, timeout_s=opts.ready_timeout)
+            tokens[name] = issue_token(servers[name].spec, CLIENT)
+            for route in opts.routes:
+                reply = fetch(servers[name].url(ROUTES[route]), headers=bearer(tokens[name]))
+                if reply.status != 200:
+                    raise BenchError(f"{name} answered GET {ROUTES[route]} with {reply.status}")
+        say(
+            "servers ready: "
+            + ", ".join(f"{s.name} (pid {s.pid}, port {s.spec.port})" for s in servers.values())
+            + "; bodies checked",
+            to_stderr=progress,
+        )
+
+        # The same request bytes to every server: the bare app ignores the header.
+        targets = [(server, route) for route in opts.routes for server in servers]
+
+        def load(server: str, route: str, duration_s: int) -> Measurement:
+            return measure_with(
+                servers[server],
+                ROUTES[route],
+                duration_s=duration_s,
+                connections=opts.connections,
+                threads=opts.threads,
+                extra_args=[*header_args(bearer(tokens[server])), *COUNT_SENT_ARGS],
+            )
+
+        warmups: dict[str, Measurement] = {}
+        if opts.warmup > 0:
+            for server, route in targets:
+                warmups[target(server, route)] = load(server, route, opts.warmup)
+            say(
+                "warm-up: "
+                + ", ".join(f"{t} {m.result.requests_per_s:.0f} req/s" for t, m in warmups.items()),
+                to_stderr=progress,
+            )
+        rounds: list[dict[str, Measurement]] = []
+        orders: list[list[str]] = []
+        names = [target(s, r) for s, r in targets]
+        for index in range(opts.rounds):
+            order = rotated(names, index)
+            orders.append(order)
+            row: dict[str, Measurement] = {}
+            for name in order:
+                server, route = name.split(" ")
+                row[name] = load(server, route, opts.duration)
+            rounds.append(row)
+            say(
+                f"round {index + 1}/{opts.rounds}: "
+                + ", ".join(f"{n} {row[n].result.requests_per_s:.0f} req/s" for n in order),
+                to_stderr=progress,
+            )
+
+        # SIGTERM: uvicorn finishes, the lifespan's shutdown flushes the activity buffer.
+        core.proc.terminate()
+        exit_code = core.stop(timeout_s=STOP_TIMEOUT_S)
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: -15 is clean.
+        if exit_code not in (0, -signal.SIGTERM) or SHUTDOWN_DONE not in core.log_tail(50):
+            raise BenchError(
+                f"{CORE} did not shut down cleanly after SIGTERM (exit code {exit_code}); "
+                "its activity buffer may not have been flushed:\n" + core.log_tail()
+            )
+        activity = {}
+        for route in opts.routes:
+            path = ROUTES[route]
+            runs = [*([warmups[target(CORE, route)]] if warmups else [])]
+            runs += [row[target(CORE, route)] for row in rounds]
+            rows = activity_rows(store_path(core_spec), path)
+            activity[route] = {
+                "path": path,
+                "wrk_sent": sum(parse_sent(m.result.raw) for m in runs),
+                "wrk_completed": sum(m.result.requests for m in runs),
+                "wrk_runs": len(runs),
+                "own_requests": own.total(path),
+                "own_statuses": own.statuses(path),
+                "rows": sum(rows.values()),
+                "rows_by_status": dict(sorted(_by_status(rows).items())),
+                "rows_by_principal": _by_principal(rows),
+            }
+        pids = {name: s.pid for name, s in servers.items()}
+        commands = {name: s.spec.description for name, s in servers.items()}
+        workdir = str(work.path) if opts.keep_workdir else None
+    return {
+        "servers": list(servers),
+        "targets": names,
+        "pids": pids,
+        "commands": commands,
+        "header_notes": notes,
+        "body_sizes": body_sizes,
+        "warmups": warmups,
+        "rounds": rounds,
+        "orders": orders,
+        "activity": activity,
+        "core_exit_code": exit_code,
+        "workdir": workdir,
+    }
+
+
+def _by_status(rows: dict[tuple[str, str | None, int], int]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for (_, _, status), n in rows.items():
+        counts[status] += n
+    return counts
+
+
+def _by_principal(rows: dict[tuple[str, str | None, int], int]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for (_, principal, _), n in rows.items():
+        counts[principal or "-"] += n
+    return dict(sorted(counts.items()))
+
+
+# --- summary and report ----------------------------------------------------------------
+
+
+def summarize(opts: Options, raw: dict[str, Any]) -> dict[str, Any]:
+    rounds: list[dict[str, Measurement]] = raw["rounds"]
+    per_target: dict[str, dict[str, Any]] = {}
+    for name in raw["targets"]:
+        ms = [row[name] for row in rounds]
+        rps = [m.result.requests_per_s for m in ms]
+        cpu = [c for m in ms if (c := m.cpu_us_per_request) is not None]
+        util = [u for m in ms if (u := m.cpu_utilization) is not None]
+        per_target[name] = {
+            "requests_per_s_median": median(rps),
+            "requests_per_s_min": min(rps),
+            "requests_per_s_max": max(rps),
+            "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in ms]),
+            "latency_p99_s_median": median([m.result.percentiles_s["99"] for m in ms]),
+            "server_cpu_us_per_request_median": median(cpu) if cpu else None,
+            "server_cpu_utilization_median": median(util) if util else None,
+            "errors": sum(m.result.errors for m in ms),
+        }
+    routes: dict[str, dict[str, Any]] = {}
+    for route in opts.routes:
+        bare, core = per_target[target(BARE, route)], per_target[target(CORE, route)]
+        ratio = core["requests_per_s_median"] / bare["requests_per_s_median"]
+        paired = median(
+            [
+                row[target(CORE, route)].result.requests_per_s
+                / row[target(BARE, route)].result.requests_per_s
+                for row in rounds
+            ]
+        )
+        bare_cpu = bare["server_cpu_us_per_request_median"]
+        core_cpu = core["server_cpu_us_per_request_median"]
+        act = raw["activity"][route]
+        expected = act["wrk_sent"] + act["own_requests"]
+        expected_200 = act["wrk_sent"] + act["own_statuses"].get(200, 0)
+        routes[route] = {
+            "path": ROUTES[route],
+            "bare_requests_per_s": bare["requests_per_s_median"],
+            "hostcore_requests_per_s": core["requests_per_s_median"],
+            "ratio": ratio,
+            "paired_ratio_median": paired,
+            "ratio_pass": ratio >= opts.min_ratio,
+            "cpu_us_per_request_added": (
+                None if bare_cpu is None or core_cpu is None else core_cpu - bare_cpu
+            ),
+            "activity_rows": act["rows"],
+            "requests_sent": expected,
+            "activity_rows_200": act["rows_by_status"].get(200, 0),
+            "requests_sent_expecting_200": expected_200,
+            "in_flight_at_run_ends": act["wrk_sent"] - act["wrk_completed"],
+            "activity_pass": act["rows"] == expected
+            and act["rows_by_status"].get(200, 0) == expected_200,
+        }
+    variants = {
+        name: {
+            route: {
+                "requests_per_s": per_target[target(name, route)]["requests_per_s_median"],
+                "ratio_to_bare": per_target[target(name, route)]["requests_per_s_median"]
+                / per_target[target(BARE, route)]["requests_per_s_median"],
+            }
+            for route in opts.routes
+        }
+        for name in raw["servers"]
+        if name not in SERVERS
+    }
+    error_lines = [
+        f"{label} {m.server} {name.split(' ')[1]}: {m.result.error_summary()}"
+        for label, items in [("warm-up", list(raw["warmups"].items()))]
+        + [(f"round {i + 1}", list(row.items())) for i, row in enumerate(rounds)]
+        for name, m in items
+        if m.result.errors
+    ]
+    measured_errors = [line for line in error_lines if not line.startswith("warm-up")]
+    worst = min(routes, key=lambda r: routes[r]["ratio"])
+    ratio_pass = all(r["ratio_pass"] for r in routes.values()) and not measured_errors
+    activity_pass = all(r["activity_pass"] for r in routes.values())
+    return {
+        "per_target": per_target,
+        "routes": routes,
+        "worst_route": worst,
+        "variants": variants,
+        "errors": error_lines,
+        "ratio_pass": ratio_pass,
+        "activity_pass": activity_pass,
+        "activity_rows": sum(r["activity_rows"] for r in routes.values()),
+        "requests_sent": sum(r["requests_sent"] for r in routes.values()),
+        "pass": ratio_pass and activity_pass,
+        "reason": "wrk saw errors" if measured_errors else "",
+    }
+
+
+REMAINING_DIFFERENCES = [
+    "the bare app runs under uvicorn's CLI with uvicorn's log config; hostcore installs its "
+    "own logging. With the access log off neither logs per request.",
+    "both servers get the same request (the same Authorization header); the bare app "
+    "ignores it. Both routes return the same response models (hostcore's pydantic classes), "
+    "so FastAPI validates and serializes the same data on both sides; stats' numbers change "
+    "with hostcore's samples, the bare app keeps the first one (same shape, +-few bytes).",
+    "hostcore's stats route also resolves its SystemService through a sync dependency "
+    "(src/hostcore/builtin/system/router.py, _service); the bare route has no dependency.",
+    "everything else is hostcore's per-request and background work, the cost under test: "
+    "middleware (request id, client address, activity record), bearer token verification "
+    "(cached), rate limit (shared mmap storage, flock per hit), scope check, the activity "
+    "writer, and whatever else its lifespan runs (stats sampler, security housekeeping).",
+]
+
+
+def verdict_text(passed: bool, reason: str = "") -> str:
+    return "PASS" if passed else ("FAIL" + (f" ({reason})" if reason else ""))
+
+
+def route_line(opts: Options, route: str, r: dict[str, Any], reason: str) -> str:
+    return (
+        f"auth GET {r['path']}: bare {r['bare_requests_per_s']:.0f} req/s, "
+        f"hostcore {r['hostcore_requests_per_s']:.0f} req/s, ratio {r['ratio']:.3f} "
+        f"(target >= {opts.min_ratio:.2f}): {verdict_text(r['ratio_pass'] and not reason, reason)}"
+        f"; activity rows {r['activity_rows']} of {r['requests_sent']} requests: "
+        f"{verdict_text(r['activity_pass'])}"
+    )
+
+
+def verdict_line(opts: Options, summary: dict[str, Any]) -> str:
+    worst = summary["routes"][summary["worst_route"]]
+    return (
+        f"auth: bare {worst['bare_requests_per_s']:.0f} req/s, "
+        f"hostcore {worst['hostcore_requests_per_s']:.0f} req/s, ratio {worst['ratio']:.3f} "
+        f"(target >= {opts.min_ratio:.2f}): "
+        f"{verdict_text(summary['ratio_pass'], summary['reason'])}; "
+        f"activity rows {summary['activity_rows']} of {summary['requests_sent']} requests: "
+        f"{verdict_text(summary['activity_pass'])}"
+    )
+
+
+def report_text(
+    opts: Options, raw: dict[str, Any], summary: dict[str, Any], host: dict[str, Any]
+) -> str:
+    routes: dict[str, dict[str, Any]] = summary["routes"]
+    lines = [
+        "",
+        "hostcore auth pipeline: bare FastAPI vs hostcore (token, rate limit, scope, activity), "
+        "one uvicorn process each",
+        "  routes: "
+        + "; ".join(f"GET {ROUTES[r]} (scope: {ROUTE_SCOPES[r]})" for r in opts.routes),
+        f"  load: wrk --threads={opts.threads} --connections={opts.connections} "
+        f"--duration={opts.duration}s --latency --header 'Authorization: Bearer <token>' "
+        f"--script count_sent.lua; {opts.rounds} interleaved rounds (order rotates), "
+        f"{opts.warmup}s warm-up per target",
+        f"  host: {host['cpus']} CPUs, load average {host['loadavg_start']} at start, "
+        f"{host['loadavg_end']} at end",
+        "  software: " + ", ".join(f"{k} {v}" for k, v in host["software"].items()),
+        "  servers (127.0.0.1, free ports):",
+    ]
+    lines += [f"    {n:<13} pid {raw['pids'][n]:<7} {raw['commands'][n]}" for n in raw["servers"]]
+    lines.append(
+        f"  hostcore: client {CLIENT} with {', '.join(CLIENT_SCOPES)}, token from "
+        f"'hostcore token issue --client {CLIENT}'; rate limit {UNREACHED_RATE_LIMIT} "
+        "(X-RateLimit-Limit checked); activity on; access log off"
+    )
+    lines.append(
+        "  checked: hostcore answers 200 with the token, 401 without, 403 on stats for a "
+        f"token without system:read ({OTHER_CLIENT}); bare answers the same body bytes: "
+        + ", ".join(
+            f"{k} {', '.join(f'{n} {v} B' for n, v in sizes.items())}"
+            for k, sizes in raw["body_sizes"].items()
+        )
+    )
+    lines += [f"  header difference: {note}" for note in raw["header_notes"]]
+    lines.append("  remaining differences:")
+    lines += [f"    - {d}" for d in REMAINING_DIFFERENCES]
+    lines.append("")
+
+    header = f"{'round':<7}" + "".join(
+        f"{target(BARE, r) + ' req/s':>20}{target(CORE, r) + ' req/s':>22}{'ratio':>7}"
+        for r in opts.routes
+    )
+    lines += [header, "-" * len(header)]
+    for index, row in enumerate(raw["rounds"]):
+        cells = f"{index + 1:<7}"
+        for r in opts.routes:
+            bare = row[target(BARE, r)].result.requests_per_s
+            core = row[target(CORE, r)].result.requests_per_s
+            cells += f"{bare:>20.0f}{core:>22.0f}{core / bare:>7.3f}"
+        lines.append(cells)
+    per = summary["per_target"]
+    cells = f"{'median':<7}"
+    for r in opts.routes:
+        cells += (
+            f"{per[target(BARE, r)]['requests_per_s_median']:>20.0f}"
+            f"{per[target(CORE, r)]['requests_per_s_median']:>22.0f}{routes[r]['ratio']:>7.3f}"
+        )
+    lines += ["-" * len(header), cells]
+    lines.append(
+        "(ratio per round = hostcore / bare in the same round; median row = ratio of medians; "
+        "median of per-round ratios: "
+        + ", ".join(f"{r} {routes[r]['paired_ratio_median']:.3f}" for r in opts.routes)
+        + ")"
+    )
+    lines.append("")
+
+    header = (
+        f"{'target':<24}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}{'p99':>10}"
+        f"{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
+    )
+    lines += [header, "-" * len(header)]
+    for name in raw["targets"]:
+        s = per[name]
+        lines.append(
+            f"{name:<24}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
+            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
+            f"{format_time(s['latency_p99_s_median']):>10}"
+            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
+            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
+        )
+    lines.append(
+        "(medians over rounds; cpu = the server process's user+system CPU during each wrk run; "
+        "hostcore's cpu/request over bare's: "
+        + ", ".join(
+            f"{r} +{fmt_opt(routes[r]['cpu_us_per_request_added'], '{:.1f}')} us"
+            for r in opts.routes
+        )
+        + ")"
+    )
+    lines += [f"error: {e}" for e in summary["errors"]]
+    lines.append("")
+    lines.append(
+        f"activity (hostcore stopped with SIGTERM, exit code {raw['core_exit_code']}; rows in "
+        "<data_dir>/hostcore.db per route template):"
+    )
+    for r in opts.routes:
+        act, res = raw["activity"][r], routes[r]
+        lines.append(
+            f"  GET {ROUTES[r]}: {act['rows']} rows "
+            f"(by status {_fmt_counts(act['rows_by_status'])}; by principal "
+            f"{_fmt_counts(act['rows_by_principal'])}); requests sent {res['requests_sent']} = "
+            f"wrk {act['wrk_sent']} in {act['wrk_runs']} runs (of which {act['wrk_completed']} "
+            f"completed within wrk's runs, {res['in_flight_at_run_ends']} in flight when a run "
+            f"ended) + this script's {act['own_requests']} "
+            f"(by status {_fmt_counts(act['own_statuses'])}): "
+            f"{'match' if res['activity_pass'] else 'MISMATCH'}"
+        )
+    if raw["workdir"]:
+        lines.append(f"server logs and store kept in {raw['workdir']}")
+    lines.append("")
+    for name, by_route in summary["variants"].items():
+        lines.append(
+            f"info (not gated): {name}: "
+            + ", ".join(
+                f"{r} {v['requests_per_s']:.0f} req/s, ratio {v['ratio_to_bare']:.3f} to bare"
+                for r, v in by_route.items()
+            )
+            + f" ({raw['commands'][name]})"
+        )
+    reason = "wrk saw errors" if summary["reason"] else ""
+    lines += [route_line(opts, r, routes[r], reason) for r in opts.routes]
+    if len(opts.routes) > 1:
+        lines.append(
+            f"(the last line gives the route with the lowest ratio, {summary['worst_route']}, "
+            "and the activity rows of all routes)"
+        )
+    return "\n".join(lines)
+
+
+def _fmt_counts(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    try:
+        require_wrk()
+        require_environment()
+    except BenchError as exc:
+        say(f"auth: {exc}", to_stderr=True)
+        return 2
+    stop_on_sigterm()
+    host: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg(),
+        "software": software(),
+    }
+    try:
+        raw = run(opts)
+    except KeyboardInterrupt:
+        say("auth: interrupted; servers stopped", to_stderr=True)
+        return 130
+    except BenchError as exc:
+        say(f"auth: {exc}", to_stderr=True)
+        say("auth: FAIL (could not measure)", to_stderr=True)
+        return 2
+    host["loadavg_end"] = loadavg()
+    summary = summarize(opts, raw)
+    verdict = verdict_line(opts, summary)
+    if opts.as_json:
+        document = {
+            "benchmark": "auth",
+            "routes": {r: ROUTES[r] for r in opts.routes},
+            "options": {**vars(opts)},
+            "host": host,
+            "servers": raw["commands"],
+            "hostcore_env": {k: v for k, v in CORE_ENV.items()},
+            "header_notes": raw["header_notes"],
+            "body_sizes": raw["body_sizes"],
+            "remaining_differences": REMAINING_DIFFERENCES,
+            "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
+            "rounds": [
+                {"order": order, "results": {n: m.to_json() for n, m in row.items()}}
+                for order, row in zip(raw["orders"], raw["rounds"], strict=True)
+            ],
+            "activity": raw["activity"],
+            "hostcore_exit_code": raw["core_exit_code"],
+            **summary,
+            "summary": verdict,
+        }
+        print(json.dumps(document, indent=2))
+        say(verdict, to_stderr=True)
+    else:
+        say(report_text(opts, raw, summary, host))
+        say(verdict)
+    return 0 if summary["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

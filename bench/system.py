@@ -1,0 +1,405 @@
+"""GET /api/v1/system/stats against GET /api/v1/health on the same hostcore server.
+
+Serves ONE ``python -m hostcore serve`` (one uvicorn process, 127.0.0.1, its own temp
+data/log/run dirs, access log off, activity on) with a client ``bench`` holding
+``system:read`` and its rate limit at 100000000/minute (active, never reached: at the
+default 600/minute the load would measure 429s). Loads both paths alternately with wrk
+(interleaved rounds, the order rotating): stats with the client's bearer token (the
+whole pipeline: token, rate limit, scope check, activity record, then the newest
+background sample serialized), health without (hostcore answers it in its middleware,
+before routing and authentication).
+
+The gate, on medians over the rounds: stats req/s >= --min-ratio (0.50) x health req/s,
+stats p99 latency < --max-p99-ms (20 ms), and wrk saw no errors (no 429 either).
+
+    .venv/bin/python bench/system.py [--rounds 5] [--duration 5] [--json]
+
+Exit status: 0 PASS, 1 FAIL, 2 could not run, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from _load import (
+    HEALTH_PATH,
+    UNREACHED_RATE_LIMIT,
+    BenchError,
+    Measurement,
+    ServerGroup,
+    Workdir,
+    client_env,
+    fetch,
+    format_time,
+    free_port,
+    header_args,
+    hostcore_spec,
+    issue_token,
+    loadavg,
+    measure_with,
+    median,
+    require_wrk,
+    rotated,
+    stop_on_sigterm,
+    wait_ready,
+)
+from overhead import fmt_opt, require_environment, say, software
+
+CORE = "hostcore"
+STATS = "stats"
+HEALTH = "health"
+PATHS = {HEALTH: HEALTH_PATH, STATS: "/api/v1/system/stats"}
+CLIENT = "bench"
+CLIENT_SCOPES = ("system:read",)
+CORE_ENV = {
+    **client_env(CLIENT, CLIENT_SCOPES),
+    "HOSTCORE_RATELIMIT__DEFAULT": UNREACHED_RATE_LIMIT,
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int
+    duration: int
+    warmup: int
+    connections: int
+    threads: int
+    min_ratio: float
+    max_p99_ms: float
+    ready_timeout: float
+    keep_workdir: bool
+    as_json: bool
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="Compare hostcore's GET /api/v1/system/stats with GET /api/v1/health "
+        "on one server."
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--duration", type=int, default=5, help="seconds of load per path per round (default 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up load per path (default 2)"
+    )
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=0.50,
+        help="fail when median stats req/s / median health req/s is below this (default 0.50)",
+    )
+    parser.add_argument(
+        "--max-p99-ms",
+        type=float,
+        default=20.0,
+        help="fail when the median over rounds of stats' p99 latency is not below this many "
+        "milliseconds (default 20)",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=20.0, help="seconds to wait for the server"
+    )
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the temp dir (logs)")
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
+    )
+    args = parser.parse_args(argv)
+    checks = [
+        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
+        (1 <= args.duration <= 600, "--duration must be 1..600"),
+        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
+        (1 <= args.threads <= 64, "--threads must be 1..64"),
+        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
+        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
+        (0 < args.max_p99_ms <= 60_000, "--max-p99-ms must be in (0, 60000]"),
+        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    return Options(**vars(args))
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Start hostcore, check both paths, measure them alternately, stop it."""
+    progress = opts.as_json  # progress lines go to stderr when stdout carries JSON
+    with Workdir(keep=opts.keep_workdir) as work, ServerGroup(work.path) as group:
+        spec = hostcore_spec(work.path, free_port(), CORE, extra_env=CORE_ENV)
+        core = group.start(spec)
+        wait_ready(core, HEALTH_PATH, timeout_s=opts.ready_timeout)
+        token = issue_token(spec, CLIENT)
+        auth = {"Authorization": f"Bearer {token}"}
+        headers: dict[str, dict[str, str]] = {HEALTH: {}, STATS: auth}
+
+        stats = fetch(core.url(PATHS[STATS]), headers=auth)
+        if stats.status != 200:
+            raise BenchError(f"GET {PATHS[STATS]} answered {stats.status} {stats.body[:200]!r}")
+        if stats.headers.get("x-ratelimit-limit") != UNREACHED_RATE_LIMIT.split("/")[0]:
+            raise BenchError(f"the rate limit is not active on {PATHS[STATS]}: {stats.headers}")
+        sample = json.loads(stats.body)
+        unauthenticated = fetch(core.url(PATHS[STATS]))
+        if unauthenticated.status != 401:
+            raise BenchError(
+                f"GET {PATHS[STATS]} without a token answered {unauthenticated.status}"
+            )
+        health = fetch(core.url(HEALTH_PATH))
+        if health.status != 200:
+            raise BenchError(f"GET {HEALTH_PATH} answered {health.status}")
+        bodies = {HEALTH: len(health.body), STATS: len(stats.body)}
+        say(
+            f"server ready: {CORE} (pid {core.pid}, port {spec.port}); stats answers 200 "
+            f"({bodies[STATS]} B, {len(sample.get('disks', []))} disks, "
+            f"{len(sample.get('network', {}).get('interfaces', []))} interfaces) with the token, "
+            "401 without",
+            to_stderr=progress,
+        )
+
+        def load(path: str, duration_s: int) -> Measurement:
+            return measure_with(
+                core,
+                PATHS[path],
+                duration_s=duration_s,
+                connections=opts.connections,
+                threads=opts.threads,
+                extra_args=header_args(headers[path]),
+            )
+
+        names = [STATS, HEALTH]
+        warmups: dict[str, Measurement] = {}
+        if opts.warmup > 0:
+            for name in names:
+                warmups[name] = load(name, opts.warmup)
+            say(
+                "warm-up: "
+                + ", ".join(f"{n} {m.result.requests_per_s:.0f} req/s" for n, m in warmups.items()),
+                to_stderr=progress,
+            )
+        rounds: list[dict[str, Measurement]] = []
+        orders: list[list[str]] = []
+        for index in range(opts.rounds):
+            order = rotated(names, index)
+            orders.append(order)
+            row = {name: load(name, opts.duration) for name in order}
+            rounds.append(row)
+            say(
+                f"round {index + 1}/{opts.rounds}: "
+                + ", ".join(
+                    f"{n} {row[n].result.requests_per_s:.0f} req/s "
+                    f"p99 {format_time(row[n].result.percentiles_s['99'])}"
+                    for n in order
+                ),
+                to_stderr=progress,
+            )
+        command = spec.description
+        pid = core.pid
+        workdir = str(work.path) if opts.keep_workdir else None
+    return {
+        "names": names,
+        "pid": pid,
+        "command": command,
+        "body_bytes": bodies,
+        "warmups": warmups,
+        "rounds": rounds,
+        "orders": orders,
+        "workdir": workdir,
+    }
+
+
+def summarize(opts: Options, raw: dict[str, Any]) -> dict[str, Any]:
+    rounds: list[dict[str, Measurement]] = raw["rounds"]
+    per_path: dict[str, dict[str, Any]] = {}
+    for name in raw["names"]:
+        ms = [row[name] for row in rounds]
+        rps = [m.result.requests_per_s for m in ms]
+        p99 = [m.result.percentiles_s["99"] for m in ms]
+        cpu = [c for m in ms if (c := m.cpu_us_per_request) is not None]
+        util = [u for m in ms if (u := m.cpu_utilization) is not None]
+        per_path[name] = {
+            "path": PATHS[name],
+            "requests_per_s_median": median(rps),
+            "requests_per_s_min": min(rps),
+            "requests_per_s_max": max(rps),
+            "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in ms]),
+            "latency_p99_s_median": median(p99),
+            "latency_p99_s_worst": max(p99),
+            "server_cpu_us_per_request_median": median(cpu) if cpu else None,
+            "server_cpu_utilization_median": median(util) if util else None,
+            "errors": sum(m.result.errors for m in ms),
+        }
+    ratio = per_path[STATS]["requests_per_s_median"] / per_path[HEALTH]["requests_per_s_median"]
+    paired = median(
+        [row[STATS].result.requests_per_s / row[HEALTH].result.requests_per_s for row in rounds]
+    )
+    p99 = per_path[STATS]["latency_p99_s_median"]
+    error_lines = [
+        f"{label} {name}: {m.result.error_summary()}"
+        for label, items in [("warm-up", list(raw["warmups"].items()))]
+        + [(f"round {i + 1}", list(row.items())) for i, row in enumerate(rounds)]
+        for name, m in items
+        if m.result.errors
+    ]
+    measured_errors = [line for line in error_lines if not line.startswith("warm-up")]
+    ratio_pass = ratio >= opts.min_ratio
+    p99_pass = p99 * 1000 < opts.max_p99_ms
+    reasons = []
+    if not ratio_pass:
+        reasons.append(f"ratio {ratio:.3f} < {opts.min_ratio:.2f}")
+    if not p99_pass:
+        reasons.append(f"stats p99 {format_time(p99)} >= {opts.max_p99_ms:g}ms")
+    if measured_errors:
+        reasons.append("wrk saw errors")
+    return {
+        "per_path": per_path,
+        "ratio": ratio,
+        "paired_ratio_median": paired,
+        "ratio_pass": ratio_pass,
+        "stats_p99_s": p99,
+        "p99_pass": p99_pass,
+        "errors": error_lines,
+        "pass": ratio_pass and p99_pass and not measured_errors,
+        "reason": "; ".join(reasons),
+    }
+
+
+def report_text(
+    opts: Options, raw: dict[str, Any], summary: dict[str, Any], host: dict[str, Any]
+) -> str:
+    names: list[str] = raw["names"]
+    lines = [
+        "",
+        f"hostcore system stats: GET {PATHS[STATS]} (bearer token, scope system:read) vs "
+        f"GET {HEALTH_PATH} (no token) on one server, one uvicorn process",
+        f"  load: wrk --threads={opts.threads} --connections={opts.connections} "
+        f"--duration={opts.duration}s --latency (stats with --header 'Authorization: Bearer "
+        f"<token>'); {opts.rounds} interleaved rounds (order rotates), {opts.warmup}s warm-up "
+        "per path",
+        f"  host: {host['cpus']} CPUs, load average {host['loadavg_start']} at start, "
+        f"{host['loadavg_end']} at end",
+        "  software: " + ", ".join(f"{k} {v}" for k, v in host["software"].items()),
+        f"  server (127.0.0.1, free port): pid {raw['pid']} {raw['command']}",
+        f"  checked: stats 200 with the token ({raw['body_bytes'][STATS]} B body, "
+        f"X-RateLimit-Limit {UNREACHED_RATE_LIMIT.split('/')[0]}), 401 without; health 200 "
+        f"({raw['body_bytes'][HEALTH]} B)",
+        "  note: hostcore answers health in its middleware (src/hostcore/middleware.py), before "
+        "routing and authentication; stats goes through routing, the security dependency and "
+        "FastAPI's response serialization. Both get an activity row.",
+        "",
+    ]
+    header = (
+        f"{'round':<7}{'stats req/s':>13}{'p99':>10}{'health req/s':>14}{'p99':>10}{'ratio':>8}"
+    )
+    lines += [header, "-" * len(header)]
+    for index, row in enumerate(raw["rounds"]):
+        s, h = row[STATS].result, row[HEALTH].result
+        lines.append(
+            f"{index + 1:<7}{s.requests_per_s:>13.0f}{format_time(s.percentiles_s['99']):>10}"
+            f"{h.requests_per_s:>14.0f}{format_time(h.percentiles_s['99']):>10}"
+            f"{s.requests_per_s / h.requests_per_s:>8.3f}"
+        )
+    per = summary["per_path"]
+    lines += [
+        "-" * len(header),
+        f"{'median':<7}{per[STATS]['requests_per_s_median']:>13.0f}"
+        f"{format_time(per[STATS]['latency_p99_s_median']):>10}"
+        f"{per[HEALTH]['requests_per_s_median']:>14.0f}"
+        f"{format_time(per[HEALTH]['latency_p99_s_median']):>10}{summary['ratio']:>8.3f}",
+        f"(ratio per round = stats / health in the same round; median row = ratio of medians; "
+        f"median of per-round ratios {summary['paired_ratio_median']:.3f})",
+        "",
+    ]
+    header = (
+        f"{'path':<8}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}{'p99 med':>10}"
+        f"{'p99 worst':>11}{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
+    )
+    lines += [header, "-" * len(header)]
+    for n in names:
+        s = per[n]
+        lines.append(
+            f"{n:<8}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
+            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
+            f"{format_time(s['latency_p99_s_median']):>10}"
+            f"{format_time(s['latency_p99_s_worst']):>11}"
+            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
+            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
+        )
+    lines.append(
+        "(medians over rounds, p99 worst = the highest round; cpu = the server process's "
+        "user+system CPU during each wrk run / requests)"
+    )
+    lines += [f"error: {e}" for e in summary["errors"]]
+    if raw["workdir"]:
+        lines.append(f"server logs kept in {raw['workdir']}")
+    return "\n".join(lines)
+
+
+def verdict_line(opts: Options, summary: dict[str, Any]) -> str:
+    per = summary["per_path"]
+    verdict = "PASS" if summary["pass"] else f"FAIL ({summary['reason']})"
+    return (
+        f"system: stats {per[STATS]['requests_per_s_median']:.0f} req/s, health "
+        f"{per[HEALTH]['requests_per_s_median']:.0f} req/s, ratio {summary['ratio']:.3f} "
+        f"(target >= {opts.min_ratio:.2f}); stats p99 {format_time(summary['stats_p99_s'])} "
+        f"(worst round {format_time(per[STATS]['latency_p99_s_worst'])}; target < "
+        f"{opts.max_p99_ms:g}ms) at {opts.connections} connections: {verdict}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    try:
+        require_wrk()
+        require_environment()
+    except BenchError as exc:
+        say(f"system: {exc}", to_stderr=True)
+        return 2
+    stop_on_sigterm()
+    host: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg(),
+        "software": software(),
+    }
+    try:
+        raw = run(opts)
+    except KeyboardInterrupt:
+        say("system: interrupted; server stopped", to_stderr=True)
+        return 130
+    except BenchError as exc:
+        say(f"system: {exc}", to_stderr=True)
+        say("system: FAIL (could not measure)", to_stderr=True)
+        return 2
+    host["loadavg_end"] = loadavg()
+    summary = summarize(opts, raw)
+    verdict = verdict_line(opts, summary)
+    if opts.as_json:
+        document = {
+            "benchmark": "system",
+            "paths": PATHS,
+            "options": vars(opts),
+            "host": host,
+            "server": raw["command"],
+            "body_bytes": raw["body_bytes"],
+            "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
+            "rounds": [
+                {"order": order, "results": {n: m.to_json() for n, m in row.items()}}
+                for order, row in zip(raw["orders"], raw["rounds"], strict=True)
+            ],
+            **summary,
+            "summary": verdict,
+        }
+        print(json.dumps(document, indent=2))
+        say(verdict, to_stderr=True)
+    else:
+        say(report_text(opts, raw, summary, host))
+        say(verdict)
+    return 0 if summary["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
