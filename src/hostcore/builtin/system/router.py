@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from hostcore.builtin.system.dbus import (
     HostnameRead,
@@ -51,10 +51,15 @@ def build_router() -> APIRouter:
         """Hostname, OS, kernel, device model, serial, CPU, memory, boot time, uptime."""
         return await system.info()
 
-    @router.get("/stats", dependencies=READ, responses=error_responses(401, 403, 429))
-    async def stats(system: System) -> SystemStatsRead:
+    @router.get(
+        "/stats",
+        dependencies=READ,
+        response_model=SystemStatsRead,
+        responses=error_responses(401, 403, 429),
+    )
+    async def stats(system: System) -> Response:
         """The newest background sample: CPU, load, memory, disks, temperatures, network."""
-        return system.stats()
+        return Response(system.stats_json(), media_type="application/json")
 
     @router.get("/services", dependencies=READ, responses=BUS_ERRORS)
     async def services(system: System) -> list[UnitRead]:

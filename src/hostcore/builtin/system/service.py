@@ -35,6 +35,8 @@ class SystemService:
         self.runner = runner
         self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
         self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
+        self._encoded_sample: SystemStatsRead | None = None
+        self._encoded = b""
 
     async def start(self) -> None:
         await self.collector.start()
@@ -51,8 +53,14 @@ class SystemService:
     async def info(self) -> SystemInfoRead:
         return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
 
-    def stats(self) -> SystemStatsRead:
-        return self.collector.latest()
+    def stats_json(self) -> bytes:
+        """The newest sample as JSON, encoded once per sample: every consumer polling
+        within one interval gets the same bytes."""
+        sample = self.collector.latest()
+        if sample is not self._encoded_sample:
+            self._encoded = sample.model_dump_json().encode()
+            self._encoded_sample = sample
+        return self._encoded
 
     async def units(self) -> list[UnitRead]:
         """Every allowed unit; one that is not installed shows as load_state not-found."""
