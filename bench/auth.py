@@ -527,10 +527,11 @@ REMAINING_DIFFERENCES = [
     "the bare app runs under uvicorn's CLI with uvicorn's log config; hostcore installs its "
     "own logging. With the access log off neither logs per request.",
     "both servers get the same request (the same Authorization header); the bare app "
-    "ignores it. Both routes return the same response models (hostcore's pydantic classes), "
-    "so FastAPI validates and serializes the same data on both sides; stats' numbers change "
-    "with hostcore's samples, the bare app keeps the first one (same shape, +-few bytes).",
-    "hostcore's stats route also resolves its SystemService through a sync dependency "
+    "ignores it. whoami: both build the same WhoAmIRead per request, FastAPI serializes it. "
+    "stats: both return a Response of the sample's JSON encoded once (hostcore once per "
+    "sample); its numbers change with hostcore's samples, the bare app keeps the first one "
+    "(same shape, +-few bytes).",
+    "hostcore's stats route also resolves its SystemService through a dependency "
     "(src/hostcore/builtin/system/router.py, _service); the bare route has no dependency.",
     "everything else is hostcore's per-request and background work, the cost under test: "
     "middleware (request id, client address, activity record), bearer token verification "

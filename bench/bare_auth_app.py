@@ -6,14 +6,17 @@ serving, on the same paths as hostcore:
 - ``GET /api/v1/auth/whoami``: builds the same ``WhoAmIRead`` model per request, with
   the values hostcore answered for the benchmark's token, exactly as hostcore's handler
   does (src/hostcore/builtin/auth/router.py), so the body is the same bytes;
-- ``GET /api/v1/system/stats``: returns a ``SystemStatsRead`` built once from a sample
-  hostcore answered, as hostcore's handler returns its collector's latest sample
-  (src/hostcore/builtin/system/router.py), so FastAPI validates and serializes the same
-  model on both sides and the body has the same shape and size;
+- ``GET /api/v1/system/stats``: a sample hostcore answered, validated into a
+  ``SystemStatsRead`` and encoded to JSON once, returned as a ``Response`` of those bytes
+  on every request, as hostcore's handler returns its newest sample encoded once per
+  sample (src/hostcore/builtin/system/router.py and service.py, ``stats_json``): the
+  same bytes as the sample hostcore answered first, no serialization per request on
+  either side;
 - ``GET /api/v1/health`` for readiness.
 
 Both data routes reuse hostcore's response models (plain pydantic classes), so the
-handler work matches and the difference to hostcore is its pipeline. The sample
+handler work matches and the difference to hostcore is its pipeline. When hostcore's
+handlers change, this file must follow them. The sample
 bodies come from the JSON file named by ``BENCH_AUTH_BODIES`` (written by
 bench/auth.py): ``{"whoami": {...}, "stats": {...}}``. Served by bench/auth.py as
 ``uvicorn --app-dir bench bare_auth_app:app``.
@@ -26,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from hostcore.builtin.auth.schemas import WhoAmIRead
 from hostcore.builtin.system.stats import SystemStatsRead
@@ -48,7 +51,7 @@ _SUBJECT: str = _WHOAMI["subject"]
 _KIND: str = _WHOAMI["kind"]
 _SCOPES = frozenset(_WHOAMI["scopes"])  # hostcore's Principal keeps them as a frozenset
 _EXPIRES_AT: float | None = _WHOAMI["expires_at"]
-_STATS = SystemStatsRead.model_validate(_BODIES["stats"])
+_STATS_JSON = SystemStatsRead.model_validate(_BODIES["stats"]).model_dump_json().encode()
 
 app = FastAPI()
 
@@ -58,9 +61,9 @@ async def whoami() -> WhoAmIRead:
     return WhoAmIRead(subject=_SUBJECT, kind=_KIND, scopes=sorted(_SCOPES), expires_at=_EXPIRES_AT)
 
 
-@app.get("/api/v1/system/stats")
-async def stats() -> SystemStatsRead:
-    return _STATS
+@app.get("/api/v1/system/stats", response_model=SystemStatsRead)
+async def stats() -> Response:
+    return Response(_STATS_JSON, media_type="application/json")
 
 
 @app.get("/api/v1/health")

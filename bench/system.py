@@ -71,6 +71,7 @@ class Options:
     threads: int
     min_ratio: float
     max_p99_ms: float
+    extra_env: tuple[tuple[str, str], ...]
     ready_timeout: float
     keep_workdir: bool
     as_json: bool
@@ -104,6 +105,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "milliseconds (default 20)",
     )
     parser.add_argument(
+        "--env",
+        dest="extra_env",
+        action="append",
+        default=[],
+        metavar="HOSTCORE_VAR=VALUE",
+        help="run the server with this extra setting (repeatable; printed with the results), "
+        "e.g. --env HOSTCORE_ACTIVITY__ENABLED=false",
+    )
+    parser.add_argument(
         "--ready-timeout", type=float, default=20.0, help="seconds to wait for the server"
     )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the temp dir (logs)")
@@ -124,6 +134,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    pairs = []
+    for item in args.extra_env:
+        key, eq, value = item.partition("=")
+        if not eq or not key.startswith("HOSTCORE_"):
+            parser.error(f"--env {item!r}: expected HOSTCORE_VAR=VALUE")
+        pairs.append((key, value))
+    args.extra_env = tuple(pairs)
     return Options(**vars(args))
 
 
@@ -131,7 +148,9 @@ def run(opts: Options) -> dict[str, Any]:
     """Start hostcore, check both paths, measure them alternately, stop it."""
     progress = opts.as_json  # progress lines go to stderr when stdout carries JSON
     with Workdir(keep=opts.keep_workdir) as work, ServerGroup(work.path) as group:
-        spec = hostcore_spec(work.path, free_port(), CORE, extra_env=CORE_ENV)
+        spec = hostcore_spec(
+            work.path, free_port(), CORE, extra_env={**CORE_ENV, **dict(opts.extra_env)}
+        )
         core = group.start(spec)
         wait_ready(core, HEALTH_PATH, timeout_s=opts.ready_timeout)
         token = issue_token(spec, CLIENT)
@@ -288,8 +307,8 @@ def report_text(
         f"X-RateLimit-Limit {UNREACHED_RATE_LIMIT.split('/')[0]}), 401 without; health 200 "
         f"({raw['body_bytes'][HEALTH]} B)",
         "  note: hostcore answers health in its middleware (src/hostcore/middleware.py), before "
-        "routing and authentication; stats goes through routing, the security dependency and "
-        "FastAPI's response serialization. Both get an activity row.",
+        "routing and authentication; stats goes through routing, the security dependency "
+        "(token, rate limit, scope) and its handler. Both get an activity row.",
         "",
     ]
     header = (
