@@ -36,6 +36,9 @@ def test_health_is_liveness(client: TestClient) -> None:
     response = client.get("/api/v1/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    probe = client.head("/api/v1/health")
+    assert probe.status_code == 200 and probe.content == b""
+    assert probe.headers["content-length"] == "15"
 
 
 def test_failed_plugin_answers_503_and_the_rest_keep_serving(

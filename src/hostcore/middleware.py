@@ -89,7 +89,11 @@ class RequestContextMiddleware:
         request_id_var.set(request_id.decode())
         if self.resolve_client is not None:
             scope[CLIENT_KEY] = self.resolve_client(scope)
-        if scope["type"] == "http" and scope["path"] == LIVENESS_PATH and scope["method"] == "GET":
+        if (
+            scope["type"] == "http"
+            and scope["path"] == LIVENESS_PATH
+            and scope["method"] in ("GET", "HEAD")
+        ):
             await self._liveness(scope, send, request_id)
             return
         if scope["type"] == "websocket":
@@ -167,12 +171,13 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         headers = [*LIVENESS_HEADERS, (REQUEST_ID_HEADER, request_id)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": LIVENESS_BODY})
+        body = b"" if scope["method"] == "HEAD" else LIVENESS_BODY
+        await send({"type": "http.response.body", "body": body})
         duration_ms = (time.perf_counter() - started) * 1000
         if self.observe is not None:
             self.observe(scope, 200, duration_ms)
         if self.access_log_enabled:
-            access_log.info("GET %s 200 %.1fms", LIVENESS_PATH, duration_ms)
+            access_log.info("%s %s 200 %.1fms", scope["method"], LIVENESS_PATH, duration_ms)
 
     def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:
         unavailable = self.unavailable(scope["path"])
