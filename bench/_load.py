@@ -17,6 +17,7 @@ Typical use::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -32,11 +33,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 LOOPBACK = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -68,6 +70,9 @@ STOP_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
 POLL_INTERVAL_S = 0.1
 WRK_TIMEOUT = "5s"  # wrk's per-request timeout; a slower answer counts as a socket error
+
+
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -599,6 +604,59 @@ def loadavg() -> str:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         return "?"
+
+
+def say(message: str, *, to_stderr: bool = False) -> None:
+    print(message, file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+
+def require_environment() -> None:
+    for module in ("uvicorn", "fastapi", "hostcore"):
+        if importlib.util.find_spec(module) is None:
+            raise BenchError(f"{module} is not importable: run with the project's .venv/bin/python")
+
+
+def software() -> dict[str, str]:
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return {
+        "python": sys.version.split()[0],
+        "uvicorn": version("uvicorn"),
+        "fastapi": version("fastapi"),
+        "starlette": version("starlette"),
+        "loop (auto)": loop,
+        "http (auto)": http,
+    }
+
+
+def start_and_run(
+    name: str, run: Callable[[], T], *, stopped: str
+) -> tuple[T, dict[str, Any]] | int:
+    """What every benchmark does around its measurement: check the tools, stop cleanly on
+    SIGTERM, note the host, run. Returns (result, host facts), or the exit code on failure."""
+    try:
+        require_wrk()
+        require_environment()
+    except BenchError as exc:
+        say(f"{name}: {exc}", to_stderr=True)
+        return 2
+    stop_on_sigterm()
+    host: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg(),
+        "software": software(),
+    }
+    try:
+        result = run()
+    except KeyboardInterrupt:
+        say(f"{name}: interrupted; {stopped}", to_stderr=True)
+        return 130
+    except BenchError as exc:
+        say(f"{name}: {exc}", to_stderr=True)
+        say(f"{name}: FAIL (could not measure)", to_stderr=True)
+        return 2
+    host["loadavg_end"] = loadavg()
+    return result, host
 
 
 # --- authenticated load: tokens, request counts, the activity table ---------------------

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from collections import Counter
@@ -58,17 +57,16 @@ from _load import (
     header_args,
     hostcore_spec,
     issue_token,
-    loadavg,
     measure_with,
     median,
     parse_sent,
-    require_wrk,
     rotated,
-    stop_on_sigterm,
+    say,
+    start_and_run,
     store_path,
     wait_ready,
 )
-from overhead import fmt_opt, parse_server_option, require_environment, say, software
+from overhead import fmt_opt, parse_server_option
 
 BARE = "bare"
 CORE = "hostcore"
@@ -701,28 +699,10 @@ def _fmt_counts(counts: dict[Any, int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    try:
-        require_wrk()
-        require_environment()
-    except BenchError as exc:
-        say(f"auth: {exc}", to_stderr=True)
-        return 2
-    stop_on_sigterm()
-    host: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "loadavg_start": loadavg(),
-        "software": software(),
-    }
-    try:
-        raw = run(opts)
-    except KeyboardInterrupt:
-        say("auth: interrupted; servers stopped", to_stderr=True)
-        return 130
-    except BenchError as exc:
-        say(f"auth: {exc}", to_stderr=True)
-        say("auth: FAIL (could not measure)", to_stderr=True)
-        return 2
-    host["loadavg_end"] = loadavg()
+    outcome = start_and_run("auth", lambda: run(opts), stopped="servers stopped")
+    if isinstance(outcome, int):
+        return outcome
+    raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
     if opts.as_json:

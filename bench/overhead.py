@@ -21,13 +21,10 @@ Exit status: 0 PASS, 1 FAIL (ratio below target, or wrk saw errors), 2 could not
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +42,9 @@ from _load import (
     hostcore_spec,
     measure,
     median,
-    require_wrk,
     rotated,
-    stop_on_sigterm,
+    say,
+    start_and_run,
     wait_ready,
 )
 
@@ -154,29 +151,6 @@ def parse_server_option(text: str) -> tuple[str, dict[str, str]]:
     if not env:
         raise ValueError(f"--server {text!r}: no variables given")
     return name, env
-
-
-def say(message: str, *, to_stderr: bool = False) -> None:
-    print(message, file=sys.stderr if to_stderr else sys.stdout, flush=True)
-
-
-def require_environment() -> None:
-    for module in ("uvicorn", "fastapi", "hostcore"):
-        if importlib.util.find_spec(module) is None:
-            raise BenchError(f"{module} is not importable: run with the project's .venv/bin/python")
-
-
-def software() -> dict[str, str]:
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return {
-        "python": sys.version.split()[0],
-        "uvicorn": version("uvicorn"),
-        "fastapi": version("fastapi"),
-        "starlette": version("starlette"),
-        "loop (auto)": loop,
-        "http (auto)": http,
-    }
 
 
 def check_replies(replies: dict[str, HttpReply]) -> list[str]:
@@ -456,37 +430,12 @@ def verdict_line(opts: Options, summary: dict[str, Any]) -> str:
     )
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    try:
-        require_wrk()
-        require_environment()
-    except BenchError as exc:
-        say(f"overhead: {exc}", to_stderr=True)
-        return 2
-    stop_on_sigterm()
-    host: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "loadavg_start": loadavg(),
-        "software": software(),
-    }
-    try:
-        raw = run(opts)
-    except KeyboardInterrupt:
-        say("overhead: interrupted; servers stopped", to_stderr=True)
-        return 130
-    except BenchError as exc:
-        say(f"overhead: {exc}", to_stderr=True)
-        say("overhead: FAIL (could not measure)", to_stderr=True)
-        return 2
-    host["loadavg_end"] = loadavg()
+    outcome = start_and_run("overhead", lambda: run(opts), stopped="servers stopped")
+    if isinstance(outcome, int):
+        return outcome
+    raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
     if opts.as_json:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -40,15 +39,14 @@ from _load import (
     header_args,
     hostcore_spec,
     issue_token,
-    loadavg,
     measure_with,
     median,
-    require_wrk,
     rotated,
-    stop_on_sigterm,
+    say,
+    start_and_run,
     wait_ready,
 )
-from overhead import fmt_opt, require_environment, say, software
+from overhead import fmt_opt
 
 CORE = "hostcore"
 STATS = "stats"
@@ -372,28 +370,10 @@ def verdict_line(opts: Options, summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    try:
-        require_wrk()
-        require_environment()
-    except BenchError as exc:
-        say(f"system: {exc}", to_stderr=True)
-        return 2
-    stop_on_sigterm()
-    host: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "loadavg_start": loadavg(),
-        "software": software(),
-    }
-    try:
-        raw = run(opts)
-    except KeyboardInterrupt:
-        say("system: interrupted; server stopped", to_stderr=True)
-        return 130
-    except BenchError as exc:
-        say(f"system: {exc}", to_stderr=True)
-        say("system: FAIL (could not measure)", to_stderr=True)
-        return 2
-    host["loadavg_end"] = loadavg()
+    outcome = start_and_run("system", lambda: run(opts), stopped="server stopped")
+    if isinstance(outcome, int):
+        return outcome
+    raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
     if opts.as_json:
