@@ -53,6 +53,7 @@ class Database:
             self.url = make_url(url)
         except Exception as exc:
             raise ConfigError(f"database.url is not a valid database URL: {exc}") from None
+        self.busy_timeout_s = busy_timeout_ms / 1000
         options: dict[str, Any] = {"pool_pre_ping": False}
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         path = sqlite_path(self.url)

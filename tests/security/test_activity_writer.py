@@ -1,0 +1,148 @@
+"""The activity writer on its own: slices, a store another process is writing to, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hostcore.config import ActivitySettings
+from hostcore.db.engine import Database
+from hostcore.db.migrate import lineages, migration_lock, upgrade
+from hostcore.security import activity
+from hostcore.security.activity import ActivityRecord, ActivityRecorder, StoreBusy
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}", busy_timeout_ms=2000)
+    async with migration_lock(database):
+        await upgrade(database, lineages(None))
+    yield database
+    await database.dispose()
+
+
+def entry(n: int, principal: str | None = "client:tester") -> ActivityRecord:
+    return ActivityRecord(
+        at=1_700_000_000.0 + n / 8,
+        request_id=f"req-{n}",
+        principal=principal,
+        method="GET",
+        route="/api/v1/auth/whoami",
+        status=200 if n % 7 else 429,
+        duration_ms=0.125 * n,
+        client="127.0.0.1" if n % 2 else None,
+    )
+
+
+def rows(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(
+            "SELECT at, request_id, principal, method, route, status, duration_ms, client "
+            "FROM activity ORDER BY id"
+        ).fetchall()
+
+
+def store_file(db: Database) -> Path:
+    assert db.url.database is not None
+    return Path(db.url.database)
+
+
+async def test_rows_are_written_exactly_in_order_across_slices(db: Database) -> None:
+    recorder = ActivityRecorder(db, ActivitySettings(batch_size=100_000))
+    count = activity.SLICE_ROWS * 3 + 5
+    sent = [entry(n, principal=None if n % 5 == 0 else "client:tester") for n in range(count)]
+    for record in sent:
+        recorder.record(record)
+    assert await recorder.flush() == count
+    assert rows(store_file(db)) == [tuple(record) for record in sent]
+    await recorder.close()
+
+
+async def test_a_store_locked_by_another_writer_keeps_the_rows_and_does_not_wait(
+    db: Database,
+) -> None:
+    recorder = ActivityRecorder(db, ActivitySettings())
+    recorder.record(entry(1))
+    holder = sqlite3.connect(store_file(db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process mid-write
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreBusy):
+            await recorder.flush()
+        assert time.monotonic() - started < 0.5, "the loop must not wait for the lock"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await recorder.flush() == 1
+    assert [row[1] for row in rows(store_file(db))] == ["req-1"]
+    await recorder.close()
+
+
+async def test_the_writer_task_retries_a_busy_store_without_dropping(db: Database) -> None:
+    recorder = ActivityRecorder(db, ActivitySettings(flush_interval_s=0.05))
+    holder = sqlite3.connect(store_file(db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    recorder.start()
+    try:
+        for n in range(10):
+            recorder.record(entry(n))
+        await asyncio.sleep(0.3)  # several flush attempts meet the lock
+        assert rows(store_file(db)) == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.sleep(0.3)
+    assert len(rows(store_file(db))) == 10
+    assert recorder.dropped == 0
+    await recorder.close()
+
+
+async def test_close_waits_out_a_short_lock_and_checkpoints(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints: list[int] = []
+    original = activity._SqliteWriter.checkpoint
+
+    def counting(writer: activity._SqliteWriter) -> None:
+        checkpoints.append(len(rows(store_file(db))))
+        original(writer)
+
+    monkeypatch.setattr(activity._SqliteWriter, "checkpoint", counting)
+    recorder = ActivityRecorder(db, ActivitySettings(flush_interval_s=60))
+    recorder.start()
+    for n in range(3):
+        recorder.record(entry(n))
+    holder = sqlite3.connect(store_file(db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.2, holder.execute, "ROLLBACK")
+    await recorder.close()
+    holder.close()
+    assert len(rows(store_file(db))) == 3
+    assert checkpoints == [3], "one checkpoint, after the last rows"
+
+
+async def test_the_wal_is_checkpointed_while_running(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activity, "SLICE_ROWS", 2)
+    monkeypatch.setattr(activity, "CHECKPOINT_EVERY_SLICES", 3)
+    recorder = ActivityRecorder(db, ActivitySettings())
+    checkpoints = 0
+    original = activity._SqliteWriter.checkpoint
+
+    def counting(writer: activity._SqliteWriter) -> None:
+        nonlocal checkpoints
+        checkpoints += 1
+        original(writer)
+
+    monkeypatch.setattr(activity._SqliteWriter, "checkpoint", counting)
+    for n in range(12):
+        recorder.record(entry(n))
+    assert await recorder.flush() == 12
+    assert checkpoints == 2  # 6 slices of 2 rows, one checkpoint every 3
+    await recorder.close()
