@@ -32,6 +32,7 @@ from hostcore.middleware import TEMPLATE_ATTRIBUTE, RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
 from hostcore.runner import Runner
 from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
+from hostcore.security.gate import RouteTable, SecurityGate, gated_route
 from hostcore.security.runtime import SecurityRuntime
 
 CORE = "hostcore core"
@@ -94,7 +95,12 @@ def _route_paths(routes: list[BaseRoute], prefix: str) -> list[tuple[str, bool]]
 
 
 def _mount_plugin(
-    app: FastAPI, registry: PluginRegistry, plugin: Plugin, settings: Settings, claims: PathClaims
+    app: FastAPI,
+    registry: PluginRegistry,
+    plugin: Plugin,
+    settings: Settings,
+    claims: PathClaims,
+    table: RouteTable,
 ) -> None:
     """Mount one plugin's routes and static files; a hook that raises fails only this plugin."""
     owner = f"plugin {plugin.name} ({plugin.distribution})"
@@ -127,12 +133,19 @@ def _mount_plugin(
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
+        gated = []
         for route in router.routes:
             if isinstance(route, Route | WebSocketRoute):
                 # Included routers stay nested, so the route keeps its short path; the
                 # rate limiter and the activity record need the full template.
                 setattr(route, TEMPLATE_ATTRIBUTE, prefix + route.path)
+            if isinstance(route, APIRoute):
+                found = gated_route(prefix + route.path, route)
+                if found is not None:
+                    gated.append(found)
         app.include_router(router, prefix=prefix, tags=[plugin.name])
+        for found in gated:
+            table.add(found)
     for url_path, directory in mounts.items():
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
@@ -272,14 +285,17 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
 
     install_meta_routes(app, registry, security, docs=docs)
     claims = PathClaims()
+    table = RouteTable()
     for path in CORE_PATHS:
         claims.claim_route(path, CORE)
     for path in CORE_MOUNTS if docs else ():
         claims.claim_mount(path, CORE)
     for plugin in registry.active():
-        _mount_plugin(app, registry, plugin, settings, claims)
+        _mount_plugin(app, registry, plugin, settings, claims, table)
     _install_exception_handlers(app, registry)
 
+    # The last one added is the outermost: request context, then the gate, then FastAPI.
+    app.add_middleware(SecurityGate, table=table, runtime=security)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.server.max_body_bytes,

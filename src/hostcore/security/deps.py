@@ -1,9 +1,13 @@
 """The one dependency every route declares: ``RequireScope("system:read")``.
 
-It authenticates the caller, applies the rate limit (per principal; per
-client address for callers that fail to authenticate), checks the scope, and
-returns the ``Principal``. ``Public`` is the declaration for a plugin route
-that anyone may call (it is still rate-limited by address).
+It gives the route the caller's ``Principal``, after authenticating the
+caller, applying the rate limit (per principal; per client address for
+callers that fail to authenticate) and checking the scope. For plugin routes
+the security gate (gate.py) has done that work before routing, and this
+dependency only reads its result and re-checks the scope; for anything the
+gate did not admit (a websocket), it does the whole check itself. ``Public``
+is the declaration for a plugin route that anyone may call (it is still
+rate-limited by address).
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from starlette.requests import HTTPConnection
 from hostcore.errors import Forbidden, Unauthorized
 from hostcore.middleware import CLIENT_KEY
 from hostcore.security.acl import allows
-from hostcore.security.runtime import PRINCIPAL_KEY, SecurityRuntime, address_identity
+from hostcore.security.runtime import (
+    GATED_KEY,
+    PRINCIPAL_KEY,
+    PRINCIPAL_OBJECT_KEY,
+    SecurityRuntime,
+    address_identity,
+)
 from hostcore.security.tokens import Principal
 
 SCOPE_ATTRIBUTE = "hostcore_scope"
@@ -32,6 +42,9 @@ def runtime_of(request: HTTPConnection) -> SecurityRuntime:
 
 
 async def _authenticate(request: HTTPConnection) -> Principal:
+    admitted: Principal | None = request.scope.get(PRINCIPAL_OBJECT_KEY)
+    if admitted is not None:
+        return admitted  # authenticated and rate-limited by the gate
     runtime = runtime_of(request)
     try:
         principal = await runtime.authenticate(request)
@@ -64,6 +77,8 @@ def RequireScope(scope: str) -> Any:  # noqa: N802 - reads as a declaration on t
 
 
 async def _public(request: HTTPConnection) -> None:
+    if GATED_KEY in request.scope:
+        return  # rate-limited by the gate
     runtime = runtime_of(request)
     runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
 

@@ -16,7 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -31,6 +31,7 @@ from hostcore.middleware import CLIENT_KEY, RATE_LIMIT_KEY, route_template
 from hostcore.security import hmac as signing
 from hostcore.security import tokens
 from hostcore.security.activity import ActivityRecord, ActivityRecorder, apply_retention
+from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey, MasterKey
 from hostcore.security.models import HmacNonce, SigningKey
 from hostcore.security.ratelimit import RateLimiter
@@ -42,7 +43,10 @@ from hostcore.security.tokens import (
     UnknownSigningKey,
 )
 
-PRINCIPAL_KEY = "hostcore.principal"
+PRINCIPAL_KEY = "hostcore.principal"  # the subject, for the activity record
+# Left by the security gate (gate.py) for RequireScope / Public: admitted, and by whom.
+PRINCIPAL_OBJECT_KEY = "hostcore.principal_object"
+GATED_KEY = "hostcore.gated"
 UNIX_PEER = "unix"
 HOUSEKEEPING_EVERY_S = 30.0
 RETENTION_EVERY_S = 3600.0
@@ -292,14 +296,29 @@ class SecurityRuntime:
         )
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
-        authorization = request.headers.get("authorization")
+        """The caller of a request the gate did not admit (a websocket, a token request)."""
+
+        async def body() -> bytes:
+            # A websocket handshake has no body; it signs the empty one.
+            return await request.body() if isinstance(request, Request) else b""
+
+        return await self.verify_credentials(request.scope, request.headers.get, body)
+
+    async def verify_credentials(
+        self,
+        scope: Scope,
+        header: Callable[[str], str | None],
+        body: Callable[[], Awaitable[bytes]],
+    ) -> Principal:
+        """A bearer token, else an HMAC signature; ``header`` looks up lower-case names."""
+        authorization = header("authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("the Authorization header must be 'Bearer <token>'")
             return await self._verify_token(token.strip())
-        if signing.SIGNATURE_HEADER.lower() in request.headers:
-            return await self._verify_signed(request)
+        if header(SIGNATURE_HEADER) is not None:
+            return await self._verify_signed(scope, header, await body())
         raise Unauthorized("no credentials: send a bearer token or an HMAC-signed request")
 
     async def _verify_token(self, token: str) -> Principal:
@@ -315,33 +334,32 @@ class SecurityRuntime:
             raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal
 
-    async def _verify_signed(self, request: HTTPConnection) -> Principal:
-        address = request.scope.get(CLIENT_KEY) or self.proxies.resolve(request.scope)
+    async def _verify_signed(
+        self, scope: Scope, header: Callable[[str], str | None], body: bytes
+    ) -> Principal:
+        address = scope.get(CLIENT_KEY) or self.proxies.resolve(scope)
         if not is_local(address):
             raise Unauthorized("signed requests are accepted only from this host")
-        headers = request.headers
-        name = headers.get(signing.CLIENT_HEADER, "")
+        name = header(CLIENT_HEADER) or ""
         client = self.auth.clients.get(name) if signing.CLIENT_PATTERN.match(name) else None
         if client is None:
             raise Unauthorized("unknown client")
         try:
-            timestamp = signing.parse_timestamp(headers.get(signing.TIMESTAMP_HEADER, ""))
+            timestamp = signing.parse_timestamp(header(TIMESTAMP_HEADER) or "")
         except ValueError:
             raise Unauthorized("signed request has a malformed timestamp") from None
         if abs(time.time() - timestamp) > self.auth.hmac_window_s:
             raise Unauthorized("signed request is stale: check the clock")
-        nonce = headers.get(signing.NONCE_HEADER, "")
+        nonce = header(NONCE_HEADER) or ""
         if not signing.NONCE_PATTERN.match(nonce):
             raise Unauthorized("signed request has a malformed nonce")
-        # A websocket handshake has no body; it signs the empty one.
-        body = await request.body() if isinstance(request, Request) else b""
         matches = signing.signature_matches(
             self._secrets.get(name, self._shared_secret),
-            headers.get(signing.SIGNATURE_HEADER, ""),
-            method=request.scope.get("method", "GET"),
+            header(SIGNATURE_HEADER) or "",
+            method=scope.get("method", "GET"),
             # The raw path as sent: the signature covers what went over the wire.
-            path=request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1"),
-            query=request.scope["query_string"].decode("latin-1"),
+            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            query=scope["query_string"].decode("latin-1"),
             client=name,
             timestamp=timestamp,
             nonce=nonce,
@@ -357,11 +375,15 @@ class SecurityRuntime:
         return Principal(kind="client", name=name, scopes=frozenset(client.scopes))
 
     def rate_limit(self, identity: str, request: HTTPConnection) -> None:
+        method = request.scope.get("method", "WS")
+        self.hit(identity, f"{method} {route_template(request.scope)}", request.scope)
+
+    def hit(self, identity: str, route_key: str, scope: Scope) -> None:
+        """Count one request by ``identity`` to ``route_key`` ("GET /api/v1/…"); 429 past it."""
         if self.ratelimiter is None:
             return
-        method = request.scope.get("method", "WS")
-        result = self.ratelimiter.hit(identity, f"{method} {route_template(request.scope)}")
-        request.scope[RATE_LIMIT_KEY] = result
+        result = self.ratelimiter.hit(identity, route_key)
+        scope[RATE_LIMIT_KEY] = result
         if not result.allowed:
             raise TooManyRequests(
                 f"rate limit of {result.limit} exceeded; retry in {result.retry_after_s}s",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 
 from hostcore.builtin.system.dbus import (
     HostnameRead,
@@ -24,6 +24,7 @@ from hostcore.builtin.system.schemas import (
 from hostcore.builtin.system.service import SystemService
 from hostcore.builtin.system.stats import SystemStatsRead
 from hostcore.errors import error_responses
+from hostcore.fastlane import snapshot
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("system:read")]
@@ -40,6 +41,14 @@ async def _service(request: Request) -> SystemService:
 
 
 System = Annotated[SystemService, Depends(_service)]
+
+
+def _stats_json(app: FastAPI) -> bytes:
+    # Polled by every consumer: the gate answers it from the sample (hostcore.fastlane).
+    service: SystemService = app.state.system
+    return service.stats_json()
+
+
 Unit = Annotated[UnitName, Path(description="A unit on the allowed-units list.")]
 
 
@@ -57,6 +66,7 @@ def build_router() -> APIRouter:
         response_model=SystemStatsRead,
         responses=error_responses(401, 403, 429),
     )
+    @snapshot(_stats_json)
     async def stats(system: System) -> Response:
         """The newest background sample: CPU, load, memory, disks, temperatures, network."""
         return Response(system.stats_json(), media_type="application/json")
