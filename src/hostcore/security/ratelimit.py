@@ -15,8 +15,8 @@ Every operation holds an exclusive ``flock`` on the file for a few
 microseconds. ``flock`` is released by the kernel when a process dies, so a
 crashed worker can never wedge the others. Locks belong to the open file, which
 a forked child shares with its parent, so each process opens the file itself
-(checked with ``os.getpid()`` on every call) and a thread lock serialises the
-threads of one process.
+(a fork counter, bumped by ``os.register_at_fork``, is checked on every call)
+and a thread lock serialises the threads of one process.
 
 A key lives within ``_PROBE_LIMIT`` slots of its home slot, so every operation
 touches a bounded number of slots. Slots are never emptied except by
@@ -70,15 +70,20 @@ MAX_SLOTS = 1 << 20  # 24 MiB of slots: far beyond what one device's clients nee
 SHARED_FILE_NAME = "ratelimit.shm"
 
 
-def _reset_attach_lock() -> None:
-    global _attach_lock
+def _after_fork_in_child() -> None:
+    global _attach_lock, _generation
     _attach_lock = threading.Lock()
+    _generation += 1
 
 
 # Guards opening a process's table. Replaced in a forked child, where a copy taken
 # while another parent thread held it would stay locked forever.
 _attach_lock = threading.Lock()
-os.register_at_fork(after_in_child=_reset_attach_lock)
+# Counts forks, so a table opened by the parent is noticed without asking the
+# kernel for the pid on every hit.
+_generation = 0
+os.register_at_fork(after_in_child=_after_fork_in_child)
+_HASH_CACHE_SIZE = 4096
 
 
 class _Table:
@@ -89,7 +94,8 @@ class _Table:
         self.slots = slots
         self.salt = salt
         self.window = min(slots, _PROBE_LIMIT)
-        self.pid = os.getpid()
+        self.generation = _generation
+        self._hashes: dict[str, int] = {}
         self.mm = mmap.mmap(fd, _HEADER_SIZE + slots * _SLOT_SIZE)
         self._view = memoryview(self.mm)
         self._region = self._view[_HEADER_SIZE:]
@@ -137,10 +143,17 @@ class _Table:
             self._lock.release()
 
     def hash(self, key: str) -> int:
+        known = self._hashes.get(key)
+        if known is not None:
+            return known
         # A salt prefix rather than blake2b's key parameter: half the cost, and
         # blake2b has no length extension to make a prefix weaker.
         digest = hashlib.blake2b(self.salt + key.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") or 1
+        key_hash = int.from_bytes(digest, "little") or 1
+        if len(self._hashes) >= _HASH_CACHE_SIZE:
+            self._hashes.clear()  # many distinct callers: start the cache afresh
+        self._hashes[key] = key_hash
+        return key_hash
 
     def find(self, key_hash: int) -> int:
         """The slot holding ``key_hash``, or -1."""
@@ -278,14 +291,14 @@ class SharedMemoryStorage(Storage):
 
     def _current(self) -> _Table:
         table = self._table
-        if table is not None and table.pid == os.getpid():
+        if table is not None and table.generation == _generation:
             return table
         return self._attach()
 
     def _attach(self) -> _Table:
         with _attach_lock:
             table = self._table
-            if table is not None and table.pid == os.getpid():
+            if table is not None and table.generation == _generation:
                 return table
             if table is not None:
                 # The parent's table, inherited by fork: closing this process's
