@@ -285,7 +285,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
 
     install_meta_routes(app, registry, security, docs=docs)
     claims = PathClaims()
-    table = RouteTable()
+    table = app.state.route_table = RouteTable()
     for path in CORE_PATHS:
         claims.claim_route(path, CORE)
     for path in CORE_MOUNTS if docs else ():

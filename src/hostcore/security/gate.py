@@ -20,7 +20,7 @@ no dependency resolution (the stats sample every consumer polls).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,9 @@ class RouteTable:
 
     def __len__(self) -> int:
         return len(self._ordered)
+
+    def __iter__(self) -> Iterator[GatedRoute]:
+        return iter(self._ordered)
 
     def lookup(self, method: str, path: str) -> GatedRoute | None:
         candidates = self._fixed.get(path)
