@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -133,23 +134,57 @@ def _mount_plugin(
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
-        gated = []
-        for route in router.routes:
-            if isinstance(route, Route | WebSocketRoute):
-                # Included routers stay nested, so the route keeps its short path; the
-                # rate limiter and the activity record need the full template.
-                setattr(route, TEMPLATE_ATTRIBUTE, prefix + route.path)
+        for route in _add_flat(app, router, prefix, plugin.name):
+            setattr(route, TEMPLATE_ATTRIBUTE, route.path)
             if isinstance(route, APIRoute):
-                found = gated_route(prefix + route.path, route)
+                found = gated_route(route.path, route)
                 if found is not None:
-                    gated.append(found)
-        app.include_router(router, prefix=prefix, tags=[plugin.name])
-        for found in gated:
-            table.add(found)
+                    table.add(found)
     for url_path, directory in mounts.items():
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
         )
+
+
+# Every argument of add_api_route is an attribute of the APIRoute it builds, already
+# combined with the plugin router's own defaults (dependencies, responses, tags, ...).
+_ROUTE_ARGUMENTS = tuple(
+    name
+    for name in inspect.signature(APIRouter.add_api_route).parameters
+    if name not in ("self", "path", "endpoint", "route_class_override")
+)
+
+
+def _add_flat(
+    app: FastAPI, router: APIRouter, prefix: str, tag: str
+) -> list[APIRoute | APIWebSocketRoute]:
+    """The plugin's routes, added to the app's own router under ``prefix``.
+
+    ``include_router`` would keep the plugin's router nested, and FastAPI matches a
+    nested router's routes twice per request (once to choose the router, once to
+    choose the route): for an ordinary plugin route that cost more than the whole
+    security pipeline. A flat list is matched once."""
+    added: list[APIRoute | APIWebSocketRoute] = []
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            options = {name: getattr(route, name) for name in _ROUTE_ARGUMENTS}
+            options["tags"] = [tag, *(t for t in route.tags if t != tag)]
+            app.router.add_api_route(
+                prefix + route.path, route.endpoint, route_class_override=type(route), **options
+            )
+        elif isinstance(route, APIWebSocketRoute):
+            app.router.add_api_websocket_route(
+                prefix + route.path,
+                route.endpoint,
+                name=route.name,
+                dependencies=route.dependencies,
+            )
+        else:  # _check_declared_scopes refused everything else already
+            raise PluginError(f"route {route} of plugin {tag} is not a FastAPI route")
+        flat = app.router.routes[-1]
+        assert isinstance(flat, APIRoute | APIWebSocketRoute)
+        added.append(flat)
+    return added
 
 
 def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:
