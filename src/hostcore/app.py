@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from hostcore.errors import HostcoreError, PluginError, handle_error
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
 from hostcore.middleware import TEMPLATE_ATTRIBUTE, RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
+from hostcore.routing import add_routes_flat
 from hostcore.runner import Runner
 from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
 from hostcore.security.gate import RouteTable, SecurityGate, gated_route
@@ -134,7 +134,7 @@ def _mount_plugin(
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
-        for route in _add_flat(app, router, prefix, plugin.name):
+        for route in add_routes_flat(app, router, prefix=prefix, tag=plugin.name):
             setattr(route, TEMPLATE_ATTRIBUTE, route.path)
             if isinstance(route, APIRoute):
                 found = gated_route(route.path, route)
@@ -144,47 +144,6 @@ def _mount_plugin(
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
         )
-
-
-# Every argument of add_api_route is an attribute of the APIRoute it builds, already
-# combined with the plugin router's own defaults (dependencies, responses, tags, ...).
-_ROUTE_ARGUMENTS = tuple(
-    name
-    for name in inspect.signature(APIRouter.add_api_route).parameters
-    if name not in ("self", "path", "endpoint", "route_class_override")
-)
-
-
-def _add_flat(
-    app: FastAPI, router: APIRouter, prefix: str, tag: str
-) -> list[APIRoute | APIWebSocketRoute]:
-    """The plugin's routes, added to the app's own router under ``prefix``.
-
-    ``include_router`` would keep the plugin's router nested, and FastAPI matches a
-    nested router's routes twice per request (once to choose the router, once to
-    choose the route): for an ordinary plugin route that cost more than the whole
-    security pipeline. A flat list is matched once."""
-    added: list[APIRoute | APIWebSocketRoute] = []
-    for route in router.routes:
-        if isinstance(route, APIRoute):
-            options = {name: getattr(route, name) for name in _ROUTE_ARGUMENTS}
-            options["tags"] = [tag, *(t for t in route.tags if t != tag)]
-            app.router.add_api_route(
-                prefix + route.path, route.endpoint, route_class_override=type(route), **options
-            )
-        elif isinstance(route, APIWebSocketRoute):
-            app.router.add_api_websocket_route(
-                prefix + route.path,
-                route.endpoint,
-                name=route.name,
-                dependencies=route.dependencies,
-            )
-        else:  # _check_declared_scopes refused everything else already
-            raise PluginError(f"route {route} of plugin {tag} is not a FastAPI route")
-        flat = app.router.routes[-1]
-        assert isinstance(flat, APIRoute | APIWebSocketRoute)
-        added.append(flat)
-    return added
 
 
 def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:

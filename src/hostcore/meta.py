@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from hostcore import __version__
 from hostcore.middleware import LIVENESS_BODY
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
+from hostcore.routing import add_routes_flat
 from hostcore.security.keys import jwks
 from hostcore.security.runtime import SecurityRuntime
 
@@ -136,7 +137,7 @@ def landing_page(registry: PluginRegistry, *, docs: bool) -> str:
 def install_meta_routes(
     app: FastAPI, registry: PluginRegistry, security: SecurityRuntime, *, docs: bool
 ) -> None:
-    app.include_router(api_router(registry))
+    add_routes_flat(app, api_router(registry))
 
     @app.get(JWKS_URL, tags=["hostcore"], summary="Public keys that verify hostcore's tokens")
     async def jwks_document() -> dict[str, list[dict[str, str]]]:
