@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -409,3 +410,34 @@ def test_422_is_documented_with_its_field_list(client: TestClient) -> None:
     from hostcore.errors import error_responses
 
     assert error_responses(422)[422]["model"].__name__ == "ValidationErrorRead"
+
+
+class RouterWithLifespan:
+    """A router that brings its own lifespan: hostcore would not run it, so it refuses."""
+
+    @hookimpl
+    def hostcore_routes(self) -> APIRouter:
+        @asynccontextmanager
+        async def lifespan(app: object) -> AsyncIterator[None]:
+            yield
+
+        router = APIRouter(lifespan=lifespan)
+
+        @router.get("/word", dependencies=[Public])
+        async def word() -> dict[str, str]:
+            return {"word": "hi"}
+
+        return router
+
+
+def test_a_router_with_its_own_lifespan_fails_startup(app_factory: AppFactory) -> None:
+    with pytest.raises(PluginError, match=r"plugin life .*hostcore_startup"):
+        app_factory({"life": RouterWithLifespan()})
+
+
+def test_plugin_routes_are_flat_with_the_plugin_tag(app_factory: AppFactory) -> None:
+    app = app_factory({"echo": Echo()})
+    paths = [getattr(route, "path", "") for route in app.router.routes]
+    assert "/api/v1/echo/word" in paths, "one list, matched once: no nested router"
+    operation = app.openapi()["paths"]["/api/v1/echo/word"]["get"]
+    assert operation["tags"][0] == "echo"

@@ -134,7 +134,11 @@ def _mount_plugin(
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
-        for route in add_routes_flat(app, router, prefix=prefix, tag=plugin.name):
+        try:
+            added = add_routes_flat(app, router, prefix=prefix, tag=plugin.name)
+        except PluginError as exc:
+            raise PluginError(f"{owner}: {exc}") from None
+        for route in added:
             setattr(route, TEMPLATE_ATTRIBUTE, route.path)
             if isinstance(route, APIRoute):
                 found = gated_route(route.path, route)

@@ -31,7 +31,20 @@ _ROUTE_ARGUMENTS = tuple(
 def add_routes_flat(
     app: FastAPI, router: APIRouter, *, prefix: str = "", tag: str | None = None
 ) -> list[APIRoute | APIWebSocketRoute]:
-    """Add ``router``'s routes to ``app`` at ``prefix`` + path, ``tag`` first; the new routes."""
+    """Add ``router``'s routes to ``app`` at ``prefix`` + path, ``tag`` first; the new routes.
+
+    A router's own startup/shutdown handlers or lifespan would not run (and would run
+    outside hostcore's failure isolation if they did): such a router is refused.
+    """
+    if (
+        router.on_startup
+        or router.on_shutdown
+        or type(router.lifespan_context).__name__ != "_DefaultLifespan"
+    ):
+        raise PluginError(
+            "a router with its own startup/shutdown handlers or lifespan: use the "
+            "hostcore_startup and hostcore_shutdown hooks instead"
+        )
     added: list[APIRoute | APIWebSocketRoute] = []
     for route in router.routes:
         if isinstance(route, APIRoute):
