@@ -6,7 +6,8 @@ data/log/run dirs, access log off, activity on) with a client ``bench`` holding
 default 600/minute the load would measure 429s). Loads both paths alternately with wrk
 (interleaved rounds, the order rotating): stats with the client's bearer token (the
 whole pipeline: token, rate limit, scope check, activity record, then the newest
-background sample serialized), health without (hostcore answers it in its middleware,
+background sample, encoded once per sample, sent by the security gate: a snapshot
+route, hostcore.fastlane), health without (hostcore answers it in its middleware,
 before routing and authentication).
 
 The gate, on medians over the rounds: stats req/s >= --min-ratio (0.50) x health req/s,
@@ -305,8 +306,9 @@ def report_text(
         f"X-RateLimit-Limit {UNREACHED_RATE_LIMIT.split('/')[0]}), 401 without; health 200 "
         f"({raw['body_bytes'][HEALTH]} B)",
         "  note: hostcore answers health in its middleware (src/hostcore/middleware.py), before "
-        "routing and authentication; stats goes through routing, the security dependency "
-        "(token, rate limit, scope) and its handler. Both get an activity row.",
+        "routing and authentication; stats passes the security gate (token, rate limit, "
+        "scope), which then sends the newest sample itself (a snapshot route, "
+        "hostcore.fastlane). Both get an activity row.",
         "",
     ]
     header = (
