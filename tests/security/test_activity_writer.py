@@ -146,3 +146,26 @@ async def test_the_wal_is_checkpointed_while_running(
     assert await recorder.flush() == 12
     assert checkpoints == 2  # 6 slices of 2 rows, one checkpoint every 3
     await recorder.close()
+
+
+async def test_a_failing_checkpoint_loses_no_rows(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(activity, "SLICE_ROWS", 2)
+    recorder = ActivityRecorder(db, ActivitySettings())
+    recorder.record(entry(0))
+    assert await recorder.flush() == 1  # the writer's own connection is open from here on
+
+    def broken(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    # Only the checkpoint opens a connection now.
+    monkeypatch.setattr(activity.sqlite3, "connect", broken)
+    monkeypatch.setattr(activity, "CHECKPOINT_EVERY_SLICES", 1)
+    for n in range(1, 7):
+        recorder.record(entry(n))
+    assert await recorder.flush() == 6
+    monkeypatch.undo()
+    assert len(rows(store_file(db))) == 7
+    assert "WAL checkpoint failed" in caplog.text
+    await recorder.close()

@@ -123,13 +123,17 @@ class _SqliteWriter:
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the file. It may fsync: call it from a thread. Its own
-        connection, so the loop's writes never share one with a thread."""
+        connection, so the loop's writes never share one with a thread. A failure is
+        logged, never raised: the rows are written, and the next checkpoint catches up."""
         self._slices = 0
-        connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            connection.close()
+            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                connection.close()
+        except sqlite3.Error:
+            log.exception("activity: WAL checkpoint failed; the next one retries")
 
     def close(self) -> None:
         if self._connection is not None:
@@ -243,8 +247,7 @@ class ActivityRecorder:
         finally:
             if self._sqlite is not None:
                 self._sqlite.close()
-                with contextlib.suppress(sqlite3.Error):
-                    await asyncio.to_thread(self._sqlite.checkpoint)
+                await asyncio.to_thread(self._sqlite.checkpoint)
 
 
 async def apply_retention(session: AsyncSession, settings: ActivitySettings) -> int:
