@@ -441,3 +441,29 @@ def test_plugin_routes_are_flat_with_the_plugin_tag(app_factory: AppFactory) -> 
     assert "/api/v1/echo/word" in paths, "one list, matched once: no nested router"
     operation = app.openapi()["paths"]["/api/v1/echo/word"]["get"]
     assert operation["tags"][0] == "echo"
+
+
+class RouterWithFrontend:
+    """router.frontend(...) routes live outside router.routes: hostcore refuses them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @hookimpl
+    def hostcore_routes(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/word", dependencies=[Public])
+        async def word() -> dict[str, str]:
+            return {"word": "hi"}
+
+        router.frontend("/ui", directory=self.directory)
+        return router
+
+
+def test_a_router_with_frontend_routes_fails_startup(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    with pytest.raises(PluginError, match=r"plugin front .*hostcore_static_mounts"):
+        app_factory({"front": RouterWithFrontend(tmp_path)})

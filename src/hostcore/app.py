@@ -32,7 +32,7 @@ from hostcore.middleware import TEMPLATE_ATTRIBUTE, RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
 from hostcore.routing import add_routes_flat
 from hostcore.runner import Runner
-from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
+from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scopes
 from hostcore.security.gate import RouteTable, SecurityGate, gated_route
 from hostcore.security.runtime import SecurityRuntime
 
@@ -161,14 +161,15 @@ def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRe
                 f"{where} is not a FastAPI route: declare routes with the router's "
                 "decorators (static files go through hostcore_static_mounts)"
             )
-        scope = declared_scope(route.dependant)
-        if scope is None:
+        scopes = declared_scopes(route.dependant)
+        if not scopes:
             raise PluginError(
                 f"{where} declares no scope: add dependencies=[RequireScope('{plugin.name}:read')]"
                 " (or Public) from hostcore.security.deps"
             )
-        if scope not in known and scope not in (PUBLIC, AUTHENTICATED):
-            raise PluginError(f"{where} requires scope {scope!r}, which no plugin defines")
+        for scope in scopes:
+            if scope not in known and scope not in (PUBLIC, AUTHENTICATED):
+                raise PluginError(f"{where} requires scope {scope!r}, which no plugin defines")
 
 
 def _is_shared_exception(exc_class: type[Exception]) -> bool:

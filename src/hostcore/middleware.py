@@ -31,6 +31,10 @@ REQUEST_ID_HEADER = b"x-request-id"
 CLIENT_KEY = "hostcore.client"
 RATE_LIMIT_KEY = "hostcore.ratelimit"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# A decoded path with a control character (%0A ...) is never a real route. Routing's
+# "$" would still match before a trailing newline, so such a path could reach another
+# route than the one the security gate looked up.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 LIVENESS_PATH = "/api/v1/health"
 LIVENESS_BODY = b'{"status":"ok"}'
@@ -180,6 +184,8 @@ class RequestContextMiddleware:
             access_log.info("%s %s 200 %.1fms", scope["method"], LIVENESS_PATH, duration_ms)
 
     def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:
+        if _CONTROL_CHARACTER.search(scope["path"]):
+            return BadRequest("the request path contains a control character")
         unavailable = self.unavailable(scope["path"])
         if unavailable is not None:
             return unavailable

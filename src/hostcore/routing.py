@@ -45,10 +45,20 @@ def add_routes_flat(
             "a router with its own startup/shutdown handlers or lifespan: use the "
             "hostcore_startup and hostcore_shutdown hooks instead"
         )
+    if getattr(router, "_low_priority_routes", None):
+        raise PluginError(
+            "a router with frontend routes (router.frontend): serve files through the "
+            "hostcore_static_mounts hook instead"
+        )
+    router_form_limits = dict(getattr(router, "form_limits", None) or {})
     added: list[APIRoute | APIWebSocketRoute] = []
     for route in router.routes:
         if isinstance(route, APIRoute):
             options = {name: getattr(route, name) for name in _ROUTE_ARGUMENTS}
+            if router_form_limits and "form_limits" in options:
+                # The router's form limits, which a nested router applied per request;
+                # the route's own win, as they did there.
+                options["form_limits"] = {**router_form_limits, **(route.form_limits or {})}
             if tag is not None:
                 options["tags"] = [tag, *(t for t in route.tags if t != tag)]
             app.router.add_api_route(

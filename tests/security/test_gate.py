@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
 from fastapi.testclient import TestClient
 
 import hostcore.builtin.auth
 from hostcore.config import Settings
-from hostcore.errors import PluginError, Unavailable
+from hostcore.errors import Forbidden, PluginError, Unavailable
 from hostcore.fastlane import snapshot
 from hostcore.hookspecs import hookimpl
 from hostcore.security.deps import Public, RequireScope
@@ -254,3 +254,96 @@ def test_a_snapshot_route_takes_no_parameters_and_answers_get_only(kind: str) ->
     route = router.routes[0]
     with pytest.raises(PluginError, match="is a snapshot"):
         gated_route("/api/v1/probe" + route.path, route)  # type: ignore[attr-defined,arg-type]
+
+
+def _snapshot_router(kind: str) -> APIRouter:
+    """A snapshot route that declares more than the gate could check on its own."""
+
+    async def refuse_everyone() -> None:
+        raise Forbidden("nobody")
+
+    if kind == "public-router":
+        router = APIRouter(dependencies=[Public])
+        extra: list[Any] = [RequireScope("probe:read")]
+    else:
+        router = APIRouter(dependencies=[RequireScope("probe:read")])
+        extra = [RequireScope("auth:admin")] if kind == "two-scopes" else [Depends(refuse_everyone)]
+
+    @router.get("/s", dependencies=extra)
+    @snapshot(lambda app: b"{}")
+    async def sample() -> Response:
+        return Response(b"{}")
+
+    return router
+
+
+@pytest.mark.parametrize("kind", ["two-scopes", "public-router", "guard"])
+def test_a_snapshot_route_has_one_declaration_and_nothing_else(kind: str) -> None:
+    route = _snapshot_router(kind).routes[0]
+    with pytest.raises(PluginError, match="exactly one declaration"):
+        gated_route("/api/v1/probe/s", route)  # type: ignore[arg-type]
+
+
+class PublicRouterScopedRoute:
+    """A router-wide Public with one route that needs a scope: the scope governs."""
+
+    @hookimpl
+    def hostcore_scopes(self) -> dict[str, str]:
+        return {"mixed:read": "Read."}
+
+    @hookimpl
+    def hostcore_routes(self) -> APIRouter:
+        router = APIRouter(dependencies=[Public])
+
+        @router.get("/open")
+        async def open_route() -> dict[str, str]:
+            return {"route": "open"}
+
+        @router.get("/closed", dependencies=[RequireScope("mixed:read")])
+        async def closed() -> dict[str, str]:
+            return {"route": "closed"}
+
+        return router
+
+
+def test_a_real_scope_governs_over_a_router_wide_public(
+    gated_client: Callable[[dict[str, object]], TestClient],
+) -> None:
+    client = gated_client({"mixed": PublicRouterScopedRoute()})
+    table: RouteTable = client.app.state.route_table  # type: ignore[attr-defined]
+    found = table.lookup("GET", "/api/v1/mixed/closed")
+    assert found is not None and found.scope == "mixed:read"
+    anonymous = {"Authorization": ""}
+    assert_error(client.get("/api/v1/mixed/closed", headers=anonymous), 401, "Unauthorized", "")
+    reader = bearer(client, ["mixed:read"])
+    first = client.get("/api/v1/mixed/closed", headers=reader)
+    second = client.get("/api/v1/mixed/closed", headers=reader)
+    assert first.status_code == second.status_code == 200
+    assert int(first.headers["x-ratelimit-remaining"]) - 1 == int(
+        second.headers["x-ratelimit-remaining"]
+    ), "counted once per request"
+    assert client.get("/api/v1/mixed/open", headers=anonymous).status_code == 200
+
+
+@pytest.mark.parametrize("suffix", ["%0A", "%0D", "%00", "%09x", "%7F"])
+def test_a_path_with_a_control_character_is_refused(
+    settings_factory: Callable[..., Settings],
+    app_factory: Callable[..., FastAPI],
+    client_for: Callable[..., TestClient],
+    suffix: str,
+) -> None:
+    # Routing's "$" matches before a trailing newline: /things/latest%0A would run the
+    # fixed route while the gate counted the pattern's limit. Nothing gets that far.
+    limited = settings_factory('ratelimit.routes={"GET /api/v1/maze/things/latest": "2/minute"}')
+    client = client_for(
+        app_factory({"auth": hostcore.builtin.auth, "maze": Overlapping()}, app_settings=limited)
+    )
+    for _ in range(2):
+        assert client.get("/api/v1/maze/things/latest").status_code == 200
+    assert client.get("/api/v1/maze/things/latest").status_code == 429
+    assert_error(
+        client.get(f"/api/v1/maze/things/latest{suffix}"),
+        400,
+        "BadRequest",
+        "control character",
+    )

@@ -92,16 +92,27 @@ Authenticated = Annotated[Principal, RequireScope(AUTHENTICATED)]
 """Any authenticated caller, whatever their scopes."""
 
 
-def declared_scope(dependant: Any) -> str | None:
-    """The scope a route declared through RequireScope/Public, searching its dependencies."""
+def declared_scopes(dependant: Any) -> list[str]:
+    """Every declaration (RequireScope/Authenticated/Public) in a route's dependencies, in order."""
+    found: list[str] = []
     for dependency in dependant.dependencies:
         scope = getattr(dependency.call, SCOPE_ATTRIBUTE, None)
         if scope is not None:
-            return str(scope)
-        nested = declared_scope(dependency)
-        if nested is not None:
-            return nested
-    return None
+            found.append(str(scope))
+        found.extend(declared_scopes(dependency))
+    return found
+
+
+def declared_scope(dependant: Any) -> str | None:
+    """The declaration that governs a route: its first real scope, else ``Authenticated``,
+    else ``Public``. All of them are checked; this is the one the security gate checks."""
+    scopes = declared_scopes(dependant)
+    for candidate in scopes:
+        if candidate not in (PUBLIC, AUTHENTICATED):
+            return candidate
+    if AUTHENTICATED in scopes:
+        return AUTHENTICATED
+    return PUBLIC if scopes else None
 
 
 async def _runtime(request: HTTPConnection) -> SecurityRuntime:

@@ -32,7 +32,7 @@ from hostcore.errors import Forbidden, HostcoreError, PluginError, Unauthorized,
 from hostcore.fastlane import SNAPSHOT_ATTRIBUTE, Snapshot
 from hostcore.middleware import CLIENT_KEY
 from hostcore.security.acl import allows
-from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scope
+from hostcore.security.deps import AUTHENTICATED, PUBLIC, SCOPE_ATTRIBUTE, declared_scope
 from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from hostcore.security.runtime import (
     GATED_KEY,
@@ -62,7 +62,9 @@ class GatedRoute:
     keys: dict[str, str] = field(default_factory=dict)
 
 
-def _has_parameters(dependant: Any) -> bool:
+def _answerable_by_the_gate(dependant: Any) -> bool:
+    """No parameters, and no dependency but the one scope declaration: the gate skips
+    FastAPI's dependency resolution, so anything else would be skipped with it."""
     if (
         dependant.path_params
         or dependant.query_params
@@ -70,8 +72,13 @@ def _has_parameters(dependant: Any) -> bool:
         or dependant.cookie_params
         or dependant.body_params
     ):
-        return True
-    return any(_has_parameters(sub) for sub in dependant.dependencies)
+        return False
+    declarations = [sub for sub in dependant.dependencies if hasattr(sub.call, SCOPE_ATTRIBUTE)]
+    return (
+        len(dependant.dependencies) == 1
+        and len(declarations) == 1
+        and not any(sub.dependencies for sub in declarations)
+    )
 
 
 def gated_route(template: str, route: APIRoute) -> GatedRoute | None:
@@ -82,11 +89,12 @@ def gated_route(template: str, route: APIRoute) -> GatedRoute | None:
     methods = frozenset(route.methods or ())
     snapshot: Snapshot | None = getattr(route.endpoint, SNAPSHOT_ATTRIBUTE, None)
     if snapshot is not None and (
-        not methods <= {"GET", "HEAD"} or _has_parameters(route.dependant)
+        not methods <= {"GET", "HEAD"} or not _answerable_by_the_gate(route.dependant)
     ):
         raise PluginError(
-            f"route {template} is a snapshot: it must be GET without path, query, "
-            "header, cookie or body parameters (the gate answers it without them)"
+            f"route {template} is a snapshot: it must be GET with exactly one declaration "
+            "(RequireScope, Authenticated or Public) and no other dependency or parameter "
+            "(the gate answers it without running FastAPI's dependencies)"
         )
     regex, _, _ = compile_path(template)
     return GatedRoute(
