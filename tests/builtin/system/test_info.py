@@ -188,3 +188,28 @@ def test_system_info_of_this_machine() -> None:
     assert info.uptime_s is not None and info.uptime_s > 0
     assert info.os is not None
     info.model_dump_json()
+
+
+def test_the_fqdn_is_resolved_once_per_ttl_and_per_hostname(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hostcore.builtin.system import info
+
+    asked: list[str] = []
+
+    def getfqdn() -> str:
+        asked.append("dns")
+        return f"host-{len(asked)}.example"
+
+    monkeypatch.setattr(info.socket, "getfqdn", getfqdn)
+    monkeypatch.setattr(info, "_fqdn_cache", {})
+    clock = [1000.0]
+    monkeypatch.setattr(info.time, "monotonic", lambda: clock[0])
+    assert info.cached_fqdn("pi") == "host-1.example"
+    assert info.cached_fqdn("pi") == "host-1.example"
+    clock[0] += info.FQDN_TTL_S - 1
+    assert info.cached_fqdn("pi") == "host-1.example"
+    assert info.cached_fqdn("renamed") == "host-2.example", "a new hostname resolves"
+    clock[0] += info.FQDN_TTL_S
+    assert info.cached_fqdn("renamed") == "host-3.example", "and so does an old answer"
+    assert len(asked) == 3

@@ -34,6 +34,22 @@ from hostcore.errors import Unavailable
 
 HOST_ROOT = Path("/")
 DPKG_STATUS = "var/lib/dpkg/status"
+FQDN_TTL_S = 300.0
+# hostname -> (fqdn, when resolved). getfqdn() asks DNS; on an offline device that is a
+# resolver timeout of several seconds, which one lookup per 5 minutes is enough to pay.
+_fqdn_cache: dict[str | None, tuple[str, float]] = {}
+
+
+def cached_fqdn(hostname: str | None) -> str:
+    """``socket.getfqdn()``, remembered for ``FQDN_TTL_S`` per hostname (a rename resolves)."""
+    now = time.monotonic()
+    known = _fqdn_cache.get(hostname)
+    if known is not None and now - known[1] < FQDN_TTL_S:
+        return known[0]
+    fqdn = socket.getfqdn()
+    _fqdn_cache.clear()
+    _fqdn_cache[hostname] = (fqdn, now)
+    return fqdn
 
 
 class SystemInfoRead(BaseModel):
@@ -89,9 +105,9 @@ def system_info(
 ) -> SystemInfoRead:
     """Describe the device under ``root``. Blocking (file reads, maybe DNS): use a thread.
 
-    - ``fqdn`` comes from ``socket.getfqdn()`` (which may query DNS) only when ``root``
-      is ``/``; under any other root the machine's resolver says nothing about that
-      tree, so it is the hostname.
+    - ``fqdn`` comes from ``socket.getfqdn()`` (which may query DNS; cached for
+      ``FQDN_TTL_S``) only when ``root`` is ``/``; under any other root the machine's
+      resolver says nothing about that tree, so it is the hostname.
     - ``architecture`` is the ``architecture`` argument when given, else
       ``platform.machine()`` when ``root`` is ``/``, else ``None``: no file in a root
       names the kernel's machine type, so a fixture passes it in.
@@ -106,7 +122,7 @@ def system_info(
         raise Unavailable(f"procfs is not mounted at {root / 'proc'}")
     on_host = root == HOST_ROOT
     hostname = read_hostname(root)
-    fqdn = socket.getfqdn() if on_host else hostname
+    fqdn = cached_fqdn(hostname) if on_host else hostname
     cpuinfo = parse_cpuinfo(read_text(root, "proc/cpuinfo") or "")
     stat = read_text(root, "proc/stat") or ""
     dmi = read_dmi(root)
