@@ -18,8 +18,10 @@ what answers if the gate is ever bypassed, so it must give the same bytes.
 
 The provider runs on the event loop for every request: it must return at once
 (no I/O, no awaiting). It may raise a ``HostcoreError`` (``Unavailable`` …),
-which becomes the usual JSON error. A snapshot route takes no parameters and
-answers GET only; startup fails naming the route otherwise.
+which becomes the usual JSON error. A snapshot route answers GET only, takes
+no parameters and has no dependency but its one declaration (RequireScope,
+Authenticated or Public): FastAPI's dependencies do not run for it, so
+anything else would be skipped. Startup fails naming the route otherwise.
 """
 
 from __future__ import annotations
