@@ -19,6 +19,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import parse_qsl, quote
 
 from hostcore.errors import ConfigError
@@ -79,16 +80,19 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def string_to_sign(
-    *,
-    method: str,
-    path: str,
-    query: str,
-    client: str,
-    timestamp: int,
-    nonce: str,
-    body_sha256: str,
-) -> bytes:
+class SignedFields(TypedDict):
+    """What a signature covers, as keyword arguments of the functions below."""
+
+    method: str
+    path: str
+    query: str
+    client: str
+    timestamp: int
+    nonce: str
+    body_sha256: str
+
+
+def string_to_sign(**fields: Unpack[SignedFields]) -> bytes:
     """The bytes the HMAC covers: eight ASCII lines joined by ``\\n``, no trailing newline.
 
     ::
@@ -108,22 +112,23 @@ def string_to_sign(
     A field that cannot be represented (a newline, non-ASCII path, a malformed
     name) raises ``ValueError`` rather than producing an ambiguous string.
     """
-    upper_method = method.upper()
+    upper_method = fields["method"].upper()
+    timestamp = str(fields["timestamp"])
     _require(_METHOD_PATTERN, upper_method, "method")
-    _require(_PATH_PATTERN, path, "path")
-    _require(CLIENT_PATTERN, client, "client")
-    _require(_TIMESTAMP_PATTERN, str(timestamp), "timestamp")
-    _require(NONCE_PATTERN, nonce, "nonce")
-    _require(_SHA256_HEX_PATTERN, body_sha256, "body_sha256")
+    _require(_PATH_PATTERN, fields["path"], "path")
+    _require(CLIENT_PATTERN, fields["client"], "client")
+    _require(_TIMESTAMP_PATTERN, timestamp, "timestamp")
+    _require(NONCE_PATTERN, fields["nonce"], "nonce")
+    _require(_SHA256_HEX_PATTERN, fields["body_sha256"], "body_sha256")
     lines = (
         SCHEME,
         upper_method,
-        path,
-        canonical_query(query),
-        client,
-        str(timestamp),
-        nonce,
-        body_sha256,
+        fields["path"],
+        canonical_query(fields["query"]),
+        fields["client"],
+        timestamp,
+        fields["nonce"],
+        fields["body_sha256"],
     )
     return "\n".join(lines).encode("ascii")
 
@@ -133,42 +138,12 @@ def _require(pattern: re.Pattern[str], value: str, name: str) -> None:
         raise ValueError(f"invalid {name} for signing: {value!r}")
 
 
-def sign(
-    secret: bytes,
-    *,
-    method: str,
-    path: str,
-    query: str,
-    client: str,
-    timestamp: int,
-    nonce: str,
-    body_sha256: str,
-) -> str:
+def sign(secret: bytes, **fields: Unpack[SignedFields]) -> str:
     """Lowercase hex HMAC-SHA256 of ``string_to_sign`` under ``secret``."""
-    message = string_to_sign(
-        method=method,
-        path=path,
-        query=query,
-        client=client,
-        timestamp=timestamp,
-        nonce=nonce,
-        body_sha256=body_sha256,
-    )
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.new(secret, string_to_sign(**fields), hashlib.sha256).hexdigest()
 
 
-def signature_matches(
-    secret: bytes,
-    signature: str,
-    *,
-    method: str,
-    path: str,
-    query: str,
-    client: str,
-    timestamp: int,
-    nonce: str,
-    body_sha256: str,
-) -> bool:
+def signature_matches(secret: bytes, signature: str, **fields: Unpack[SignedFields]) -> bool:
     """Whether ``signature`` signs these fields; False for anything malformed, never raises.
 
     Checks only the signature: the timestamp window, nonce reuse and which
@@ -177,16 +152,7 @@ def signature_matches(
     if not _SHA256_HEX_PATTERN.match(signature):
         return False
     try:
-        expected = sign(
-            secret,
-            method=method,
-            path=path,
-            query=query,
-            client=client,
-            timestamp=timestamp,
-            nonce=nonce,
-            body_sha256=body_sha256,
-        )
+        expected = sign(secret, **fields)
     except ValueError:
         return False
     return hmac.compare_digest(expected, signature)
