@@ -138,19 +138,7 @@ async def query_activity(
     if status is not None:
         statement = statement.where(Activity.status == status)
     result = await session.execute(statement)
-    return [
-        ActivityRead(
-            at=row.at,
-            request_id=row.request_id,
-            principal=row.principal,
-            method=row.method,
-            route=row.route,
-            status=row.status,
-            duration_ms=row.duration_ms,
-            client=row.client,
-        )
-        for row in result.scalars()
-    ]
+    return [ActivityRead.model_validate(row, from_attributes=True) for row in result.scalars()]
 
 
 async def activity_stats(session: AsyncSession, *, since: float | None) -> list[ActivityStatsRead]:
