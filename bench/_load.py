@@ -17,6 +17,7 @@ Typical use::
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -752,3 +753,119 @@ UNREACHED_RATE_LIMIT = "100000000/minute"
 def client_env(client: str, scopes: Sequence[str]) -> dict[str, str]:
     """HOSTCORE_* variables configuring one client with ``scopes`` (for hostcore_spec)."""
     return {f"HOSTCORE_AUTH__CLIENTS__{client.upper()}__SCOPES": json.dumps(list(scopes))}
+
+
+def add_load_options(
+    parser: argparse.ArgumentParser, *, per: str, min_ratio: float, ratio_help: str
+) -> None:
+    """The options every benchmark here has: load shape, its gate's ratio, the run's output.
+
+    ``per`` names what one wrk run loads ("server", "target", "path")."""
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--duration", type=int, default=5, help=f"seconds of load per {per} per round (default 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help=f"seconds of warm-up load per {per} (default 2)"
+    )
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--min-ratio", type=float, default=min_ratio, help=f"{ratio_help} (default {min_ratio})"
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=20.0, help="seconds to wait for each server"
+    )
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep the temp dir (servers' logs, store)"
+    )
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
+    )
+
+
+def check_load_options(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    extra: Sequence[tuple[bool, str]] = (),
+) -> None:
+    """Refuse out-of-range options (``parser.error`` exits 2), ``extra`` checks included."""
+    checks = [
+        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
+        (1 <= args.duration <= 600, "--duration must be 1..600"),
+        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
+        (1 <= args.threads <= 64, "--threads must be 1..64"),
+        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
+        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
+        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
+        *extra,
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+
+
+def rounds_json(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every measured round as JSON: its order and each target's result."""
+    return [
+        {"order": order, "results": {name: m.to_json() for name, m in row.items()}}
+        for order, row in zip(raw["orders"], raw["rounds"], strict=True)
+    ]
+
+
+def report(
+    as_json: bool, document: Mapping[str, Any], text: Callable[[], str], verdict: str
+) -> None:
+    """The JSON document on stdout (verdict on stderr), or the text report and the verdict."""
+    if as_json:
+        print(json.dumps(document, indent=2))
+        say(verdict, to_stderr=True)
+    else:
+        say(text())
+        say(verdict)
+
+
+def add_server_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--server NAME:VAR=VALUE,...: more hostcore servers with extra settings."""
+    parser.add_argument(
+        "--server",
+        dest="extra_servers",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE...]",
+        help=f"also measure hostcore with these extra environment variables, {what} "
+        "(repeatable), e.g. --server no-activity:HOSTCORE_ACTIVITY__ENABLED=false",
+    )
+
+
+def check_server_option(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, reserved: Sequence[str]
+) -> None:
+    """Parse --server values in place; names must be unique and not ``reserved``."""
+    try:
+        args.extra_servers = tuple(parse_server_option(text) for text in args.extra_servers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    names = [*reserved, *(name for name, _ in args.extra_servers)]
+    if len(set(names)) != len(names):
+        parser.error(f"--server names must be unique and not one of {', '.join(reserved)}")
+
+
+def parse_server_option(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:VAR=VALUE,VAR=VALUE`` for --server; only HOSTCORE_* variables."""
+    name, sep, assignments = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,30}", name):
+        raise ValueError(f"--server {text!r}: expected NAME:VAR=VALUE[,VAR=VALUE...]")
+    env: dict[str, str] = {}
+    for item in filter(None, assignments.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.startswith("HOSTCORE_"):
+            raise ValueError(f"--server {text!r}: {item!r} is not HOSTCORE_VAR=VALUE")
+        env[key.strip()] = value
+    if not env:
+        raise ValueError(f"--server {text!r}: no variables given")
+    return name, env
+
+
+def fmt_opt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)

@@ -54,9 +54,14 @@ from _load import (
     ServerGroup,
     Workdir,
     activity_rows,
+    add_load_options,
+    add_server_option,
     bare_spec,
+    check_load_options,
+    check_server_option,
     client_env,
     fetch,
+    fmt_opt,
     format_time,
     free_port,
     header_args,
@@ -65,13 +70,14 @@ from _load import (
     measure_with,
     median,
     parse_sent,
+    report,
     rotated,
+    rounds_json,
     say,
     start_and_run,
     store_path,
     wait_ready,
 )
-from overhead import fmt_opt, parse_server_option
 
 BARE = "bare"
 CORE = "hostcore"
@@ -124,21 +130,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         description="Compare hostcore's authenticated routes (token, scope check, rate limit, "
         "activity) with a bare FastAPI app; check one activity row per request."
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument(
-        "--duration", type=int, default=5, help="seconds of load per target per round (default 5)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of warm-up load per target (default 2)"
-    )
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument(
-        "--min-ratio",
-        type=float,
-        default=0.75,
-        help="fail when median hostcore req/s / median bare req/s is below this on the "
-        "stats route, or on whoami when only it is measured (default 0.75)",
+    add_load_options(
+        parser,
+        per="target",
+        min_ratio=0.75,
+        ratio_help="fail when median hostcore req/s / median bare req/s is below this on the "
+        "stats route, or on whoami when only it is measured",
     )
     parser.add_argument(
         "--route",
@@ -148,45 +145,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "system:read, gated), whoami (GET /api/v1/auth/whoami, informational unless alone) "
         "or both (default)",
     )
-    parser.add_argument(
-        "--server",
-        dest="extra_servers",
-        action="append",
-        default=[],
-        metavar="NAME:VAR=VALUE[,VAR=VALUE...]",
-        help="also measure hostcore with these extra environment variables, informational, "
-        "not gated, no activity check (repeatable), e.g. "
-        "--server no-activity:HOSTCORE_ACTIVITY__ENABLED=false",
-    )
-    parser.add_argument(
-        "--ready-timeout", type=float, default=20.0, help="seconds to wait for each server"
-    )
-    parser.add_argument(
-        "--keep-workdir", action="store_true", help="keep the temp dir (logs, store)"
-    )
-    parser.add_argument(
-        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
-    )
+    add_server_option(parser, "informational, not gated, no activity check")
     args = parser.parse_args(argv)
-    checks = [
-        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
-        (1 <= args.duration <= 600, "--duration must be 1..600"),
-        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
-        (1 <= args.threads <= 64, "--threads must be 1..64"),
-        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
-        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
-        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-    try:
-        args.extra_servers = tuple(parse_server_option(text) for text in args.extra_servers)
-    except ValueError as exc:
-        parser.error(str(exc))
-    names = [*SERVERS, *(name for name, _ in args.extra_servers)]
-    if len(set(names)) != len(names):
-        parser.error(f"--server names must be unique and not one of {', '.join(SERVERS)}")
+    check_load_options(parser, args)
+    check_server_option(parser, args, reserved=SERVERS)
     return Options(**vars(args))
 
 
@@ -726,32 +688,24 @@ def main(argv: list[str] | None = None) -> int:
     raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
-    if opts.as_json:
-        document = {
-            "benchmark": "auth",
-            "routes": {r: ROUTES[r] for r in opts.routes},
-            "options": {**vars(opts)},
-            "host": host,
-            "servers": raw["commands"],
-            "hostcore_env": {k: v for k, v in CORE_ENV.items()},
-            "header_notes": raw["header_notes"],
-            "body_sizes": raw["body_sizes"],
-            "remaining_differences": REMAINING_DIFFERENCES,
-            "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
-            "rounds": [
-                {"order": order, "results": {n: m.to_json() for n, m in row.items()}}
-                for order, row in zip(raw["orders"], raw["rounds"], strict=True)
-            ],
-            "activity": raw["activity"],
-            "hostcore_exit_code": raw["core_exit_code"],
-            **summary,
-            "summary": verdict,
-        }
-        print(json.dumps(document, indent=2))
-        say(verdict, to_stderr=True)
-    else:
-        say(report_text(opts, raw, summary, host))
-        say(verdict)
+    document = {
+        "benchmark": "auth",
+        "routes": {r: ROUTES[r] for r in opts.routes},
+        "options": {**vars(opts)},
+        "host": host,
+        "servers": raw["commands"],
+        "hostcore_env": {k: v for k, v in CORE_ENV.items()},
+        "header_notes": raw["header_notes"],
+        "body_sizes": raw["body_sizes"],
+        "remaining_differences": REMAINING_DIFFERENCES,
+        "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
+        "rounds": rounds_json(raw),
+        "activity": raw["activity"],
+        "hostcore_exit_code": raw["core_exit_code"],
+        **summary,
+        "summary": verdict,
+    }
+    report(opts.as_json, document, lambda: report_text(opts, raw, summary, host), verdict)
     return 0 if summary["pass"] else 1
 
 

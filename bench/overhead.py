@@ -21,8 +21,6 @@ Exit status: 0 PASS, 1 FAIL (ratio below target, or wrk saw errors), 2 could not
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +34,20 @@ from _load import (
     Server,
     ServerGroup,
     Workdir,
+    add_load_options,
+    add_server_option,
     bare_spec,
+    check_load_options,
+    check_server_option,
+    fmt_opt,
     format_time,
     free_port,
     hostcore_spec,
     measure,
     median,
+    report,
     rotated,
+    rounds_json,
     say,
     start_and_run,
     wait_ready,
@@ -75,20 +80,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         description="Compare hostcore's GET /api/v1/health throughput with a bare FastAPI app."
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument(
-        "--duration", type=int, default=5, help="seconds of load per server per round (default 5)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of warm-up load per server (default 2)"
-    )
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument(
-        "--min-ratio",
-        type=float,
-        default=0.90,
-        help="fail when median hostcore req/s / median bare req/s is below this (default 0.90)",
+    add_load_options(
+        parser,
+        per="server",
+        min_ratio=0.90,
+        ratio_help="fail when median hostcore req/s / median bare req/s is below this",
     )
     parser.add_argument(
         "--no-access-log-run",
@@ -96,61 +92,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_false",
         help="skip the informational hostcore run with its access log on",
     )
-    parser.add_argument(
-        "--server",
-        dest="extra_servers",
-        action="append",
-        default=[],
-        metavar="NAME:VAR=VALUE[,VAR=VALUE...]",
-        help="also measure hostcore with these extra environment variables, informational "
-        "(repeatable), e.g. --server no-activity:HOSTCORE_ACTIVITY__ENABLED=false",
-    )
-    parser.add_argument(
-        "--ready-timeout", type=float, default=20.0, help="seconds to wait for each server"
-    )
-    parser.add_argument(
-        "--keep-workdir", action="store_true", help="keep the temp dir with the servers' logs"
-    )
-    parser.add_argument(
-        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
-    )
+    add_server_option(parser, "informational")
     args = parser.parse_args(argv)
-    checks = [
-        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
-        (1 <= args.duration <= 600, "--duration must be 1..600"),
-        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
-        (1 <= args.threads <= 64, "--threads must be 1..64"),
-        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
-        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
-        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-    try:
-        args.extra_servers = tuple(parse_server_option(text) for text in args.extra_servers)
-    except ValueError as exc:
-        parser.error(str(exc))
-    names = [BARE, CORE, CORE_LOG, *(name for name, _ in args.extra_servers)]
-    if len(set(names)) != len(names):
-        parser.error(f"--server names must be unique and not one of {BARE}, {CORE}, {CORE_LOG}")
+    check_load_options(parser, args)
+    check_server_option(parser, args, reserved=(BARE, CORE, CORE_LOG))
     return Options(**vars(args))
-
-
-def parse_server_option(text: str) -> tuple[str, dict[str, str]]:
-    """``NAME:VAR=VALUE,VAR=VALUE`` for --server; only HOSTCORE_* variables."""
-    name, sep, assignments = text.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,30}", name):
-        raise ValueError(f"--server {text!r}: expected NAME:VAR=VALUE[,VAR=VALUE...]")
-    env: dict[str, str] = {}
-    for item in filter(None, assignments.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key.startswith("HOSTCORE_"):
-            raise ValueError(f"--server {text!r}: {item!r} is not HOSTCORE_VAR=VALUE")
-        env[key.strip()] = value
-    if not env:
-        raise ValueError(f"--server {text!r}: no variables given")
-    return name, env
 
 
 def check_replies(replies: dict[str, HttpReply]) -> list[str]:
@@ -331,10 +277,6 @@ def fmt_rps(value: float) -> str:
     return f"{value:9.0f}"
 
 
-def fmt_opt(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 def report_text(
     opts: Options, raw: dict[str, Any], summary: dict[str, Any], host: dict[str, Any]
 ) -> str:
@@ -438,29 +380,21 @@ def main(argv: list[str] | None = None) -> int:
     raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
-    if opts.as_json:
-        document = {
-            "benchmark": "overhead",
-            "path": HEALTH_PATH,
-            "options": vars(opts),
-            "host": host,
-            "servers": raw["commands"],
-            "header_notes": raw["header_notes"],
-            "remaining_differences": REMAINING_DIFFERENCES,
-            "access_lines": raw["access_lines"],
-            "warmups": [m.to_json() for m in raw["warmups"]],
-            "rounds": [
-                {"order": order, "results": {n: m.to_json() for n, m in row.items()}}
-                for order, row in zip(raw["orders"], raw["rounds"], strict=True)
-            ],
-            **summary,
-            "summary": verdict,
-        }
-        print(json.dumps(document, indent=2))
-        say(verdict, to_stderr=True)
-    else:
-        say(report_text(opts, raw, summary, host))
-        say(verdict)
+    document = {
+        "benchmark": "overhead",
+        "path": HEALTH_PATH,
+        "options": vars(opts),
+        "host": host,
+        "servers": raw["commands"],
+        "header_notes": raw["header_notes"],
+        "remaining_differences": REMAINING_DIFFERENCES,
+        "access_lines": raw["access_lines"],
+        "warmups": [m.to_json() for m in raw["warmups"]],
+        "rounds": rounds_json(raw),
+        **summary,
+        "summary": verdict,
+    }
+    report(opts.as_json, document, lambda: report_text(opts, raw, summary, host), verdict)
     return 0 if summary["pass"] else 1
 
 

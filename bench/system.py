@@ -33,8 +33,11 @@ from _load import (
     Measurement,
     ServerGroup,
     Workdir,
+    add_load_options,
+    check_load_options,
     client_env,
     fetch,
+    fmt_opt,
     format_time,
     free_port,
     header_args,
@@ -42,12 +45,13 @@ from _load import (
     issue_token,
     measure_with,
     median,
+    report,
     rotated,
+    rounds_json,
     say,
     start_and_run,
     wait_ready,
 )
-from overhead import fmt_opt
 
 CORE = "hostcore"
 STATS = "stats"
@@ -81,20 +85,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         description="Compare hostcore's GET /api/v1/system/stats with GET /api/v1/health "
         "on one server."
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument(
-        "--duration", type=int, default=5, help="seconds of load per path per round (default 5)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of warm-up load per path (default 2)"
-    )
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument(
-        "--min-ratio",
-        type=float,
-        default=0.50,
-        help="fail when median stats req/s / median health req/s is below this (default 0.50)",
+    add_load_options(
+        parser,
+        per="path",
+        min_ratio=0.50,
+        ratio_help="fail when median stats req/s / median health req/s is below this",
     )
     parser.add_argument(
         "--max-p99-ms",
@@ -112,27 +107,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="run the server with this extra setting (repeatable; printed with the results), "
         "e.g. --env HOSTCORE_ACTIVITY__ENABLED=false",
     )
-    parser.add_argument(
-        "--ready-timeout", type=float, default=20.0, help="seconds to wait for the server"
-    )
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the temp dir (logs)")
-    parser.add_argument(
-        "--json", dest="as_json", action="store_true", help="print the results as JSON on stdout"
-    )
     args = parser.parse_args(argv)
-    checks = [
-        (1 <= args.rounds <= 100, "--rounds must be 1..100"),
-        (1 <= args.duration <= 600, "--duration must be 1..600"),
-        (0 <= args.warmup <= 600, "--warmup must be 0..600"),
-        (1 <= args.threads <= 64, "--threads must be 1..64"),
-        (args.threads <= args.connections <= 10_000, "--connections must be threads..10000"),
-        (0 < args.min_ratio <= 10, "--min-ratio must be in (0, 10]"),
-        (0 < args.max_p99_ms <= 60_000, "--max-p99-ms must be in (0, 60000]"),
-        (0 < args.ready_timeout <= 300, "--ready-timeout must be in (0, 300]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
+    check_load_options(
+        parser, args, [(0 < args.max_p99_ms <= 60_000, "--max-p99-ms must be in (0, 60000]")]
+    )
     pairs = []
     for item in args.extra_env:
         key, eq, value = item.partition("=")
@@ -378,27 +356,19 @@ def main(argv: list[str] | None = None) -> int:
     raw, host = outcome
     summary = summarize(opts, raw)
     verdict = verdict_line(opts, summary)
-    if opts.as_json:
-        document = {
-            "benchmark": "system",
-            "paths": PATHS,
-            "options": vars(opts),
-            "host": host,
-            "server": raw["command"],
-            "body_bytes": raw["body_bytes"],
-            "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
-            "rounds": [
-                {"order": order, "results": {n: m.to_json() for n, m in row.items()}}
-                for order, row in zip(raw["orders"], raw["rounds"], strict=True)
-            ],
-            **summary,
-            "summary": verdict,
-        }
-        print(json.dumps(document, indent=2))
-        say(verdict, to_stderr=True)
-    else:
-        say(report_text(opts, raw, summary, host))
-        say(verdict)
+    document = {
+        "benchmark": "system",
+        "paths": PATHS,
+        "options": vars(opts),
+        "host": host,
+        "server": raw["command"],
+        "body_bytes": raw["body_bytes"],
+        "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
+        "rounds": rounds_json(raw),
+        **summary,
+        "summary": verdict,
+    }
+    report(opts.as_json, document, lambda: report_text(opts, raw, summary, host), verdict)
     return 0 if summary["pass"] else 1
 
 
