@@ -17,15 +17,9 @@ from hostcore.builtin.system.info import (
 )
 from hostcore.builtin.system.parsers import OsReleaseRead, PackageRead
 from hostcore.errors import Unavailable
+from tests.builtin.system.trees import RPI, X86, copy_tree
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "system"
-RPI = FIXTURES / "rpi"
-X86 = FIXTURES / "x86"
 VERSION = "9.9.9"
-
-
-def copy_tree(source: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(source, tmp_path / source.name))
 
 
 def test_system_info_of_a_pi() -> None:

@@ -36,10 +36,7 @@ from hostcore.builtin.system.parsers import (
     read_thermal_zones,
     real_mounts,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "system"
-RPI = FIXTURES / "rpi"
-X86 = FIXTURES / "x86"
+from tests.builtin.system.trees import RPI, X86
 
 
 def fixture_text(root: Path, relative: str) -> str:

@@ -27,14 +27,7 @@ from hostcore.builtin.system.stats import (
     memory_usage,
 )
 from hostcore.errors import Unavailable
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "system"
-RPI = FIXTURES / "rpi"
-X86 = FIXTURES / "x86"
-
-
-def copy_tree(source: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(source, tmp_path / source.name))
+from tests.builtin.system.trees import RPI, X86, copy_tree
 
 
 def advance_stat(root: Path, deltas: dict[str, list[int]]) -> None:
