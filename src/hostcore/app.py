@@ -28,7 +28,7 @@ from hostcore.db.engine import Database
 from hostcore.db.migrate import lineages, migration_lock, upgrade
 from hostcore.errors import HostcoreError, PluginError, handle_error
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
-from hostcore.middleware import TEMPLATE_ATTRIBUTE, RequestContextMiddleware
+from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
 from hostcore.routing import add_routes_flat
 from hostcore.runner import Runner
@@ -139,11 +139,8 @@ def _mount_plugin(
         except PluginError as exc:
             raise PluginError(f"{owner}: {exc}") from None
         for route in added:
-            setattr(route, TEMPLATE_ATTRIBUTE, route.path)
-            if isinstance(route, APIRoute):
-                found = gated_route(route.path, route)
-                if found is not None:
-                    table.add(found)
+            if isinstance(route, APIRoute) and (found := gated_route(route.path, route)):
+                table.add(found)
     for url_path, directory in mounts.items():
         app.mount(
             url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"

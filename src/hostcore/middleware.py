@@ -42,18 +42,18 @@ LIVENESS_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(LIVENESS_BODY)).encode()),
 ]
-TEMPLATE_ATTRIBUTE = "hostcore_template"
 UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow cardinality
 
 access_log = logging.getLogger("hostcore.access")
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's full path template (``/api/v1/auth/tokens/{jti}``)."""
+    """The matched route's full path template (``/api/v1/auth/tokens/{jti}``): every
+    route sits flat on the app's router (hostcore.routing), so its path is the template."""
     route = scope.get("route")
     if route is None:
         return LIVENESS_PATH if scope.get("path") == LIVENESS_PATH else UNMATCHED
-    return str(getattr(route, TEMPLATE_ATTRIBUTE, None) or getattr(route, "path", UNMATCHED))
+    return str(getattr(route, "path", UNMATCHED))
 
 
 log = logging.getLogger(__name__)
