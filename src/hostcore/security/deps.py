@@ -19,15 +19,14 @@ from typing import Annotated, Any
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from hostcore.errors import Forbidden, Unauthorized
-from hostcore.middleware import CLIENT_KEY
+from hostcore.errors import Forbidden
 from hostcore.security.acl import allows
 from hostcore.security.runtime import (
     GATED_KEY,
-    PRINCIPAL_KEY,
     PRINCIPAL_OBJECT_KEY,
     SecurityRuntime,
-    address_identity,
+    body_of,
+    route_key,
 )
 from hostcore.security.tokens import Principal
 
@@ -45,24 +44,22 @@ async def _authenticate(request: HTTPConnection) -> Principal:
     admitted: Principal | None = request.scope.get(PRINCIPAL_OBJECT_KEY)
     if admitted is not None:
         return admitted  # authenticated and rate-limited by the gate
-    runtime = runtime_of(request)
-    try:
-        principal = await runtime.authenticate(request)
-    except Unauthorized:
-        # Failed attempts count against the address, so guessing is slow.
-        runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
-        raise
-    request.scope[PRINCIPAL_KEY] = principal.subject
-    runtime.rate_limit(principal.subject, request)
-    return principal
+    return await runtime_of(request).admit(
+        request.scope, route_key(request.scope), request.headers.get, body_of(request)
+    )
+
+
+def authorize(principal: Principal, scope: str) -> None:
+    """403 unless ``principal`` holds ``scope`` (``Authenticated`` needs none)."""
+    if scope != AUTHENTICATED and not allows(principal.scopes, scope):
+        raise Forbidden(f"this needs the scope {scope}")
 
 
 @cache
 def _checker(scope: str) -> Callable[[HTTPConnection], Awaitable[Principal]]:
     async def require(request: HTTPConnection) -> Principal:
         principal = await _authenticate(request)
-        if scope != AUTHENTICATED and not allows(principal.scopes, scope):
-            raise Forbidden(f"this needs the scope {scope}")
+        authorize(principal, scope)
         return principal
 
     setattr(require, SCOPE_ATTRIBUTE, scope)
@@ -77,10 +74,8 @@ def RequireScope(scope: str) -> Any:  # noqa: N802 - reads as a declaration on t
 
 
 async def _public(request: HTTPConnection) -> None:
-    if GATED_KEY in request.scope:
-        return  # rate-limited by the gate
-    runtime = runtime_of(request)
-    runtime.rate_limit(address_identity(request.scope.get(CLIENT_KEY, "-")), request)
+    if GATED_KEY not in request.scope:  # else rate-limited by the gate
+        runtime_of(request).hit_address(route_key(request.scope), request.scope)
 
 
 setattr(_public, SCOPE_ATTRIBUTE, PUBLIC)

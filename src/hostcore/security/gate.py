@@ -28,19 +28,11 @@ from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostcore.errors import Forbidden, HostcoreError, PluginError, Unauthorized, error_response
+from hostcore.errors import HostcoreError, PluginError, error_response
 from hostcore.fastlane import SNAPSHOT_ATTRIBUTE, Snapshot
-from hostcore.middleware import CLIENT_KEY
-from hostcore.security.acl import allows
-from hostcore.security.deps import AUTHENTICATED, PUBLIC, SCOPE_ATTRIBUTE, declared_scope
+from hostcore.security.deps import PUBLIC, SCOPE_ATTRIBUTE, authorize, declared_scope
 from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from hostcore.security.runtime import (
-    GATED_KEY,
-    PRINCIPAL_KEY,
-    PRINCIPAL_OBJECT_KEY,
-    SecurityRuntime,
-    address_identity,
-)
+from hostcore.security.runtime import GATED_KEY, SecurityRuntime
 
 _CREDENTIAL_HEADERS = frozenset(
     name.lower().encode()
@@ -222,10 +214,9 @@ class SecurityGate:
         self, gated: GatedRoute, method: str, scope: Scope, receive: Receive
     ) -> Receive:
         """Rate-limit, authenticate and authorize; the receive the app must use after."""
-        runtime = self.runtime
         key = gated.keys[method]
         if gated.scope == PUBLIC:
-            runtime.hit(address_identity(self._client(scope)), key, scope)
+            self.runtime.hit_address(key, scope)
             return receive
         found: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -239,24 +230,12 @@ class SecurityGate:
             return body
 
         try:
-            principal = await runtime.verify_credentials(scope, _lookup(found), read_body)
-        except Unauthorized:
-            # Failed attempts count against the address, so guessing is slow.
-            runtime.hit(address_identity(self._client(scope)), key, scope)
-            raise
+            principal = await self.runtime.admit(scope, key, _lookup(found), read_body)
         finally:
             if body is not None:
                 receive = _replay(body, receive)
-        scope[PRINCIPAL_KEY] = principal.subject
-        scope[PRINCIPAL_OBJECT_KEY] = principal
-        runtime.hit(principal.subject, key, scope)
-        if gated.scope != AUTHENTICATED and not allows(principal.scopes, gated.scope):
-            raise Forbidden(f"this needs the scope {gated.scope}")
+        authorize(principal, gated.scope)
         return receive
-
-    def _client(self, scope: Scope) -> str:
-        client: str | None = scope.get(CLIENT_KEY)
-        return client if client is not None else self.runtime.proxies.resolve(scope)
 
 
 def _lookup(found: dict[str, str]) -> Callable[[str], str | None]:

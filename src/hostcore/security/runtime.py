@@ -111,6 +111,19 @@ def is_local(address: str) -> bool:
         return False
 
 
+def route_key(scope: Scope) -> str:
+    """What the rate limit counts per: ``"GET /api/v1/auth/tokens/{jti}"``."""
+    return f"{scope.get('method', 'WS')} {route_template(scope)}"
+
+
+def body_of(request: HTTPConnection) -> Callable[[], Awaitable[bytes]]:
+    async def body() -> bytes:
+        # A websocket handshake has no body; it signs the empty one.
+        return await request.body() if isinstance(request, Request) else b""
+
+    return body
+
+
 class SecurityRuntime:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
@@ -296,13 +309,8 @@ class SecurityRuntime:
         )
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
-        """The caller of a request the gate did not admit (a websocket, a token request)."""
-
-        async def body() -> bytes:
-            # A websocket handshake has no body; it signs the empty one.
-            return await request.body() if isinstance(request, Request) else b""
-
-        return await self.verify_credentials(request.scope, request.headers.get, body)
+        """The caller of a request, without counting it (the token endpoint's own check)."""
+        return await self.verify_credentials(request.scope, request.headers.get, body_of(request))
 
     async def verify_credentials(
         self,
@@ -374,9 +382,34 @@ class SecurityRuntime:
             raise Unauthorized("nonce was already used: this request is a replay") from None
         return Principal(kind="client", name=name, scopes=frozenset(client.scopes))
 
-    def rate_limit(self, identity: str, request: HTTPConnection) -> None:
-        method = request.scope.get("method", "WS")
-        self.hit(identity, f"{method} {route_template(request.scope)}", request.scope)
+    async def admit(
+        self,
+        scope: Scope,
+        route_key: str,
+        header: Callable[[str], str | None],
+        body: Callable[[], Awaitable[bytes]],
+    ) -> Principal:
+        """Authenticate the caller and count the request against the rate limit.
+
+        The one admission sequence, used by the security gate and, for what the gate
+        did not admit, by ``RequireScope``. A failed attempt counts against the client's
+        address, so guessing is slow; the principal is left on ``scope``.
+        """
+        try:
+            principal = await self.verify_credentials(scope, header, body)
+        except Unauthorized:
+            self.hit_address(route_key, scope)
+            raise
+        scope[PRINCIPAL_KEY] = principal.subject
+        scope[PRINCIPAL_OBJECT_KEY] = principal
+        self.hit(principal.subject, route_key, scope)
+        return principal
+
+    def hit_address(self, route_key: str, scope: Scope) -> None:
+        """Count one request by the client's address (per /64 for IPv6)."""
+        client: str | None = scope.get(CLIENT_KEY)
+        address = client if client is not None else self.proxies.resolve(scope)
+        self.hit(address_identity(address), route_key, scope)
 
     def hit(self, identity: str, route_key: str, scope: Scope) -> None:
         """Count one request by ``identity`` to ``route_key`` ("GET /api/v1/…"); 429 past it."""
