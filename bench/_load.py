@@ -869,3 +869,50 @@ def parse_server_option(text: str) -> tuple[str, dict[str, str]]:
 
 def fmt_opt(value: float | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def summarize_target(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Medians (and spread) over the rounds of one target's measurements."""
+    rps = [m.result.requests_per_s for m in measurements]
+    p99 = [m.result.percentiles_s["99"] for m in measurements]
+    cpu = [c for m in measurements if (c := m.cpu_us_per_request) is not None]
+    util = [u for m in measurements if (u := m.cpu_utilization) is not None]
+    return {
+        "requests_per_s_median": median(rps),
+        "requests_per_s_min": min(rps),
+        "requests_per_s_max": max(rps),
+        "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in measurements]),
+        "latency_p99_s_median": median(p99),
+        "latency_p99_s_worst": max(p99),
+        "server_cpu_us_per_request_median": median(cpu) if cpu else None,
+        "server_cpu_utilization_median": median(util) if util else None,
+        "errors": sum(m.result.errors for m in measurements),
+    }
+
+
+def target_table(
+    per: Mapping[str, Mapping[str, Any]],
+    names: Sequence[str],
+    *,
+    label: str,
+    width: int,
+    p99_worst: bool = False,
+) -> list[str]:
+    """The per-target table of ``summarize_target`` results, header and rule included."""
+    header = (
+        f"{label:<{width}}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}"
+        + (f"{'p99 med':>10}{'p99 worst':>11}" if p99_worst else f"{'p99':>10}")
+        + f"{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for name in names:
+        s = per[name]
+        worst = f"{format_time(s['latency_p99_s_worst']):>11}" if p99_worst else ""
+        lines.append(
+            f"{name:<{width}}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
+            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
+            f"{format_time(s['latency_p99_s_median']):>10}{worst}"
+            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
+            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
+        )
+    return lines

@@ -62,7 +62,6 @@ from _load import (
     client_env,
     fetch,
     fmt_opt,
-    format_time,
     free_port,
     header_args,
     hostcore_spec,
@@ -76,6 +75,8 @@ from _load import (
     say,
     start_and_run,
     store_path,
+    summarize_target,
+    target_table,
     wait_ready,
 )
 
@@ -409,20 +410,7 @@ def summarize(opts: Options, raw: dict[str, Any]) -> dict[str, Any]:
     rounds: list[dict[str, Measurement]] = raw["rounds"]
     per_target: dict[str, dict[str, Any]] = {}
     for name in raw["targets"]:
-        ms = [row[name] for row in rounds]
-        rps = [m.result.requests_per_s for m in ms]
-        cpu = [c for m in ms if (c := m.cpu_us_per_request) is not None]
-        util = [u for m in ms if (u := m.cpu_utilization) is not None]
-        per_target[name] = {
-            "requests_per_s_median": median(rps),
-            "requests_per_s_min": min(rps),
-            "requests_per_s_max": max(rps),
-            "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in ms]),
-            "latency_p99_s_median": median([m.result.percentiles_s["99"] for m in ms]),
-            "server_cpu_us_per_request_median": median(cpu) if cpu else None,
-            "server_cpu_utilization_median": median(util) if util else None,
-            "errors": sum(m.result.errors for m in ms),
-        }
+        per_target[name] = summarize_target([row[name] for row in rounds])
     routes: dict[str, dict[str, Any]] = {}
     for route in opts.routes:
         bare, core = per_target[target(BARE, route)], per_target[target(CORE, route)]
@@ -613,20 +601,7 @@ def report_text(
     )
     lines.append("")
 
-    header = (
-        f"{'target':<24}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}{'p99':>10}"
-        f"{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
-    )
-    lines += [header, "-" * len(header)]
-    for name in raw["targets"]:
-        s = per[name]
-        lines.append(
-            f"{name:<24}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
-            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
-            f"{format_time(s['latency_p99_s_median']):>10}"
-            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
-            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
-        )
+    lines += target_table(per, raw["targets"], label="target", width=24)
     lines.append(
         "(medians over rounds; cpu = the server process's user+system CPU during each wrk run; "
         "hostcore's cpu/request over bare's: "

@@ -39,8 +39,6 @@ from _load import (
     bare_spec,
     check_load_options,
     check_server_option,
-    fmt_opt,
-    format_time,
     free_port,
     hostcore_spec,
     measure,
@@ -50,6 +48,8 @@ from _load import (
     rounds_json,
     say,
     start_and_run,
+    summarize_target,
+    target_table,
     wait_ready,
 )
 
@@ -208,20 +208,7 @@ def summarize(opts: Options, raw: dict[str, Any]) -> dict[str, Any]:
     rounds: list[dict[str, Measurement]] = raw["rounds"]
     per_server: dict[str, dict[str, Any]] = {}
     for name in raw["servers"]:
-        ms = [row[name] for row in rounds]
-        rps = [m.result.requests_per_s for m in ms]
-        cpu = [c for m in ms if (c := m.cpu_us_per_request) is not None]
-        util = [u for m in ms if (u := m.cpu_utilization) is not None]
-        per_server[name] = {
-            "requests_per_s_median": median(rps),
-            "requests_per_s_min": min(rps),
-            "requests_per_s_max": max(rps),
-            "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in ms]),
-            "latency_p99_s_median": median([m.result.percentiles_s["99"] for m in ms]),
-            "server_cpu_us_per_request_median": median(cpu) if cpu else None,
-            "server_cpu_utilization_median": median(util) if util else None,
-            "errors": sum(m.result.errors for m in ms),
-        }
+        per_server[name] = summarize_target([row[name] for row in rounds])
     bare = per_server[BARE]["requests_per_s_median"]
     ratios = {name: per_server[name]["requests_per_s_median"] / bare for name in raw["servers"]}
     paired = {
@@ -330,20 +317,7 @@ def report_text(
     )
     lines.append("")
 
-    header = (
-        f"{'server':<14}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}{'p99':>10}"
-        f"{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
-    )
-    lines += [header, "-" * len(header)]
-    for n in names:
-        s = per[n]
-        lines.append(
-            f"{n:<14}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
-            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
-            f"{format_time(s['latency_p99_s_median']):>10}"
-            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
-            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
-        )
+    lines += target_table(per, names, label="server", width=14)
     lines.append(
         "(medians over rounds; cpu = the server process's user+system CPU during each wrk run)"
     )

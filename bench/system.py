@@ -37,7 +37,6 @@ from _load import (
     check_load_options,
     client_env,
     fetch,
-    fmt_opt,
     format_time,
     free_port,
     header_args,
@@ -50,6 +49,8 @@ from _load import (
     rounds_json,
     say,
     start_and_run,
+    summarize_target,
+    target_table,
     wait_ready,
 )
 
@@ -212,22 +213,9 @@ def summarize(opts: Options, raw: dict[str, Any]) -> dict[str, Any]:
     rounds: list[dict[str, Measurement]] = raw["rounds"]
     per_path: dict[str, dict[str, Any]] = {}
     for name in raw["names"]:
-        ms = [row[name] for row in rounds]
-        rps = [m.result.requests_per_s for m in ms]
-        p99 = [m.result.percentiles_s["99"] for m in ms]
-        cpu = [c for m in ms if (c := m.cpu_us_per_request) is not None]
-        util = [u for m in ms if (u := m.cpu_utilization) is not None]
         per_path[name] = {
             "path": PATHS[name],
-            "requests_per_s_median": median(rps),
-            "requests_per_s_min": min(rps),
-            "requests_per_s_max": max(rps),
-            "latency_p50_s_median": median([m.result.percentiles_s["50"] for m in ms]),
-            "latency_p99_s_median": median(p99),
-            "latency_p99_s_worst": max(p99),
-            "server_cpu_us_per_request_median": median(cpu) if cpu else None,
-            "server_cpu_utilization_median": median(util) if util else None,
-            "errors": sum(m.result.errors for m in ms),
+            **summarize_target([row[name] for row in rounds]),
         }
     ratio = per_path[STATS]["requests_per_s_median"] / per_path[HEALTH]["requests_per_s_median"]
     paired = median(
@@ -311,21 +299,7 @@ def report_text(
         f"median of per-round ratios {summary['paired_ratio_median']:.3f})",
         "",
     ]
-    header = (
-        f"{'path':<8}{'req/s med':>10}{'min':>8}{'max':>8}{'p50':>10}{'p99 med':>10}"
-        f"{'p99 worst':>11}{'cpu us/req':>12}{'cpu util':>10}{'errors':>8}"
-    )
-    lines += [header, "-" * len(header)]
-    for n in names:
-        s = per[n]
-        lines.append(
-            f"{n:<8}{s['requests_per_s_median']:>10.0f}{s['requests_per_s_min']:>8.0f}"
-            f"{s['requests_per_s_max']:>8.0f}{format_time(s['latency_p50_s_median']):>10}"
-            f"{format_time(s['latency_p99_s_median']):>10}"
-            f"{format_time(s['latency_p99_s_worst']):>11}"
-            f"{fmt_opt(s['server_cpu_us_per_request_median'], '{:.1f}'):>12}"
-            f"{fmt_opt(s['server_cpu_utilization_median'], '{:.0%}'):>10}{s['errors']:>8}"
-        )
+    lines += target_table(per, names, label="path", width=8, p99_worst=True)
     lines.append(
         "(medians over rounds, p99 worst = the highest round; cpu = the server process's "
         "user+system CPU during each wrk run / requests)"
