@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from hostcore.client import HostcoreClient
 from hostcore.config import Settings
 from hostcore.security import hmac as signing
 from tests.conftest import free_port, wait_for
+from tests.test_serve import accepts
 
 SECRET = secrets.token_hex(32).encode()
 START_TIMEOUT_S = 5
@@ -158,16 +158,6 @@ def test_every_request_has_a_fresh_nonce(connect: Callable[..., HostcoreClient])
     client = connect()
     nonces = {client.get("/").request.headers[signing.NONCE_HEADER] for _ in range(3)}
     assert len(nonces) == 3
-
-
-def accepts(path: Path) -> bool:
-    """A plain connect: httpx2 leaks its socket when a unix-socket connect fails."""
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture
