@@ -244,12 +244,6 @@ class KeyStore:
         )
         return [load_key(row, self.master) for row in result.scalars() if row.private_key]
 
-    async def by_kid(self, session: AsyncSession, kid: str) -> LoadedKey | None:
-        row = await session.get(SigningKey, kid)
-        if row is None or not row.private_key:
-            return None
-        return load_key(row, self.master)
-
     async def infos(self, session: AsyncSession) -> list[KeyInfo]:
         result = await session.execute(select(SigningKey).order_by(SigningKey.created_at))
         return [
