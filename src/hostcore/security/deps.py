@@ -23,7 +23,7 @@ from hostcore.errors import Forbidden
 from hostcore.security.acl import allows
 from hostcore.security.runtime import (
     GATED_KEY,
-    PRINCIPAL_OBJECT_KEY,
+    PRINCIPAL_KEY,
     SecurityRuntime,
     body_of,
     route_key,
@@ -41,7 +41,7 @@ def runtime_of(request: HTTPConnection) -> SecurityRuntime:
 
 
 async def _authenticate(request: HTTPConnection) -> Principal:
-    admitted: Principal | None = request.scope.get(PRINCIPAL_OBJECT_KEY)
+    admitted: Principal | None = request.scope.get(PRINCIPAL_KEY)
     if admitted is not None:
         return admitted  # authenticated and rate-limited by the gate
     return await runtime_of(request).admit(

@@ -43,9 +43,9 @@ from hostcore.security.tokens import (
     UnknownSigningKey,
 )
 
-PRINCIPAL_KEY = "hostcore.principal"  # the subject, for the activity record
-# Left by the security gate (gate.py) for RequireScope / Public: admitted, and by whom.
-PRINCIPAL_OBJECT_KEY = "hostcore.principal_object"
+# Left on the ASGI scope by admit(): who is calling (for RequireScope and the activity
+# record); and by the security gate (gate.py) when it handled the request.
+PRINCIPAL_KEY = "hostcore.principal"
 GATED_KEY = "hostcore.gated"
 UNIX_PEER = "unix"
 HOUSEKEEPING_EVERY_S = 30.0
@@ -294,11 +294,12 @@ class SecurityRuntime:
         """Called by the middleware once per request: the activity record."""
         if self.activity is None:
             return
+        principal: Principal | None = scope.get(PRINCIPAL_KEY)
         self.activity.record(
             ActivityRecord(
                 at=time.time(),
                 request_id=request_id_var.get(),
-                principal=scope.get(PRINCIPAL_KEY),
+                principal=principal.subject if principal is not None else None,
                 # Bounded to the column sizes: one odd request must not break a batch.
                 method=scope.get("method", "WS")[:10],
                 route=route_template(scope)[:256],
@@ -400,8 +401,7 @@ class SecurityRuntime:
         except Unauthorized:
             self.hit_address(route_key, scope)
             raise
-        scope[PRINCIPAL_KEY] = principal.subject
-        scope[PRINCIPAL_OBJECT_KEY] = principal
+        scope[PRINCIPAL_KEY] = principal
         self.hit(principal.subject, route_key, scope)
         return principal
 
