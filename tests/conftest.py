@@ -130,3 +130,16 @@ def bearer(
     assert client.portal is not None, "use the client inside its context (client_for)"
     info = client.portal.call(runtime.issue, "client", name, scopes or ["*"])
     return {"Authorization": f"Bearer {info.access_token}"}
+
+
+def failed_plugin_reason(client: TestClient, name: str) -> str:
+    """Why plugin ``name`` failed (as auth:admin sees it), after checking its paths answer 503."""
+    admin = bearer(client, ["auth:admin"])
+    listing = {p["name"]: p for p in client.get("/api/v1/plugins", headers=admin).json()}
+    assert listing[name]["state"] == "failed", listing[name]
+    refused = client.get(f"/api/v1/{name}/anything")
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "PluginUnavailable"
+    reason: str = listing[name]["reason"]
+    assert reason not in refused.json()["detail"], "exception texts are for auth:admin only"
+    return reason

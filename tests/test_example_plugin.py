@@ -91,7 +91,8 @@ def test_its_routes_read_its_config(
         assert client.get("/hello-ui/").text.count("hello from a hostcore plugin") == 1
         greeted = client.get("/api/v1/hello/greeted").json()
         assert [row["name"] for row in greeted] == ["Ada"], "its own table, from its migrations"
-        listing = {p["name"]: p for p in client.get("/api/v1/plugins").json()}
+        admin = bearer(client, ["auth:admin"])
+        listing = {p["name"]: p for p in client.get("/api/v1/plugins", headers=admin).json()}
         assert listing["hello"]["health"] == {"status": "ok", "greetings": 1}
         spec = client.get("/api/v1/openapi.json").json()
         assert spec["paths"]["/api/v1/hello/greet"]["get"]["tags"] == ["hello"]

@@ -17,26 +17,26 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from hostcore import __version__
 from hostcore.config import Settings
+from hostcore.context import RequestContext
 from hostcore.db.engine import Database
-from hostcore.db.migrate import lineages, migration_lock, upgrade
+from hostcore.db.migrate import Lineage, core_lineage, migration_lock, upgrade
 from hostcore.errors import HostcoreError, PluginError, handle_error
-from hostcore.meta import CORE_MOUNTS, CORE_PATHS, OPENAPI_URL, install_meta_routes
+from hostcore.meta import CORE_MOUNTS, CORE_PATHS, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
-from hostcore.routing import add_routes_flat
+from hostcore.routing import add_routes_flat, flat_routes, route_of
 from hostcore.runner import Runner
-from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_scopes
-from hostcore.security.gate import RouteTable, SecurityGate, gated_route
+from hostcore.security.admission import CountedByAddress, counting_unmatched
+from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_permissions
 from hostcore.security.runtime import SecurityRuntime
 
 CORE = "hostcore core"
+UNAVAILABLE = "<unavailable>"  # the rate-limit key of requests to a failed plugin
 STARTUP_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
 CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
@@ -84,15 +84,21 @@ class PathClaims:
         self.mounts[path] = owner
 
 
-def _route_paths(routes: list[BaseRoute], prefix: str) -> list[tuple[str, bool]]:
-    """(full path, is_mount) for every route a router holds."""
-    paths = []
-    for route in routes:
-        if isinstance(route, Mount):
-            paths.append((prefix + route.path, True))
-        elif isinstance(route, Route | WebSocketRoute):
-            paths.append((prefix + route.path, False))
-    return paths
+def _plugin_routes(
+    registry: PluginRegistry, plugin: Plugin, settings: Settings
+) -> tuple[APIRouter | None, dict[str, Path]]:
+    """What the plugin asks to serve, checked; PluginError names what is wrong."""
+    options = {"settings": settings, "config": plugin.config}
+    router = registry.call(plugin.name, "hostcore_routes", **options)
+    mounts = dict(registry.call(plugin.name, "hostcore_static_mounts", **options) or {})
+    if router is not None and not isinstance(router, APIRouter):
+        raise PluginError("hostcore_routes must return an APIRouter")
+    for url_path, directory in mounts.items():
+        if not Path(directory).is_dir():
+            raise PluginError(f"static directory {directory} for {url_path} is missing")
+    if router is not None:
+        _check_declared_scopes(router, plugin, registry)
+    return router, {url_path: Path(directory) for url_path, directory in mounts.items()}
 
 
 def _mount_plugin(
@@ -101,72 +107,50 @@ def _mount_plugin(
     plugin: Plugin,
     settings: Settings,
     claims: PathClaims,
-    table: RouteTable,
 ) -> None:
-    """Mount one plugin's routes and static files; a hook that raises fails only this plugin."""
+    """Mount one plugin's routes and static files.
+
+    A plugin whose hooks raise, whose routes declare no or unknown scopes, or whose
+    router has a shape hostcore cannot serve is marked failed (its paths answer 503);
+    two plugins claiming one path stop the start, naming both.
+    """
     owner = f"plugin {plugin.name} ({plugin.distribution})"
     prefix = api_prefix(plugin.name)
     try:
-        router = registry.call(
-            plugin.name, "hostcore_routes", settings=settings, config=plugin.config
-        )
-        mounts = dict(
-            registry.call(
-                plugin.name, "hostcore_static_mounts", settings=settings, config=plugin.config
-            )
-            or {}
-        )
+        router, mounts = _plugin_routes(registry, plugin, settings)
+        paths = [str(route.path) for route in flat_routes(router)] if router is not None else []
     except Exception as exc:
-        log.exception("plugin %s failed to build its routes", plugin.name)
-        registry.fail(plugin.name, f"failed to build routes: {type(exc).__name__}: {exc}")
+        log.exception("plugin %s cannot serve its routes", plugin.name)
+        detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        registry.fail(plugin.name, f"failed to build routes: {detail}")
         return
-    if router is not None and not isinstance(router, APIRouter):
-        raise PluginError(f"{owner}: hostcore_routes must return an APIRouter")
-    for url_path, directory in mounts.items():
-        if not Path(directory).is_dir():
-            raise PluginError(f"{owner}: static directory {directory} for {url_path} is missing")
-
-    if router is not None:
-        _check_declared_scopes(router, plugin, registry)
-        for path, is_mount in _route_paths(router.routes, prefix):
-            (claims.claim_mount if is_mount else claims.claim_route)(path, owner)
+    for path in paths:
+        claims.claim_route(prefix + path, owner)
     for url_path in mounts:
         claims.claim_mount(url_path, owner)
         plugin.prefixes.append(url_path)
     if router is not None:
-        try:
-            added = add_routes_flat(app, router, prefix=prefix, tag=plugin.name)
-        except PluginError as exc:
-            raise PluginError(f"{owner}: {exc}") from None
-        for route in added:
-            if isinstance(route, APIRoute) and (found := gated_route(route.path, route)):
-                table.add(found)
+        add_routes_flat(app, router, prefix=prefix, tag=plugin.name)
     for url_path, directory in mounts.items():
-        app.mount(
-            url_path, StaticFiles(directory=directory, html=True), name=f"{plugin.name}:{url_path}"
-        )
+        files = StaticFiles(directory=directory, html=True)
+        app.mount(url_path, CountedByAddress(files, url_path), name=f"{plugin.name}:{url_path}")
 
 
 def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:
     """Every plugin route says who may call it, and names a scope some plugin defines."""
     known = registry.all_scopes()
-    for route in router.routes:
-        where = f"route {getattr(route, 'path', route)} of plugin {plugin.name}"
-        if not isinstance(route, APIRoute | APIWebSocketRoute):
-            # A plain Starlette route or mount would bypass the scope dependency.
-            raise PluginError(
-                f"{where} is not a FastAPI route: declare routes with the router's "
-                "decorators (static files go through hostcore_static_mounts)"
-            )
-        scopes = declared_scopes(route.dependant)
-        if not scopes:
+    for context in flat_routes(router):
+        where = f"route {context.path} of plugin {plugin.name}"
+        dependant = getattr(context, "dependant", None) or route_of(context).dependant
+        permissions = declared_permissions(dependant)
+        if not permissions:
             raise PluginError(
                 f"{where} declares no scope: add dependencies=[RequireScope('{plugin.name}:read')]"
                 " (or Public) from hostcore.security.deps"
             )
-        for scope in scopes:
-            if scope not in known and scope not in (PUBLIC, AUTHENTICATED):
-                raise PluginError(f"{where} requires scope {scope!r}, which no plugin defines")
+        for permission in permissions:
+            if permission not in known and permission not in (PUBLIC, AUTHENTICATED):
+                raise PluginError(f"{where} requires scope {permission!r}, which no plugin defines")
 
 
 def _is_shared_exception(exc_class: type[Exception]) -> bool:
@@ -187,12 +171,15 @@ def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
             log.exception("plugin %s failed to list its exception handlers", plugin.name)
             registry.fail(plugin.name, f"failed to build handlers: {type(exc).__name__}: {exc}")
             continue
+        shared = [exc_class for exc_class in handlers if _is_shared_exception(exc_class)]
+        if shared:
+            registry.fail(
+                plugin.name,
+                f"may not handle {shared[0].__name__}: hostcore's own handler answers for it "
+                "(raise a HostcoreError subclass instead)",
+            )
+            continue
         for exc_class, handler in handlers.items():
-            if _is_shared_exception(exc_class):
-                raise PluginError(
-                    f"plugin {plugin.name} may not handle {exc_class.__name__}: hostcore's own "
-                    "handler answers for it (raise a HostcoreError subclass instead)"
-                )
             if exc_class in owners:
                 raise PluginError(
                     f"{exc_class.__name__} is handled by both plugin {owners[exc_class]} "
@@ -200,6 +187,18 @@ def _install_exception_handlers(app: FastAPI, registry: PluginRegistry) -> None:
                 )
             owners[exc_class] = plugin.name
             app.add_exception_handler(exc_class, handler)
+
+
+async def _migrate(db: Database, registry: PluginRegistry) -> None:
+    """hostcore's lineage, then each plugin's; a plugin whose migrations fail is marked
+    failed (its routes answer 503), hostcore's own failing stops the start."""
+    await upgrade(db, [core_lineage()])
+    for name, directory in registry.migration_directories().items():
+        try:
+            await upgrade(db, [Lineage(name, directory)])
+        except Exception as exc:
+            log.exception("plugin %s: migrations failed", name)
+            registry.fail(name, f"migrations failed: {type(exc).__name__}: {exc}")
 
 
 async def _start_plugins(app: FastAPI, registry: PluginRegistry, settings: Settings) -> list[str]:
@@ -245,7 +244,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
         # One process migrates and creates the first signing key; the others wait.
         async with migration_lock(db):
-            await upgrade(db, lineages(registry))
+            await _migrate(db, registry)
             await security.start()
         log.info("store: %s", db.describe())
         started = await _start_plugins(app, registry, settings)
@@ -268,36 +267,43 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None) ->
         title="hostcore",
         version=__version__,
         description="One API to read and control this device.",
-        openapi_url=OPENAPI_URL if docs else None,
+        # hostcore serves the document and the docs pages as admitted routes (meta.py).
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        # A path that is not a route is a 404 (counted against the caller), not a redirect.
+        redirect_slashes=False,
         lifespan=lifespan,
     )
+    app.router.default = counting_unmatched(app.router.default)
     app.state.settings = settings
     app.state.registry = registry
     app.state.runner = Runner(settings.runner)
     app.state.db = db
     app.state.security = security
 
-    install_meta_routes(app, registry, security, docs=docs)
     claims = PathClaims()
-    table = app.state.route_table = RouteTable()
     for path in CORE_PATHS:
         claims.claim_route(path, CORE)
     for path in CORE_MOUNTS if docs else ():
         claims.claim_mount(path, CORE)
     for plugin in registry.active():
-        _mount_plugin(app, registry, plugin, settings, claims, table)
+        _mount_plugin(app, registry, plugin, settings, claims)
+    # After the plugins' routes: no path is claimed twice, so the order changes no answer,
+    # and the routes consumers poll are matched first.
+    install_meta_routes(app, registry, security, docs=docs)
     _install_exception_handlers(app, registry)
 
-    # The last one added is the outermost: request context, then the gate, then FastAPI.
-    app.add_middleware(SecurityGate, table=table, runtime=security)
+    def count_refused(context: RequestContext) -> None:
+        security.count_address(f"ANY {UNAVAILABLE}", context)
+
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.server.max_body_bytes,
         access_log_enabled=settings.logging.access_log,
         unavailable=registry.unavailable_for,
-        resolve_client=security.proxies.resolve,
+        caller=security.proxies.caller,
         observe=security.observe,
+        count_refused=count_refused,
     )
     return app

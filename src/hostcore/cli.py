@@ -198,7 +198,7 @@ def _with_database(
     async def run() -> T:
         db = Database.from_settings(settings)
         try:
-            return await work(db, lineages(registry))
+            return await work(db, lineages(registry.migration_directories()))
         finally:
             await db.dispose()
 

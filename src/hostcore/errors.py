@@ -13,6 +13,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
+from hostcore.context import request_id_var
+
 
 class HostcoreError(Exception):
     """Base of every error hostcore raises on purpose."""
@@ -34,7 +36,13 @@ class BadRequest(HostcoreError):
 
 
 class Unauthorized(HostcoreError):
+    """No or bad credentials; the answer says how to authenticate (RFC 9110 §11.6.1)."""
+
     status_code = 401
+    CHALLENGE = 'Bearer realm="hostcore"'
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": self.CHALLENGE, **(headers or {})})
 
 
 class Forbidden(HostcoreError):
@@ -147,8 +155,6 @@ def error_payload(
 def error_response(exc: BaseException, request_method: str, request_path: str) -> JSONResponse:
     status, body, headers = error_payload(exc, request_method, request_path)
     if status == 500:
-        from hostcore.logging import request_id_var
-
         body["detail"] = f"internal server error (request id {request_id_var.get()})"
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 

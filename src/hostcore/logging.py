@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import logging
 import logging.config
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from hostcore.config import Settings
+from hostcore.context import request_id_var
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s [%(request_id)s] %(message)s"
-NO_REQUEST = "-"
-
-request_id_var: ContextVar[str] = ContextVar("hostcore_request_id", default=NO_REQUEST)
 
 
 class RequestIdFilter(logging.Filter):

@@ -1,4 +1,8 @@
-"""hostcore's own routes: liveness, the plugin list, the landing page and offline docs."""
+"""hostcore's own routes: liveness, the plugin list, the landing page, the JWKS and offline docs.
+
+They are routes like any plugin's (``Public``, admitted and rate-limited by
+address); only the liveness answer comes from the middleware.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import html
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +18,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -21,6 +26,9 @@ from hostcore import __version__
 from hostcore.middleware import LIVENESS_BODY
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
 from hostcore.routing import add_routes_flat
+from hostcore.security.acl import allows
+from hostcore.security.admission import CountedByAddress
+from hostcore.security.deps import OptionalPrincipal, Public
 from hostcore.security.keys import jwks
 from hostcore.security.runtime import SecurityRuntime
 
@@ -28,7 +36,11 @@ OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_ASSETS_URL = "/static/docs"
 JWKS_URL = "/.well-known/jwks.json"
 HEALTH_TIMEOUT_S = 2.0
+# However often the plugin list is asked for, each plugin's health hook runs at most
+# this often.
+HEALTH_MAX_AGE_S = 1.0
 HEALTH_STATES = frozenset({"ok", "degraded", "down"})
+ADMIN_SCOPE = "auth:admin"
 
 
 class HealthRead(BaseModel):
@@ -36,6 +48,9 @@ class HealthRead(BaseModel):
 
 
 class PluginRead(BaseModel):
+    """One plugin. ``reason`` and the health report's details (which may hold exception
+    texts) are shown to ``auth:admin`` callers only; others see the states."""
+
     name: str
     version: str
     distribution: str
@@ -76,32 +91,61 @@ async def plugin_health(registry: PluginRegistry, plugin: Plugin, app: FastAPI) 
     return encoded
 
 
+@dataclass
+class _Checked:
+    at: float = -HEALTH_MAX_AGE_S
+    report: dict[str, Any] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class HealthChecks:
+    """Each plugin's newest health report, checked at most every ``HEALTH_MAX_AGE_S``;
+    callers that ask while a check runs wait for that check instead of starting one."""
+
+    def __init__(self, registry: PluginRegistry) -> None:
+        self.registry = registry
+        self._checked: dict[str, _Checked] = {}
+
+    async def report(self, plugin: Plugin, app: FastAPI) -> dict[str, Any]:
+        checked = self._checked.setdefault(plugin.name, _Checked())
+        async with checked.lock:
+            if time.monotonic() - checked.at >= HEALTH_MAX_AGE_S:
+                checked.report = await plugin_health(self.registry, plugin, app)
+                checked.at = time.monotonic()
+            return checked.report
+
+
+def _plugin_read(plugin: Plugin, health: dict[str, Any], *, full: bool) -> PluginRead:
+    return PluginRead(
+        name=plugin.name,
+        version=plugin.version,
+        distribution=plugin.distribution,
+        builtin=plugin.builtin,
+        state=plugin.state,
+        reason=plugin.reason if full or plugin.state is not PluginState.FAILED else None,
+        scopes=plugin.scopes,
+        health=health if full else {"status": health.get("status", "unknown")},
+    )
+
+
 def api_router(registry: PluginRegistry) -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX, tags=["hostcore"])
+    router = APIRouter(prefix=API_PREFIX, tags=["hostcore"], dependencies=[Public])
+    checks = HealthChecks(registry)
 
     @router.get("/health", response_model=HealthRead, summary="Liveness for load balancers")
     async def health() -> Response:
         # RequestContextMiddleware answers before routing (see LIVENESS_PATH); this
-        # route is its OpenAPI declaration and the answer of an app run without it.
+        # route is its OpenAPI declaration.
         return Response(LIVENESS_BODY, media_type="application/json")
 
     @router.get("/plugins", summary="Every plugin with its version, state and health")
-    async def list_plugins(request: Request) -> list[PluginRead]:
+    async def list_plugins(request: Request, caller: OptionalPrincipal) -> list[PluginRead]:
+        """Failure reasons and health details only for callers holding ``auth:admin``."""
+        full = caller is not None and allows(caller.scopes, ADMIN_SCOPE)
         plugins = list(registry)
-        healths = await asyncio.gather(
-            *(plugin_health(registry, plugin, request.app) for plugin in plugins)
-        )
+        healths = await asyncio.gather(*(checks.report(plugin, request.app) for plugin in plugins))
         return [
-            PluginRead(
-                name=plugin.name,
-                version=plugin.version,
-                distribution=plugin.distribution,
-                builtin=plugin.builtin,
-                state=plugin.state,
-                reason=plugin.reason,
-                scopes=plugin.scopes,
-                health=health,
-            )
+            _plugin_read(plugin, health, full=full)
             for plugin, health in zip(plugins, healths, strict=True)
         ]
 
@@ -111,8 +155,7 @@ def api_router(registry: PluginRegistry) -> APIRouter:
 def landing_page(registry: PluginRegistry, *, docs: bool) -> str:
     rows = "\n".join(
         f"<tr><td>{html.escape(p.name)}</td><td>{html.escape(p.version)}</td>"
-        f'<td class="{p.state.value}">{p.state.value}</td>'
-        f"<td>{html.escape(p.reason or '')}</td></tr>"
+        f'<td class="{p.state.value}">{p.state.value}</td></tr>'
         for p in registry
     )
     links = (
@@ -128,30 +171,32 @@ def landing_page(registry: PluginRegistry, *, docs: bool) -> str:
 <body><h1>hostcore {__version__}</h1>
 {links}
 <h2>Plugins</h2>
-<table><tr><th>name</th><th>version</th><th>state</th><th>reason</th></tr>
+<table><tr><th>name</th><th>version</th><th>state</th></tr>
 {rows}
 </table></body></html>
 """
 
 
-def install_meta_routes(
-    app: FastAPI, registry: PluginRegistry, security: SecurityRuntime, *, docs: bool
-) -> None:
-    add_routes_flat(app, api_router(registry))
+def pages_router(registry: PluginRegistry, security: SecurityRuntime, *, docs: bool) -> APIRouter:
+    """The landing page, the JWKS and (when on) the API documentation."""
+    router = APIRouter(tags=["hostcore"], dependencies=[Public])
 
-    @app.get(JWKS_URL, tags=["hostcore"], summary="Public keys that verify hostcore's tokens")
+    @router.get(JWKS_URL, summary="Public keys that verify hostcore's tokens")
     async def jwks_document() -> dict[str, list[dict[str, str]]]:
         return jwks(list(security.verifier.keys.values()), time.time())
 
-    @app.get("/", include_in_schema=False)
+    @router.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(landing_page(registry, docs=docs))
 
     if not docs:
-        return
-    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=docs_assets_dir()), name="docs-assets")
+        return router
 
-    @app.get("/docs", include_in_schema=False)
+    @router.get(OPENAPI_URL, include_in_schema=False)
+    async def openapi_document(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
+
+    @router.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=OPENAPI_URL,
@@ -162,7 +207,7 @@ def install_meta_routes(
             swagger_ui_parameters={"validatorUrl": None},
         )
 
-    @app.get("/redoc", include_in_schema=False)
+    @router.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
             openapi_url=OPENAPI_URL,
@@ -171,6 +216,18 @@ def install_meta_routes(
             redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+
+    return router
+
+
+def install_meta_routes(
+    app: FastAPI, registry: PluginRegistry, security: SecurityRuntime, *, docs: bool
+) -> None:
+    add_routes_flat(app, api_router(registry))
+    add_routes_flat(app, pages_router(registry, security, docs=docs))
+    if docs:
+        assets = StaticFiles(directory=docs_assets_dir())
+        app.mount(DOCS_ASSETS_URL, CountedByAddress(assets, DOCS_ASSETS_URL), name="docs-assets")
 
 
 CORE_PATHS = (

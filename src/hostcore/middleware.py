@@ -1,10 +1,17 @@
-"""Pure ASGI middleware around every request: it runs on the hot path, so it stays lean.
+"""The outermost layer: what every request needs before and after any route runs.
 
-One pass does what every request needs before any route runs: the request id
-(taken from ``X-Request-ID`` when well-formed, else generated, echoed back and
-put on every log line), the body-size limit, the 503 for routes of a failed
-plugin, the last-resort 500 (logged with the request id, never a traceback to
-the client) and the access line.
+Pure ASGI, because it runs on every request. In order:
+
+- the request context (:mod:`hostcore.context`): the request id (the
+  client's ``X-Request-ID`` when well-formed, else a new one; echoed back and
+  on every log line) and the caller's address;
+- the liveness probe, answered here and nowhere else (it must answer even
+  when a route is wedged; it touches nothing);
+- refusals that need no route: a route of a failed plugin (503), a body over
+  the limit (413), a malformed ``Content-Length`` (400);
+- the response headers every answer carries (request id, rate-limit state);
+- the last-resort 500 (logged with the request id, never a traceback to the
+  client), and the record of the request (activity row, access line).
 """
 
 from __future__ import annotations
@@ -14,49 +21,56 @@ import os
 import re
 import time
 from collections.abc import Callable
+from itertools import count
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hostcore.context import RequestContext, attach
 from hostcore.errors import (
     WS_TRY_AGAIN_LATER,
     BadRequest,
     PayloadTooLarge,
     PluginUnavailable,
+    TooManyRequests,
     error_response,
 )
-from hostcore.logging import request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
-# Keys this middleware shares with the security pipeline on the ASGI scope.
-CLIENT_KEY = "hostcore.client"
-RATE_LIMIT_KEY = "hostcore.ratelimit"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-# A decoded path with a control character (%0A ...) is never a real route. Routing's
-# "$" would still match before a trailing newline, so such a path could reach another
-# route than the one the security gate looked up.
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_VALID_REQUEST_ID = re.compile(rb"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 LIVENESS_PATH = "/api/v1/health"
 LIVENESS_BODY = b'{"status":"ok"}'
 LIVENESS_HEADERS = [
     (b"content-type", b"application/json"),
-    (b"content-length", str(len(LIVENESS_BODY)).encode()),
+    (b"content-length", b"%d" % len(LIVENESS_BODY)),
 ]
-UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow cardinality
 
 access_log = logging.getLogger("hostcore.access")
-
-
-def route_template(scope: Scope) -> str:
-    """The matched route's full path template (``/api/v1/auth/tokens/{jti}``): every
-    route sits flat on the app's router (hostcore.routing), so its path is the template."""
-    route = scope.get("route")
-    if route is None:
-        return LIVENESS_PATH if scope.get("path") == LIVENESS_PATH else UNMATCHED
-    return str(getattr(route, "path", UNMATCHED))
-
-
 log = logging.getLogger(__name__)
+
+Caller = Callable[[Scope], tuple[str, bool]]
+Observer = Callable[[Scope, RequestContext, int, float], None]
+
+
+class RequestIds:
+    """Unique ids without a system call per request: a random prefix per process and a
+    counter. Renewed after a fork, so two workers never share a prefix."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = count(1)
+
+    def of(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                if _VALID_REQUEST_ID.match(value):
+                    return bytes(value).decode("ascii")
+                break
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 class RequestContextMiddleware:
@@ -67,135 +81,165 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         access_log_enabled: bool,
         unavailable: Callable[[str], PluginUnavailable | None],
-        resolve_client: Callable[[Scope], str] | None = None,
-        observe: Callable[[Scope, int, float], None] | None = None,
+        caller: Caller,
+        observe: Observer | None = None,
+        count_refused: Callable[[RequestContext], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log_enabled = access_log_enabled
         self.unavailable = unavailable
-        self.resolve_client = resolve_client
+        self.caller = caller
         self.observe = observe
+        self.count_refused = count_refused
+        self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id: bytes | None = None
-        content_length: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
-                request_id = value
-            elif name == b"content-length":
-                content_length = value
-        if request_id is None or not _VALID_REQUEST_ID.match(request_id):
-            request_id = os.urandom(16).hex().encode()
-        request_id_var.set(request_id.decode())
-        if self.resolve_client is not None:
-            scope[CLIENT_KEY] = self.resolve_client(scope)
-        if (
-            scope["type"] == "http"
-            and scope["path"] == LIVENESS_PATH
-            and scope["method"] in ("GET", "HEAD")
-        ):
-            await self._liveness(scope, send, request_id)
+        client, local = self.caller(scope)
+        context = RequestContext(self.request_ids.of(scope), client, local)
+        attach(scope, context)
+        if kind == "websocket":
+            await self._websocket(scope, receive, send, context)
             return
-        if scope["type"] == "websocket":
-            if self.unavailable(scope["path"]) is not None:
-                await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
-                return
-            await self.app(scope, receive, send)
+        if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
+            await self._liveness(scope, send, context)
             return
-
         started = time.perf_counter()
-        status = 0
-        refused_by_us = False
-
-        async def send_with_request_id(message: Message) -> None:
-            nonlocal status
-            if refused_by_us and status:
-                return  # we already answered 413; whatever the app says now is moot
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
-                limit = scope.get(RATE_LIMIT_KEY)
-                if limit is not None and status != 429:
-                    headers.extend(limit.headers())
-                message["headers"] = headers
-            await send(message)
-
-        async def refuse(exc: Exception) -> None:
-            await error_response(exc, scope["method"], scope["path"])(
-                scope, receive, send_with_request_id
-            )
-
-        received = 0
-        limit = self.max_body_bytes
-
-        async def limited_receive() -> Message:
-            # A body without Content-Length (chunked) is counted as it arrives; past the
-            # limit the client gets 413 and the app sees a disconnect.
-            nonlocal received, refused_by_us
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    if not status:
-                        await refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
-                    refused_by_us = True
-                    return {"type": "http.disconnect"}
-            return message
-
+        response = _Response(send, context)
+        length = _content_length(scope)
         try:
-            refusal = self._refusal(scope, content_length)
+            refusal = self._refusal(scope, context, length)
             if refusal is not None:
-                await refuse(refusal)
-            elif content_length is None:
-                await self.app(scope, limited_receive, send_with_request_id)
-            else:
-                await self.app(scope, receive, send_with_request_id)
-        except Exception as exc:
-            if refused_by_us:
-                return
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if status == 0:
-                await refuse(exc)
-        finally:
-            duration_ms = (time.perf_counter() - started) * 1000
-            if self.observe is not None:
-                self.observe(scope, status, duration_ms)
-            if self.access_log_enabled:
-                access_log.info(
-                    "%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms
+                await error_response(refusal, scope["method"], scope["path"])(
+                    scope, receive, response.send
                 )
+            elif length is None:
+                body = _BodyLimit(receive, self.max_body_bytes, scope, response)
+                await self.app(scope, body.receive, response.send)
+            else:
+                await self.app(scope, receive, response.send)
+        except Exception as exc:
+            if not response.closed:
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                if not response.status:
+                    await error_response(exc, scope["method"], scope["path"])(
+                        scope, receive, response.send
+                    )
+        finally:
+            self._record(scope, context, response.status, started)
 
-    async def _liveness(self, scope: Scope, send: Send, request_id: bytes) -> None:
-        """Liveness, answered before routing: load balancers probe it often, and it must
-        answer even when a route is wedged. The route in meta.py documents it."""
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, context: RequestContext
+    ) -> None:
+        if self.unavailable(scope["path"]) is not None:
+            await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
+            return
+        await self.app(scope, receive, send)
+
+    async def _liveness(self, scope: Scope, send: Send, context: RequestContext) -> None:
+        """Liveness, answered before routing: probes ask often, and it must answer even
+        when a route is wedged. The route in meta.py documents it in OpenAPI."""
         started = time.perf_counter()
-        headers = [*LIVENESS_HEADERS, (REQUEST_ID_HEADER, request_id)]
+        context.route = LIVENESS_PATH
+        headers = [*LIVENESS_HEADERS, (REQUEST_ID_HEADER, context.request_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else LIVENESS_BODY
         await send({"type": "http.response.body", "body": body})
-        duration_ms = (time.perf_counter() - started) * 1000
-        if self.observe is not None:
-            self.observe(scope, 200, duration_ms)
-        if self.access_log_enabled:
-            access_log.info("%s %s 200 %.1fms", scope["method"], LIVENESS_PATH, duration_ms)
+        self._record(scope, context, 200, started)
 
-    def _refusal(self, scope: Scope, content_length: bytes | None) -> Exception | None:
-        if _CONTROL_CHARACTER.search(scope["path"]):
-            return BadRequest("the request path contains a control character")
+    def _refusal(
+        self, scope: Scope, context: RequestContext, raw_length: bytes | None
+    ) -> Exception | None:
         unavailable = self.unavailable(scope["path"])
         if unavailable is not None:
+            if self.count_refused is not None:
+                try:
+                    self.count_refused(context)
+                except TooManyRequests as exc:
+                    return exc
             return unavailable
-        if content_length is not None:
-            try:
-                length = int(content_length)
-            except ValueError:
-                return BadRequest("Content-Length is not a number")
-            if length > self.max_body_bytes:
-                return PayloadTooLarge(
-                    f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
-                )
+        if raw_length is None:
+            return None
+        if not raw_length.isdigit():
+            return BadRequest("Content-Length is not a number")
+        length = int(raw_length)
+        if length > self.max_body_bytes:
+            return PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
+            )
         return None
+
+    def _record(self, scope: Scope, context: RequestContext, status: int, started: float) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000
+        if self.observe is not None:
+            self.observe(scope, context, status, duration_ms)
+        if self.access_log_enabled:
+            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms)
+
+
+def _content_length(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return bytes(value)
+    return None
+
+
+class _Response:
+    """The app's ``send``, adding the headers every answer carries; it knows the status and
+    whether hostcore has already answered on the app's behalf (``closed``)."""
+
+    __slots__ = ("_send", "closed", "context", "status")
+
+    def __init__(self, send: Send, context: RequestContext) -> None:
+        self._send = send
+        self.context = context
+        self.status = 0
+        self.closed = False
+
+    async def send(self, message: Message) -> None:
+        if self.closed:
+            return  # hostcore answered (413) while the app was still reading
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [
+                *message.get("headers", ()),
+                (REQUEST_ID_HEADER, self.context.request_id.encode()),
+            ]
+            limit = self.context.rate_limit
+            if limit is not None and self.status != 429:
+                headers.extend(limit.headers())
+            message["headers"] = headers
+        await self._send(message)
+
+
+class _BodyLimit:
+    """A body without Content-Length (chunked) is counted as it arrives; past the limit
+    the client gets 413 and the app sees a disconnect."""
+
+    __slots__ = ("_receive", "limit", "received", "response", "scope")
+
+    def __init__(self, receive: Receive, limit: int, scope: Scope, response: _Response) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.scope = scope
+        self.response = response
+        self.received = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request":
+            return message
+        self.received += len(message.get("body", b""))
+        if self.received <= self.limit:
+            return message
+        if not self.response.status:
+            refusal = PayloadTooLarge(f"request body exceeds {self.limit} bytes")
+            await error_response(refusal, self.scope["method"], self.scope["path"])(
+                self.scope, self._receive, self.response.send
+            )
+        self.response.closed = True
+        return {"type": "http.disconnect"}

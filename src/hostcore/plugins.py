@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -231,12 +232,13 @@ class PluginRegistry:
         self._failed_prefixes.extend((prefix, plugin) for prefix in plugin.prefixes)
 
     def unavailable_for(self, path: str) -> PluginUnavailable | None:
-        """The 503 for a path served by a failed plugin; checked on every request."""
+        """The 503 for a path served by a failed plugin; checked on every request. Why the
+        plugin failed may quote an exception: it is in the plugin list, for auth:admin."""
         if not self._failed_prefixes:
             return None
         for prefix, plugin in self._failed_prefixes:
             if path == prefix or path.startswith(f"{prefix}/"):
-                return PluginUnavailable(f"plugin {plugin.name} is unavailable: {plugin.reason}")
+                return PluginUnavailable(f"plugin {plugin.name} is unavailable")
         return None
 
     def implements(self, name: str, hook_name: str) -> bool:
@@ -263,6 +265,23 @@ class PluginRegistry:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    def migration_directories(self) -> dict[str, Path]:
+        """Each active plugin's migration scripts; a plugin whose hook raises or names a
+        missing directory is marked failed."""
+        found: dict[str, Path] = {}
+        for plugin in self.active():
+            try:
+                directory = self.call(plugin.name, "hostcore_migrations")
+                if directory is not None and not Path(directory).is_dir():
+                    raise PluginError(f"migrations directory {directory} is missing")
+            except Exception as exc:
+                log.exception("plugin %s: cannot use its migrations", plugin.name)
+                self.fail(plugin.name, f"migrations unusable: {exc}")
+                continue
+            if directory is not None:
+                found[plugin.name] = Path(directory)
+        return found
 
     def all_scopes(self) -> dict[str, str]:
         scopes: dict[str, str] = {}

@@ -57,7 +57,7 @@ async def migrate(
 
 async def test_fresh_database_to_head(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
-    found = [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)]
+    found = [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)]
     applied = await migrate(db, found)
     assert applied == {CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}
     assert await current(db, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
@@ -73,11 +73,11 @@ async def test_fresh_database_to_head(tmp_path: Path) -> None:
     "start",
     [
         rev.revision
-        for rev in _script(Lineage(CORE_LINEAGE, lineages(None)[0].versions)).walk_revisions()
+        for rev in _script(Lineage(CORE_LINEAGE, lineages({})[0].versions)).walk_revisions()
     ],
 )
 async def test_upgrade_from_every_earlier_revision(tmp_path: Path, start: str) -> None:
-    found = lineages(None)
+    found = lineages({})
     reference = sqlite(tmp_path, "reference.db")
     await migrate(reference, found)
     expected = await schema(reference)
@@ -92,7 +92,7 @@ async def test_upgrade_from_every_earlier_revision(tmp_path: Path, start: str) -
 
 async def test_history_marks_applied_and_pending(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
-    found = lineages(None)
+    found = lineages({})
     await migrate(db, found, target="0001")
     rows = [(row.revision, row.applied) for row in await history(db, found)]
     assert rows == [("0001", True), ("0002", False)]
@@ -102,9 +102,9 @@ async def test_history_marks_applied_and_pending(tmp_path: Path) -> None:
 async def test_a_plugin_lineage_is_independent(tmp_path: Path) -> None:
     """Dropping a plugin's lineage (disabled, uninstalled) leaves the rest resolvable."""
     db = sqlite(tmp_path)
-    await migrate(db, [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)])
-    assert await migrate(db, lineages(None)) == {CORE_LINEAGE: []}
-    assert await current(db, lineages(None)) == {CORE_LINEAGE: ["0002"]}
+    await migrate(db, [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)])
+    assert await migrate(db, lineages({})) == {CORE_LINEAGE: []}
+    assert await current(db, lineages({})) == {CORE_LINEAGE: ["0002"]}
     await db.dispose()
 
 
@@ -179,7 +179,7 @@ async def reset_postgres(url: str) -> None:
 
 async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: str) -> None:
     await reset_postgres(postgres_url)
-    found = [*lineages(None), Lineage("hello", EXAMPLE_MIGRATIONS)]
+    found = [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)]
     first, second = Database(postgres_url), Database(postgres_url)
     results = await asyncio.gather(migrate(first, found), migrate(second, found))
     assert sorted(map(str, results)) == sorted(

@@ -21,7 +21,7 @@ from hostcore.security.activity import ActivityRecord, ActivityRecorder, StoreBu
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}", busy_timeout_ms=2000)
     async with migration_lock(database):
-        await upgrade(database, lineages(None))
+        await upgrade(database, lineages({}))
     yield database
     await database.dispose()
 

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from hostcore.db.engine import Database, sqlite_path
-from hostcore.errors import PluginError, Unavailable
-from hostcore.plugins import PluginRegistry
+from hostcore.errors import Unavailable
 
 CORE_LINEAGE = "hostcore"
 CORE_VERSIONS = Path(__file__).parent / "versions"
@@ -61,16 +60,13 @@ class RevisionInfo:
     applied: bool
 
 
-def lineages(registry: PluginRegistry | None) -> list[Lineage]:
-    found = [Lineage(CORE_LINEAGE, CORE_VERSIONS)]
-    for plugin in registry.active() if registry is not None else []:
-        directory = registry.call(plugin.name, "hostcore_migrations")  # type: ignore[union-attr]
-        if directory is None:
-            continue
-        if not Path(directory).is_dir():
-            raise PluginError(f"plugin {plugin.name}: migrations directory {directory} is missing")
-        found.append(Lineage(plugin.name, Path(directory)))
-    return found
+def core_lineage() -> Lineage:
+    return Lineage(CORE_LINEAGE, CORE_VERSIONS)
+
+
+def lineages(plugin_directories: Mapping[str, Path]) -> list[Lineage]:
+    """hostcore's lineage, then one per plugin directory (name -> migration scripts)."""
+    return [core_lineage(), *(Lineage(name, path) for name, path in plugin_directories.items())]
 
 
 def _config(lineage: Lineage, connection: Connection) -> Config:

@@ -54,6 +54,7 @@ from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from hostcore.config import RateLimitSettings
+from hostcore.context import RateLimitResult
 
 __all__ = ["RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
 
@@ -395,28 +396,6 @@ class SharedMemoryStorage(Storage):
                 self._table = None
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitResult:
-    """The outcome of one hit, with what the client is told about its budget."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_at: float
-    retry_after_s: int
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """ASGI response headers (lower-case names, as ASGI requires)."""
-        headers = [
-            (b"x-ratelimit-limit", b"%d" % self.limit),
-            (b"x-ratelimit-remaining", b"%d" % self.remaining),
-            (b"x-ratelimit-reset", b"%d" % math.ceil(self.reset_at)),
-        ]
-        if not self.allowed:
-            headers.append((b"retry-after", b"%d" % self.retry_after_s))
-        return headers
-
-
 def parse_limit(text: str) -> RateLimitItem:
     """One limit such as ``"600/minute"`` or ``"5 per minute"``; ValueError names a bad one."""
     try:
@@ -492,16 +471,30 @@ class RateLimiter:
         count = self.storage.incr(key, expiry)
         return count, self.storage.get_expiry(key)
 
-    def hit(self, identity: str, route_key: str) -> RateLimitResult:
-        """Count one request by ``identity`` to ``route_key`` (``"POST /api/v1/auth/token"``)."""
+    def _key(self, identity: str, route_key: str) -> tuple[_Limit, str]:
         limit = self._routes.get(route_key, self._default)
-        item = limit.item
         # Keys join their parts with "/": escaping it in the identity keeps two
         # (route, identity) pairs from ever sharing a counter.
         who = identity.replace("%", "%25").replace("/", "%2F")
-        key = f"{item.namespace}/{route_key}/{who}{limit.key_tail}"
+        return limit, f"{limit.item.namespace}/{route_key}/{who}{limit.key_tail}"
+
+    def hit(self, identity: str, route_key: str) -> RateLimitResult:
+        """Count one request by ``identity`` to ``route_key`` (``"POST /api/v1/auth/token"``)."""
+        limit, key = self._key(identity, route_key)
         count, reset_at = self._count_in_window(key, limit.expiry)
-        if count <= item.amount:
-            return RateLimitResult(True, item.amount, item.amount - count, reset_at, 0)
-        retry_after_s = max(1, math.ceil(reset_at - time.time()))
-        return RateLimitResult(False, item.amount, 0, reset_at, retry_after_s)
+        return _result(limit.item.amount, count, reset_at)
+
+    def peek(self, identity: str, route_key: str) -> RateLimitResult:
+        """What ``identity`` has left for ``route_key``, without counting a request."""
+        limit, key = self._key(identity, route_key)
+        count = self.storage.get(key)
+        reset_at = self.storage.get_expiry(key) if count else time.time()
+        return _result(limit.item.amount, count, reset_at, counted=False)
+
+
+def _result(amount: int, count: int, reset_at: float, *, counted: bool = True) -> RateLimitResult:
+    """Admitted while the count (with this request, when ``counted``) is within the limit."""
+    if count <= amount if counted else count < amount:
+        return RateLimitResult(True, amount, amount - count, reset_at, 0)
+    retry_after_s = max(1, math.ceil(reset_at - time.time()))
+    return RateLimitResult(False, amount, 0, reset_at, retry_after_s)

@@ -12,39 +12,24 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import AuthSettings
+from hostcore.context import Principal, PrincipalKind
 from hostcore.db.engine import affected_rows
 from hostcore.errors import Unauthorized
 from hostcore.security.keys import LoadedKey
 from hostcore.security.models import IssuedToken
 
-PrincipalKind = Literal["client", "user"]
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "scopes", "iat", "nbf", "exp"]
 CACHE_SIZE = 4096
 MAX_TOKEN_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a client (local service, app) or a user, with their scopes."""
-
-    kind: PrincipalKind
-    name: str
-    scopes: frozenset[str]
-    jti: str | None = None
-    expires_at: float | None = None
-
-    @property
-    def subject(self) -> str:
-        return f"{self.kind}:{self.name}"
 
 
 def parse_subject(subject: str) -> tuple[PrincipalKind, str]:
@@ -176,10 +161,19 @@ class TokenVerifier:
         horizon = now - self.settings.leeway_s
         self.revoked = {jti: exp for jti, exp in self.revoked.items() if exp >= horizon}
 
-    def verify(self, token: str, now: float | None = None) -> Principal:
+    def verify(
+        self,
+        token: str,
+        now: float | None = None,
+        *,
+        before_full: Callable[[], None] | None = None,
+    ) -> Principal:
+        """The token's principal; ``before_full`` runs first when the token is not cached."""
         now = time.time() if now is None else now
         cached = self._cache.get(token)
         if cached is None:
+            if before_full is not None:
+                before_full()
             cached = self._verify_fully(token, now)
             self._cache[token] = cached
             if len(self._cache) > CACHE_SIZE:

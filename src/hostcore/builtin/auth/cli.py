@@ -56,7 +56,7 @@ def with_store(
         db = Database.from_settings(settings)
         try:
             async with migration_lock(db):
-                await upgrade(db, lineages(registry))
+                await upgrade(db, lineages(registry.migration_directories()))
                 runtime = SecurityRuntime(settings, db)
                 await runtime.prepare()
             return await work(runtime)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
 from hostcore.builtin.auth import service
 from hostcore.builtin.auth.schemas import (
@@ -18,7 +18,8 @@ from hostcore.builtin.auth.schemas import (
 )
 from hostcore.db.deps import DbSession
 from hostcore.errors import NotFound, error_responses
-from hostcore.security.deps import Authenticated, Public, RequireScope, SecurityDep
+from hostcore.security.deps import Authenticated, OptionalPrincipal, RequireScope
+from hostcore.security.runtime import SecurityDep
 
 ADMIN = [RequireScope(service.ADMIN_SCOPE)]
 JTI = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
@@ -30,12 +31,13 @@ def build_router() -> APIRouter:
 
     @router.post(
         "/token",
-        dependencies=[Public],
         responses=error_responses(400, 401, 403, 404, 422, 429),
         summary="Get a token: user login, or a client's HMAC-signed request",
     )
-    async def create_token(body: TokenCreate, request: Request, runtime: SecurityDep) -> TokenRead:
-        info = await service.issue_token(runtime, request, body)
+    async def create_token(
+        body: TokenCreate, caller: OptionalPrincipal, runtime: SecurityDep
+    ) -> TokenRead:
+        info = await service.issue_token(runtime, caller, body)
         return TokenRead(
             access_token=info.access_token,
             jti=info.jti,

@@ -6,7 +6,6 @@ import time
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import Request
 
 from hostcore.builtin.auth.schemas import (
     ActivityRead,
@@ -14,12 +13,13 @@ from hostcore.builtin.auth.schemas import (
     TokenCreate,
     TokenRecordRead,
 )
-from hostcore.errors import BadRequest, Forbidden, NotFound
+from hostcore.context import Principal, PrincipalKind
+from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from hostcore.security import users
 from hostcore.security.acl import allows, covered
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
-from hostcore.security.tokens import IssuedTokenInfo, PrincipalKind
+from hostcore.security.tokens import IssuedTokenInfo
 
 ADMIN_SCOPE = "auth:admin"
 MAX_ROWS = 1000
@@ -33,9 +33,12 @@ def role_scopes(runtime: SecurityRuntime, role: str) -> list[str]:
 
 
 async def issue_token(
-    runtime: SecurityRuntime, request: Request, body: TokenCreate
+    runtime: SecurityRuntime, caller: Principal | None, body: TokenCreate
 ) -> IssuedTokenInfo:
-    """Who may get which token: users by password, clients by a signed request (or admin)."""
+    """Who may get which token: users by password, clients by a signed request (or admin).
+
+    ``caller`` is who admission authenticated (None: no credentials were sent).
+    """
     if body.username is not None or body.password is not None:
         if body.username is None or body.password is None or body.client is not None:
             raise BadRequest("a user login needs username and password, and no client")
@@ -45,7 +48,8 @@ async def issue_token(
             )
         granted = role_scopes(runtime, user.role)
         return await _issue(runtime, "user", user.username, granted, body.scopes, body.ttl_s)
-    caller = await runtime.authenticate(request)
+    if caller is None:
+        raise Unauthorized("no credentials: log in, or sign the request as a client")
     target = body.client or caller.name
     if (caller.kind, caller.name) == ("client", target):
         # For itself a caller gets at most what its credential grants now: a narrow

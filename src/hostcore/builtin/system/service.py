@@ -22,7 +22,7 @@ from hostcore.builtin.system.info import SystemInfoRead, installed_packages, sys
 from hostcore.builtin.system.journal import LogEntryRead, read_logs
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import SystemSettings, UnitAction
-from hostcore.builtin.system.stats import StatsCollector, SystemStatsRead
+from hostcore.builtin.system.stats import EncodedSample, StatsCollector
 from hostcore.errors import BadRequest, Forbidden, NotFound
 from hostcore.runner import Runner
 
@@ -35,8 +35,7 @@ class SystemService:
         self.runner = runner
         self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
         self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
-        self._encoded_sample: SystemStatsRead | None = None
-        self._encoded = b""
+        self._encoded: EncodedSample | None = None
 
     async def start(self) -> None:
         await self.collector.start()
@@ -53,14 +52,14 @@ class SystemService:
     async def info(self) -> SystemInfoRead:
         return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
 
-    def stats_json(self) -> bytes:
+    def stats_sample(self) -> EncodedSample:
         """The newest sample as JSON, encoded once per sample: every consumer polling
-        within one interval gets the same bytes."""
+        within one interval gets the same bytes (and the same ETag)."""
         sample = self.collector.latest()
-        if sample is not self._encoded_sample:
-            self._encoded = sample.model_dump_json().encode()
-            self._encoded_sample = sample
-        return self._encoded
+        encoded = self._encoded
+        if encoded is None or encoded.sample is not sample:
+            encoded = self._encoded = EncodedSample.of(sample)
+        return encoded
 
     async def units(self) -> list[UnitRead]:
         """Every allowed unit; one that is not installed shows as load_state not-found."""

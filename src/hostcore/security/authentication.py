@@ -1,0 +1,160 @@
+"""Who is calling: a bearer token or an HMAC-signed local request, turned into a Principal.
+
+Pure of HTTP routing: :class:`Authenticator` gets a header lookup, the request's
+line and a way to read its body (read only for a signed request, whose
+signature covers it). Nothing here counts requests; admission does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from starlette.types import Scope
+
+from hostcore.config import AuthSettings
+from hostcore.context import Principal
+from hostcore.db.engine import Database
+from hostcore.errors import Unauthorized
+from hostcore.security import hmac as signing
+from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from hostcore.security.models import HmacNonce
+from hostcore.security.tokens import TokenVerifier, UnknownSigningKey
+
+HeaderLookup = Callable[[str], str | None]
+BodyReader = Callable[[], Awaitable[bytes]]
+# An unknown kid makes this worker re-read the keys from the store, at most this often.
+KEY_REFRESH_EVERY_S = 1.0
+
+# Lower-case names of every header that carries a credential, as ASGI gives them.
+CREDENTIAL_HEADERS = frozenset(
+    name.lower().encode("latin-1")
+    for name in ("authorization", CLIENT_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+)
+
+
+def credential_headers(scope: Scope) -> dict[str, str]:
+    """The credential headers of a request by lower-case name (the first of each); an
+    empty one is no credential."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in CREDENTIAL_HEADERS and value:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+class Authenticator:
+    """Verifies credentials for one worker, with the keys and secrets it holds."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        db: Database,
+        verifier: TokenVerifier,
+        refresh_keys: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.verifier = verifier
+        self._refresh_keys = refresh_keys
+        self._secrets: dict[str, bytes] = {}
+        self._shared_secret = b""
+        self._keys_refreshed_at = -KEY_REFRESH_EVERY_S
+
+    async def load_secrets(self, shared_path: Path) -> None:
+        """The shared HMAC secret (created when missing) and every client's own one."""
+        self._shared_secret = await asyncio.to_thread(
+            signing.create_secret, shared_path, group=self.settings.secret_group
+        )
+        for name, client in self.settings.clients.items():
+            if client.secret_file is not None:
+                self._secrets[name] = await asyncio.to_thread(
+                    signing.read_secret, client.secret_file
+                )
+
+    async def verify(
+        self,
+        scope: Scope,
+        header: HeaderLookup,
+        body: BodyReader,
+        *,
+        local: bool,
+        before_expensive: Callable[[], None] = lambda: None,
+    ) -> Principal:
+        """A bearer token, else an HMAC signature (accepted from this host only).
+
+        ``before_expensive`` runs before any work that costs more than a lookup (a
+        token's signature, a key refresh, an HMAC check and its nonce write), and may
+        raise to stop it: admission counts the caller's address there.
+        """
+        authorization = header("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+            return await self.verify_token(token.strip(), before_expensive)
+        if header(SIGNATURE_HEADER.lower()) is not None:
+            if not local:
+                raise Unauthorized("signed requests are accepted only from this host")
+            before_expensive()
+            return await self._verify_signed(scope, header, await body())
+        raise Unauthorized("no credentials: send a bearer token or an HMAC-signed request")
+
+    async def verify_token(
+        self, token: str, before_expensive: Callable[[], None] = lambda: None
+    ) -> Principal:
+        try:
+            principal = self.verifier.verify(token, before_full=before_expensive)
+        except UnknownSigningKey as exc:
+            # Maybe a key another worker has just created; a flood of made-up kids
+            # must not turn into a flood of store reads.
+            now = time.monotonic()
+            if now - self._keys_refreshed_at < KEY_REFRESH_EVERY_S:
+                raise Unauthorized(exc.detail) from None
+            self._keys_refreshed_at = now
+            await self._refresh_keys()
+            try:
+                principal = self.verifier.verify(token)
+            except UnknownSigningKey as again:
+                raise Unauthorized(again.detail) from None
+        if principal.kind == "client" and principal.name not in self.settings.clients:
+            raise Unauthorized(f"client {principal.name} is no longer allowed")
+        return principal
+
+    async def _verify_signed(self, scope: Scope, header: HeaderLookup, body: bytes) -> Principal:
+        name = header(CLIENT_HEADER.lower()) or ""
+        client = self.settings.clients.get(name) if signing.CLIENT_PATTERN.match(name) else None
+        if client is None:
+            raise Unauthorized("unknown client")
+        try:
+            timestamp = signing.parse_timestamp(header(TIMESTAMP_HEADER.lower()) or "")
+        except ValueError:
+            raise Unauthorized("signed request has a malformed timestamp") from None
+        if abs(time.time() - timestamp) > self.settings.hmac_window_s:
+            raise Unauthorized("signed request is stale: check the clock")
+        nonce = header(NONCE_HEADER.lower()) or ""
+        if not signing.NONCE_PATTERN.match(nonce):
+            raise Unauthorized("signed request has a malformed nonce")
+        matches = signing.signature_matches(
+            self._secrets.get(name, self._shared_secret),
+            header(SIGNATURE_HEADER.lower()) or "",
+            method=scope.get("method", "GET"),
+            # The raw path as sent: the signature covers what went over the wire.
+            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            query=scope["query_string"].decode("latin-1"),
+            client=name,
+            timestamp=timestamp,
+            nonce=nonce,
+            body_sha256=signing.body_digest(body),
+        )
+        if not matches:
+            raise Unauthorized("request signature is invalid")
+        try:
+            async with self.db.session() as session, session.begin():
+                session.add(HmacNonce(nonce=nonce, seen_at=time.time()))
+        except IntegrityError:
+            raise Unauthorized("nonce was already used: this request is a replay") from None
+        return Principal(kind="client", name=name, scopes=frozenset(client.scopes))

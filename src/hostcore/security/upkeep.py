@@ -1,0 +1,120 @@
+"""A worker's background upkeep: keep its view of the store fresh and the store tidy.
+
+Revocations and key changes made by any process reach this worker at least
+every ``auth.revocation_poll_s``; token last-use times are stored, spent HMAC
+nonces and old activity rows removed, and the signing key rotated when due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
+
+from hostcore.config import Settings
+from hostcore.db.engine import Database
+from hostcore.errors import Conflict
+from hostcore.security import tokens
+from hostcore.security.activity import apply_retention
+from hostcore.security.issuing import Issuer
+from hostcore.security.models import HmacNonce, SigningKey
+from hostcore.security.tokens import TokenVerifier
+
+HOUSEKEEPING_EVERY_S = 30.0
+RETENTION_EVERY_S = 3600.0
+
+log = logging.getLogger(__name__)
+
+
+class Upkeep:
+    def __init__(
+        self, settings: Settings, db: Database, verifier: TokenVerifier, issuer: Issuer
+    ) -> None:
+        self.settings = settings
+        self.auth = settings.auth
+        self.db = db
+        self.verifier = verifier
+        self.issuer = issuer
+        self._task: asyncio.Task[None] | None = None
+        self._revocations_seen = 0.0
+        # A revocation is stamped before its UPDATE may wait for the write lock, so it
+        # can commit up to the busy timeout after its stamp: polls overlap by that much.
+        self._revocation_overlap_s = settings.database.busy_timeout_ms / 1000 + 5.0
+
+    async def load_revocations(self) -> None:
+        """Every revocation that still matters, once at start."""
+        now = time.time()
+        async with self.db.session() as session:
+            self.verifier.add_revoked(
+                (jti, exp) for jti, exp in await tokens.revoked_since(session, 0.0) if exp >= now
+            )
+        self._revocations_seen = now
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hostcore-security")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.store_last_used()
+
+    async def _run(self) -> None:
+        last_slow = last_retention = time.monotonic()
+        while True:
+            await asyncio.sleep(self.auth.revocation_poll_s)
+            try:
+                await self.poll()
+                if time.monotonic() - last_slow >= HOUSEKEEPING_EVERY_S:
+                    last_slow = time.monotonic()
+                    await self._slow()
+                if time.monotonic() - last_retention >= RETENTION_EVERY_S:
+                    last_retention = time.monotonic()
+                    async with self.db.session() as session, session.begin():
+                        await apply_retention(session, self.settings.activity)
+            except Exception:
+                log.exception("security housekeeping failed; retrying")
+
+    async def poll(self) -> None:
+        """Revocations and key changes made by any process reach this worker here."""
+        since = self._revocations_seen - self._revocation_overlap_s
+        self._revocations_seen = time.time()
+        async with self.db.session() as session:
+            self.verifier.add_revoked(await tokens.revoked_since(session, since))
+            active_kid = await session.scalar(
+                select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
+            )
+        signing_key = self.issuer.signing_key
+        if signing_key is None or active_kid != signing_key.kid:
+            await self.issuer.refresh_keys()
+
+    async def _slow(self) -> None:
+        await self.store_last_used()
+        now = time.time()
+        self.verifier.prune(now)
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                delete(HmacNonce).where(HmacNonce.seen_at < now - 2 * self.auth.hmac_window_s)
+            )
+        if self.issuer.rotate_after_s > 0:
+            assert self.issuer.keystore is not None
+            try:
+                async with self.db.session() as session:
+                    await self.issuer.keystore.ensure_active(
+                        session, rotate_after_s=self.issuer.rotate_after_s
+                    )
+            except (Conflict, OperationalError):
+                pass  # another worker rotated first; the next poll picks its key up
+            await self.issuer.refresh_keys()
+
+    async def store_last_used(self) -> None:
+        used = self.verifier.take_last_used()
+        if used:
+            async with self.db.session() as session, session.begin():
+                await tokens.store_last_used(session, used)
