@@ -234,11 +234,18 @@ async def _stop_plugins(app: FastAPI, registry: PluginRegistry, names: list[str]
             log.exception("plugin %s failed to shut down cleanly", name)
 
 
-def create_app(settings: Settings, *, registry: PluginRegistry | None = None) -> FastAPI:
-    """Build the app. ``registry`` defaults to the plugins installed through entry points."""
+def create_app(
+    settings: Settings, *, registry: PluginRegistry | None = None, single_process: bool = False
+) -> FastAPI:
+    """Build the app. ``registry`` defaults to the plugins installed through entry points.
+
+    ``single_process``: the caller serves the app in this one process and no other
+    (``hostcore serve`` without workers), so state that workers share (rate-limit
+    counters) can stay in this process's memory. Left False, nothing is assumed.
+    """
     registry = PluginRegistry.load(settings) if registry is None else registry
     db = Database.from_settings(settings)
-    security = SecurityRuntime(settings, db)
+    security = SecurityRuntime(settings, db, single_process=single_process)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 PrincipalKind = Literal["client", "user"]
 NO_REQUEST = "-"
@@ -27,22 +27,26 @@ request_id_var: ContextVar[str] = ContextVar("hostcore_request_id", default=NO_R
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a client (local service, app) or a user, with their scopes."""
+    """Who is calling: a client (local service, app) or a user, with their scopes.
+
+    ``subject`` (``client:panel``) is derived once: the rate limit and the activity
+    record ask for it on every request.
+    """
 
     kind: PrincipalKind
     name: str
     scopes: frozenset[str]
     jti: str | None = None
     expires_at: float | None = None
+    subject: str = field(init=False, compare=False)
 
-    @property
-    def subject(self) -> str:
-        return f"{self.kind}:{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subject", f"{self.kind}:{self.name}")
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitResult:
-    """The outcome of one hit, with what the client is told about its budget."""
+class RateLimitResult(NamedTuple):
+    """The outcome of one hit, with what the client is told about its budget (a tuple:
+    one is made per request)."""
 
     allowed: bool
     limit: int

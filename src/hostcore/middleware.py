@@ -64,12 +64,10 @@ class RequestIds:
         self._prefix = os.urandom(8).hex()
         self._counter = count(1)
 
-    def of(self, scope: Scope) -> str:
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
-                if _VALID_REQUEST_ID.match(value):
-                    return bytes(value).decode("ascii")
-                break
+    def of(self, given: bytes | None) -> str:
+        """The client's id when well-formed, else a new one."""
+        if given is not None and _VALID_REQUEST_ID.match(given):
+            return given.decode("ascii")
         return f"{self._prefix}{next(self._counter):016x}"
 
 
@@ -99,8 +97,15 @@ class RequestContextMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        given_id: bytes | None = None
+        length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                given_id = value
+            elif name == b"content-length":
+                length = value
         client, local = self.caller(scope)
-        context = RequestContext(self.request_ids.of(scope), client, local)
+        context = RequestContext(self.request_ids.of(given_id), client, local)
         attach(scope, context)
         if kind == "websocket":
             await self._websocket(scope, receive, send, context)
@@ -110,7 +115,6 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         response = _Response(send, context)
-        length = _content_length(scope)
         try:
             refusal = self._refusal(scope, context, length)
             if refusal is not None:
@@ -179,13 +183,6 @@ class RequestContextMiddleware:
             self.observe(scope, context, status, duration_ms)
         if self.access_log_enabled:
             access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms)
-
-
-def _content_length(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return bytes(value)
-    return None
 
 
 class _Response:

@@ -15,6 +15,7 @@ from hostcore.config import Settings
 from hostcore.db.engine import Database
 from hostcore.db.migrate import (
     CORE_LINEAGE,
+    CORE_VERSIONS,
     Lineage,
     _script,
     current,
@@ -55,12 +56,20 @@ async def migrate(
         return await upgrade(db, found, target=target)
 
 
+# hostcore's revisions, oldest first: every file in db/versions, in its chain.
+CORE_REVISIONS = [
+    rev.revision
+    for rev in reversed(list(_script(Lineage(CORE_LINEAGE, CORE_VERSIONS)).walk_revisions()))
+]
+CORE_HEAD = CORE_REVISIONS[-1]
+
+
 async def test_fresh_database_to_head(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
     found = [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)]
     applied = await migrate(db, found)
-    assert applied == {CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}
-    assert await current(db, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    assert applied == {CORE_LINEAGE: CORE_REVISIONS, "hello": ["hello_0001"]}
+    assert await current(db, found) == {CORE_LINEAGE: [CORE_HEAD], "hello": ["hello_0001"]}
     tables = await schema(db)
     for table in ("signing_keys", "tokens", "users", "hmac_nonces", "activity", "hello_greetings"):
         assert table in tables
@@ -95,7 +104,7 @@ async def test_history_marks_applied_and_pending(tmp_path: Path) -> None:
     found = lineages({})
     await migrate(db, found, target="0001")
     rows = [(row.revision, row.applied) for row in await history(db, found)]
-    assert rows == [("0001", True), ("0002", False)]
+    assert rows == [("0001", True), *((rev, False) for rev in CORE_REVISIONS[1:])]
     await db.dispose()
 
 
@@ -104,7 +113,7 @@ async def test_a_plugin_lineage_is_independent(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
     await migrate(db, [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)])
     assert await migrate(db, lineages({})) == {CORE_LINEAGE: []}
-    assert await current(db, lineages({})) == {CORE_LINEAGE: ["0002"]}
+    assert await current(db, lineages({})) == {CORE_LINEAGE: [CORE_HEAD]}
     await db.dispose()
 
 
@@ -135,7 +144,8 @@ def test_two_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
     outputs = [process.communicate(timeout=60) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     reports = sorted(out for out, _ in outputs)
-    assert reports == ["hostcore: 0001, 0002\n", "hostcore: already up to date\n"], outputs
+    migrated = f"hostcore: {', '.join(CORE_REVISIONS)}\n"
+    assert reports == [migrated, "hostcore: already up to date\n"], outputs
 
 
 def test_db_commands(tmp_path: Path) -> None:
@@ -156,8 +166,8 @@ def test_db_commands(tmp_path: Path) -> None:
     assert run("current") == "hostcore: empty (not migrated)\n"
     assert "pending" in run("history")
     run("upgrade")
-    assert run("current") == "hostcore: 0002\n"
-    assert run("history").count("applied") == 2
+    assert run("current") == f"hostcore: {CORE_HEAD}\n"
+    assert run("history").count("applied") == len(CORE_REVISIONS)
 
 
 @pytest.fixture
@@ -184,11 +194,11 @@ async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: st
     results = await asyncio.gather(migrate(first, found), migrate(second, found))
     assert sorted(map(str, results)) == sorted(
         [
-            str({CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}),
+            str({CORE_LINEAGE: CORE_REVISIONS, "hello": ["hello_0001"]}),
             str({CORE_LINEAGE: [], "hello": []}),
         ]
     ), "one process migrates, the other finds nothing to do"
-    assert await current(first, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    assert await current(first, found) == {CORE_LINEAGE: [CORE_HEAD], "hello": ["hello_0001"]}
     await first.dispose()
     await second.dispose()
 

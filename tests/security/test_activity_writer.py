@@ -26,9 +26,13 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+# Recent, so retention by age keeps the rows; whole eighths, so floats compare exactly.
+RECENT = float(int(time.time()) - 3600)
+
+
 def entry(n: int, principal: str | None = "client:tester") -> ActivityRecord:
     return ActivityRecord(
-        at=1_700_000_000.0 + n / 8,
+        at=RECENT + n / 8,
         request_id=f"req-{n}",
         principal=principal,
         method="GET",
@@ -169,3 +173,59 @@ async def test_a_failing_checkpoint_loses_no_rows(
     assert len(rows(store_file(db))) == 7
     assert "WAL checkpoint failed" in caplog.text
     await recorder.close()
+
+
+def count_rows(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        found: int = connection.execute("SELECT count(*) FROM activity").fetchone()[0]
+        return found
+
+
+async def test_rows_past_max_rows_go_as_new_rows_arrive(db: Database) -> None:
+    settings = ActivitySettings(batch_size=100_000, max_rows=1000)
+    recorder = ActivityRecorder(db, settings)
+    now = time.time()
+    sent = activity.PRUNE_EVERY_ROWS + 200
+    for n in range(sent):
+        recorder.record(entry(n)._replace(at=now))
+    assert await recorder.flush() == sent
+    kept = rows(store_file(db))
+    assert len(kept) == 1000
+    assert kept[0][1] == f"req-{sent - 1000}" and kept[-1][1] == f"req-{sent - 1}"
+
+
+async def test_rows_older_than_the_retention_age_go(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activity, "PRUNE_EVERY_ROWS", 1)
+    recorder = ActivityRecorder(db, ActivitySettings(batch_size=100_000, retention_days=30))
+    now = time.time()
+    for n in range(5):
+        recorder.record(entry(n)._replace(at=now - 31 * 86400))
+    for n in range(5, 8):
+        recorder.record(entry(n)._replace(at=now))
+    await recorder.flush()
+    assert [row[1] for row in rows(store_file(db))] == ["req-5", "req-6", "req-7"]
+
+
+async def test_retention_work_per_batch_is_bounded(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table far past its limit shrinks over several batches, not in one long stall."""
+    monkeypatch.setattr(activity, "PRUNE_EVERY_ROWS", 1)
+    path = store_file(db)
+    now = time.time()
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO activity (at, request_id, principal, method, route, status,"
+            " duration_ms, client) VALUES (?, ?, NULL, 'GET', '/x', 200, 0.1, NULL)",
+            [(now, f"old-{n}") for n in range(3000)],
+        )
+    recorder = ActivityRecorder(db, ActivitySettings(batch_size=100_000, max_rows=1000))
+    recorder.record(entry(0)._replace(at=now))
+    await recorder.flush()
+    assert count_rows(path) == 3001 - (1 + activity.PRUNE_SLACK_ROWS)
+    while count_rows(path) > 1000:
+        recorder.record(entry(1)._replace(at=now))
+        await recorder.flush()
+    assert count_rows(path) == 1000

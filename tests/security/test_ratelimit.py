@@ -54,13 +54,18 @@ def shared(shm_path: Path) -> Iterator[SharedMemoryStorage]:
     storage.close()
 
 
-@pytest.fixture(params=["shared", "memory"])
+@pytest.fixture(params=["shared", "process", "memory"])
 def storage(request: pytest.FixtureRequest, shm_path: Path) -> Iterator[Storage]:
-    """The facade must behave the same on the embedded store and on limits' own."""
+    """The facade must behave the same on the embedded store (its file, or one process's
+    own table) and on limits' own."""
     if request.param == "memory":
         yield MemoryStorage()
         return
-    store = SharedMemoryStorage(path=shm_path, slots=64)
+    store = (
+        SharedMemoryStorage(process_only=True, slots=64)
+        if request.param == "process"
+        else SharedMemoryStorage(path=shm_path, slots=64)
+    )
     yield store
     store.close()
 
@@ -235,6 +240,18 @@ def test_from_settings_shared_uses_a_private_file_in_run_dir(tmp_path: Path) -> 
     assert storage.path == run_dir / "ratelimit.shm"
     assert stat.S_IMODE(storage.path.stat().st_mode) == 0o600
     storage.close()
+
+
+def test_a_single_process_server_keeps_its_counters_to_itself(tmp_path: Path) -> None:
+    """One process shares with nobody: no file, no lock, and a forked child starts afresh."""
+    run_dir = tmp_path / "run"
+    limiter = RateLimiter.from_settings(
+        RateLimitSettings(default="2/minute"), run_dir, single_process=True
+    )
+    assert limiter.hit("user:alice", TOKEN).remaining == 1
+    assert not (run_dir / "ratelimit.shm").exists()
+    assert in_children(1, lambda: limiter.hit("user:alice", TOKEN).remaining) == [1]
+    assert not limiter.hit("user:alice", TOKEN).remaining, "the child's hit was its own"
 
 
 def test_from_settings_memory_is_limits_memory_storage(tmp_path: Path) -> None:

@@ -18,6 +18,13 @@ pays for it.
   moments later, and the WAL checkpoint, which may ``fsync``, runs in a thread.
 - Any other store (PostgreSQL, in-memory SQLite) goes through the engine's
   driver with ``executemany``.
+
+Retention (``retention_days``, ``max_rows``) is enforced as the rows come in:
+once every ``PRUNE_EVERY_ROWS`` rows written the writer deletes the rows past
+either limit, a bounded slice at a time (as many as it wrote since, and some),
+oldest first, so the table never grows past its limits by more than that many
+rows, however fast requests arrive; an idle store is checked once a minute.
+Row ids only grow, so "past ``max_rows``" is an id comparison, not a count.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ MAX_ATTEMPTS = 5
 SLICE_ROWS = 128  # rows per SQLite transaction: bounds how long one slice holds the loop
 CHECKPOINT_EVERY_SLICES = 64
 LOCKED_RETRY_S = 0.02
+PRUNE_EVERY_ROWS = 1024
+PRUNE_SLACK_ROWS = 128  # deleted per pass beyond the rows written since the last one
+IDLE_PRUNE_EVERY_S = 60.0
 
 
 class ActivityRecord(NamedTuple):
@@ -81,6 +91,33 @@ class StoreBusy(Exception):
     """Another connection holds the write lock; try again shortly."""
 
 
+def _begin(connection: sqlite3.Connection) -> None:
+    """Take the write lock now, or raise StoreBusy: another connection holds it."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
+            raise StoreBusy(str(exc)) from None
+        raise
+
+
+def _prune_sqlite(connection: sqlite3.Connection, cutoff: float, max_rows: int, limit: int) -> int:
+    aged = connection.execute(
+        "DELETE FROM activity WHERE id IN "
+        "(SELECT id FROM activity WHERE at < ? ORDER BY at LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+    newest, oldest = connection.execute("SELECT max(id), min(id) FROM activity").fetchone()
+    if newest is None or newest - oldest < max_rows:
+        return int(aged)
+    boundary = min(newest - max_rows, oldest + limit - 1)
+    counted = connection.execute("DELETE FROM activity WHERE id <= ?", (boundary,)).rowcount
+    return int(aged + counted)
+
+
 class _SqliteWriter:
     """Slices of rows into one SQLite file, on the event loop, never waiting for a lock."""
 
@@ -100,15 +137,7 @@ class _SqliteWriter:
 
     def write(self, rows: list[ActivityRecord]) -> None:
         connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
-                sqlite3.SQLITE_BUSY,
-                sqlite3.SQLITE_LOCKED,
-            ):
-                raise StoreBusy(str(exc)) from None
-            raise
+        _begin(connection)
         try:
             connection.executemany(_SQLITE_INSERT_SQL, rows)
             connection.execute("COMMIT")
@@ -117,6 +146,20 @@ class _SqliteWriter:
                 connection.execute("ROLLBACK")
             raise
         self._slices += 1
+
+    def prune(self, cutoff: float, max_rows: int, limit: int) -> int:
+        """Delete up to ``limit`` rows older than ``cutoff`` or past the newest
+        ``max_rows``, oldest first; how many went. Raises StoreBusy like ``write``."""
+        connection = self._connect()
+        _begin(connection)
+        try:
+            removed = _prune_sqlite(connection, cutoff, max_rows, limit)
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+        return removed
 
     def checkpoint_due(self) -> bool:
         return self._slices >= CHECKPOINT_EVERY_SLICES
@@ -152,6 +195,8 @@ class ActivityRecorder:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._pruned_at = time.monotonic()
+        self._unpruned = 0
         self.dropped = 0
         path = sqlite_path(db.url)
         self._sqlite = _SqliteWriter(path) if path is not None else None
@@ -197,7 +242,36 @@ class ActivityRecorder:
                 self._failures = 0
 
     async def flush(self) -> int:
-        """Write what is buffered; rows that could not be written stay buffered."""
+        """Write what is buffered, then apply retention; rows that could not be written
+        stay buffered."""
+        written = await self._write_buffer()
+        self._unpruned += written
+        if (
+            self._unpruned >= PRUNE_EVERY_ROWS
+            or time.monotonic() - self._pruned_at >= IDLE_PRUNE_EVERY_S
+        ):
+            await self.prune(self._unpruned + PRUNE_SLACK_ROWS)
+            self._pruned_at = time.monotonic()
+            self._unpruned = 0
+        return written
+
+    async def prune(self, limit: int) -> int:
+        """Delete up to ``limit`` rows past the retention limits, oldest first."""
+        cutoff = time.time() - self.settings.retention_days * 86400
+        max_rows = self.settings.max_rows
+        if self._sqlite is not None:
+            removed = 0
+            while removed < limit:
+                step = self._sqlite.prune(cutoff, max_rows, min(SLICE_ROWS, limit - removed))
+                removed += step
+                if not step:
+                    break
+                await asyncio.sleep(0)  # let requests run between slices
+            return removed
+        async with self.db.session() as session, session.begin():
+            return await apply_retention(session, self.settings, limit=limit)
+
+    async def _write_buffer(self) -> int:
         if self._sqlite is None:
             return await self._flush_engine()
         written = 0
@@ -250,16 +324,25 @@ class ActivityRecorder:
                 await asyncio.to_thread(self._sqlite.checkpoint)
 
 
-async def apply_retention(session: AsyncSession, settings: ActivitySettings) -> int:
-    """Delete rows older than the retention age, then the oldest beyond ``max_rows``."""
+async def apply_retention(
+    session: AsyncSession, settings: ActivitySettings, *, limit: int | None = None
+) -> int:
+    """Delete rows older than the retention age, then the oldest beyond ``max_rows``
+    (at most ``limit`` of each when given); how many went."""
     cutoff = time.time() - settings.retention_days * 86400
-    removed = affected_rows(await session.execute(delete(Activity).where(Activity.at < cutoff)))
-    count = await session.scalar(select(func.count()).select_from(Activity)) or 0
-    if count > settings.max_rows:
-        boundary = await session.scalar(
-            select(Activity.id).order_by(Activity.id.desc()).offset(settings.max_rows).limit(1)
-        )
-        if boundary is not None:
-            result = await session.execute(delete(Activity).where(Activity.id <= boundary))
-            removed += affected_rows(result)
-    return removed
+    aged = select(Activity.id).where(Activity.at < cutoff).order_by(Activity.at)
+    if limit is not None:
+        aged = aged.limit(limit)
+    removed = affected_rows(
+        await session.execute(delete(Activity).where(Activity.id.in_(aged.scalar_subquery())))
+    )
+    newest, oldest = (
+        await session.execute(select(func.max(Activity.id), func.min(Activity.id)))
+    ).one()
+    if newest is None or newest - oldest < settings.max_rows:
+        return removed
+    boundary = newest - settings.max_rows
+    if limit is not None:
+        boundary = min(boundary, oldest + limit - 1)
+    result = await session.execute(delete(Activity).where(Activity.id <= boundary))
+    return removed + affected_rows(result)

@@ -78,7 +78,11 @@ def runtime_of(scope: Scope) -> SecurityRuntime:
 
 
 async def admit(
-    connection: HTTPConnection, requirement: Requirement, key: str, template: str
+    connection: HTTPConnection,
+    runtime: SecurityRuntime,
+    requirement: Requirement,
+    key: str,
+    template: str,
 ) -> None:
     """Admit the caller of ``connection`` to the route at ``template`` or raise.
 
@@ -89,7 +93,6 @@ async def admit(
     if context is None:
         raise HostcoreError("request reached a route without hostcore's request context")
     context.route = template
-    runtime = runtime_of(scope)
     credentials = credential_headers(scope)
     if not credentials:
         runtime.count_address(key, context)
@@ -191,8 +194,13 @@ class AdmittedRoute(APIRoute):
         finally:
             self.dependant = declared
 
+        runtime: SecurityRuntime | None = None  # the app's, found at the first request
+
         async def admitted(request: Request) -> Response:
-            await admit(request, requirement, keys[request.method], template)
+            nonlocal runtime
+            if runtime is None:
+                runtime = runtime_of(request.scope)
+            await admit(request, runtime, requirement, keys[request.method], template)
             return await handler(request)
 
         return admitted
@@ -229,7 +237,8 @@ class AdmittedWebSocketRoute(APIWebSocketRoute):
 
         async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
             try:
-                await admit(HTTPConnection(scope, receive), requirement, key, template)
+                connection = HTTPConnection(scope, receive)
+                await admit(connection, runtime_of(scope), requirement, key, template)
             except HostcoreError as exc:
                 code = WS_TRY_AGAIN_LATER if exc.status_code in (429, 503) else WS_POLICY_VIOLATION
                 await send({"type": "websocket.close", "code": code, "reason": exc.detail[:120]})

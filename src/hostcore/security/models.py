@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostcore.db.engine import Base
@@ -60,8 +60,9 @@ class HmacNonce(Base):
 
 
 class Activity(Base):
+    """One request. Written for every request, so it carries one index only (``at``)."""
+
     __tablename__ = "activity"
-    __table_args__ = (Index("ix_activity_principal_at", "principal", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)

@@ -27,6 +27,10 @@ evicted. Eviction forgets a count, so it can only under-count (admit more than
 the limit), never refuse a request that should pass. The hash is salted per
 file, so clients cannot choose identities that crowd one neighbourhood.
 
+A server of one process (``hostcore serve`` without ``--workers``) has no one to
+share with: its table (``process_only``) is the same hash table in the
+process's own anonymous memory, without the file and without ``flock``.
+
 :class:`RateLimiter` is the typed facade the request pipeline calls: it parses
 the configured limits once and applies limits' fixed-window rule, with the
 same keys as limits' strategy, per route and identity.
@@ -85,19 +89,26 @@ _attach_lock = threading.Lock()
 _generation = 0
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _HASH_CACHE_SIZE = 4096
+_KEY_CACHE_SIZE = 4096
 
 
 class _Table:
-    """One process's view of the shared file; entering it takes the exclusive lock."""
+    """One process's view of the shared file; entering it takes the exclusive lock.
+    Without a file (``fd`` None) the table is this process's alone, and unlocked."""
 
-    def __init__(self, fd: int, slots: int, salt: bytes) -> None:
+    def __init__(self, fd: int | None, slots: int, salt: bytes) -> None:
         self.fd = fd
         self.slots = slots
         self.salt = salt
         self.window = min(slots, _PROBE_LIMIT)
         self.generation = _generation
         self._hashes: dict[str, int] = {}
-        self.mm = mmap.mmap(fd, _HEADER_SIZE + slots * _SLOT_SIZE)
+        size = _HEADER_SIZE + slots * _SLOT_SIZE
+        self.mm = (
+            mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if fd is None
+            else mmap.mmap(fd, size)
+        )
         self._view = memoryview(self.mm)
         self._region = self._view[_HEADER_SIZE:]
         # Two views of the same bytes: the hash and count words as integers, the
@@ -105,6 +116,10 @@ class _Table:
         self.words = self._region.cast("Q")
         self.floats = self._region.cast("d")
         self._lock = threading.Lock()
+
+    @classmethod
+    def private(cls, slots: int) -> _Table:
+        return cls(None, slots, os.urandom(_SALT_SIZE))
 
     @classmethod
     def open(cls, path: Path, slots: int) -> _Table:
@@ -125,6 +140,8 @@ class _Table:
 
     def __enter__(self) -> _Table:
         self._lock.acquire()
+        if self.fd is None:
+            return self
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
@@ -139,7 +156,8 @@ class _Table:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self._lock.release()
 
@@ -199,7 +217,8 @@ class _Table:
         for view in (self.words, self.floats, self._region, self._view):
             view.release()
         self.mm.close()
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def _check_private(fd: int, path: Path) -> None:
@@ -260,7 +279,8 @@ class SharedMemoryStorage(Storage):
     Built directly (``SharedMemoryStorage(path=..., slots=4096)``) or from a URI
     such as ``hostcore-shm:///run/hostcore/ratelimit.shm?slots=8192``. The slot
     count applies when the file is created; an existing file keeps its own.
-    Supports only the fixed-window strategy.
+    ``process_only=True`` keeps the table in this process's memory instead (no
+    path). Supports only the fixed-window strategy.
     """
 
     # limits declares it as an instance attribute; its metaclass reads it from the class body.
@@ -273,12 +293,15 @@ class SharedMemoryStorage(Storage):
         *,
         path: Path | None = None,
         slots: int = DEFAULT_SLOTS,
+        process_only: bool = False,
         **options: float | str | bool,
     ) -> None:
         if uri is not None:
             path, slots = _parse_uri(uri, slots)
-        if path is None:
-            raise ValueError("SharedMemoryStorage needs a path or a hostcore-shm:// URI")
+        if (path is None) != process_only:
+            raise ValueError(
+                "SharedMemoryStorage needs a path or a hostcore-shm:// URI, or process_only"
+            )
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"slots must be between 1 and {MAX_SLOTS}, got {slots}")
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
@@ -306,7 +329,11 @@ class SharedMemoryStorage(Storage):
                 # copies leaves the parent's own untouched.
                 table.close()
             self._table = None
-            self._table = _Table.open(self.path, self._slots)
+            self._table = (
+                _Table.private(self._slots)
+                if self.path is None
+                else _Table.open(self.path, self._slots)
+            )
             return self._table
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
@@ -412,6 +439,7 @@ def parse_limit(text: str) -> RateLimitItem:
 @dataclass(frozen=True, slots=True)
 class _Limit:
     item: RateLimitItem
+    amount: int
     expiry: int
     # The end of limits' key_for() layout, so keys match FixedWindowRateLimiter's.
     key_tail: str
@@ -420,7 +448,7 @@ class _Limit:
 def _prepare(text: str) -> _Limit:
     item = parse_limit(text)
     tail = f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}"
-    return _Limit(item, item.get_expiry(), tail)
+    return _Limit(item, item.amount, item.get_expiry(), tail)
 
 
 class RateLimiter:
@@ -436,6 +464,9 @@ class RateLimiter:
         self.storage = storage
         self._default = _prepare(default)
         self._routes = {route: _prepare(limit) for route, limit in routes.items()}
+        # (identity, route key) -> its limit and storage key: the same few callers ask
+        # again and again, and composing the key costs more than counting.
+        self._keys: dict[tuple[str, str], tuple[_Limit, str]] = {}
         self._count_in_window = (
             storage.incr_window
             if isinstance(storage, SharedMemoryStorage)
@@ -443,15 +474,20 @@ class RateLimiter:
         )
 
     @classmethod
-    def from_settings(cls, settings: RateLimitSettings, run_dir: Path) -> RateLimiter:
+    def from_settings(
+        cls, settings: RateLimitSettings, run_dir: Path, *, single_process: bool = False
+    ) -> RateLimiter:
         """The limiter ``settings`` describe, its storage chosen by ``settings.storage``.
 
-        ``"shared"`` is the file ``run_dir/ratelimit.shm``, seen by every worker.
+        ``"shared"`` is the file ``run_dir/ratelimit.shm``, seen by every worker, or
+        this process's own table when the server is ``single_process``.
         ``"memory"`` is per process and NOT shared: N workers admit up to N x the
         limit. Anything else is a limits storage URI such as ``redis://host:6379``.
         """
         storage: Storage
-        if settings.storage == "shared":
+        if settings.storage == "shared" and single_process:
+            storage = SharedMemoryStorage(process_only=True)
+        elif settings.storage == "shared":
             storage = SharedMemoryStorage(path=run_dir / SHARED_FILE_NAME)
         elif settings.storage == "memory":
             storage = MemoryStorage()
@@ -472,29 +508,41 @@ class RateLimiter:
         return count, self.storage.get_expiry(key)
 
     def _key(self, identity: str, route_key: str) -> tuple[_Limit, str]:
+        known = self._keys.get((identity, route_key))
+        if known is not None:
+            return known
         limit = self._routes.get(route_key, self._default)
         # Keys join their parts with "/": escaping it in the identity keeps two
         # (route, identity) pairs from ever sharing a counter.
         who = identity.replace("%", "%25").replace("/", "%2F")
-        return limit, f"{limit.item.namespace}/{route_key}/{who}{limit.key_tail}"
+        if len(self._keys) >= _KEY_CACHE_SIZE:
+            self._keys.clear()  # many distinct callers: start the cache afresh
+        known = self._keys[identity, route_key] = (
+            limit,
+            f"{limit.item.namespace}/{route_key}/{who}{limit.key_tail}",
+        )
+        return known
 
     def hit(self, identity: str, route_key: str) -> RateLimitResult:
         """Count one request by ``identity`` to ``route_key`` (``"POST /api/v1/auth/token"``)."""
         limit, key = self._key(identity, route_key)
         count, reset_at = self._count_in_window(key, limit.expiry)
-        return _result(limit.item.amount, count, reset_at)
+        amount = limit.amount
+        if count <= amount:
+            return RateLimitResult(True, amount, amount - count, reset_at, 0)
+        return _refused(amount, reset_at)
 
     def peek(self, identity: str, route_key: str) -> RateLimitResult:
         """What ``identity`` has left for ``route_key``, without counting a request."""
         limit, key = self._key(identity, route_key)
         count = self.storage.get(key)
         reset_at = self.storage.get_expiry(key) if count else time.time()
-        return _result(limit.item.amount, count, reset_at, counted=False)
+        amount = limit.amount
+        if count < amount:
+            return RateLimitResult(True, amount, amount - count, reset_at, 0)
+        return _refused(amount, reset_at)
 
 
-def _result(amount: int, count: int, reset_at: float, *, counted: bool = True) -> RateLimitResult:
-    """Admitted while the count (with this request, when ``counted``) is within the limit."""
-    if count <= amount if counted else count < amount:
-        return RateLimitResult(True, amount, amount - count, reset_at, 0)
+def _refused(amount: int, reset_at: float) -> RateLimitResult:
     retry_after_s = max(1, math.ceil(reset_at - time.time()))
     return RateLimitResult(False, amount, 0, reset_at, retry_after_s)

@@ -33,7 +33,10 @@ from hostcore.security.upkeep import Upkeep
 
 
 class SecurityRuntime:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    """``single_process``: this process is the whole server (no other worker shares
+    its rate limits)."""
+
+    def __init__(self, settings: Settings, db: Database, *, single_process: bool = False) -> None:
         self.settings = settings
         self.auth = settings.auth
         self.db = db
@@ -45,7 +48,9 @@ class SecurityRuntime:
         )
         self.upkeep = Upkeep(settings, db, self.verifier, self.issuer)
         self.ratelimiter = (
-            RateLimiter.from_settings(settings.ratelimit, settings.run_dir)
+            RateLimiter.from_settings(
+                settings.ratelimit, settings.run_dir, single_process=single_process
+            )
             if settings.ratelimit.enabled
             else None
         )

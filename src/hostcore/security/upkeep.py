@@ -2,7 +2,8 @@
 
 Revocations and key changes made by any process reach this worker at least
 every ``auth.revocation_poll_s``; token last-use times are stored, spent HMAC
-nonces and old activity rows removed, and the signing key rotated when due.
+nonces removed, and the signing key rotated when due. (Activity retention is
+the activity writer's, as rows arrive.)
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from hostcore.config import Settings
 from hostcore.db.engine import Database
 from hostcore.errors import Conflict
 from hostcore.security import tokens
-from hostcore.security.activity import apply_retention
 from hostcore.security.issuing import Issuer
 from hostcore.security.models import HmacNonce, SigningKey
 from hostcore.security.tokens import TokenVerifier
 
 HOUSEKEEPING_EVERY_S = 30.0
-RETENTION_EVERY_S = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Upkeep:
         await self.store_last_used()
 
     async def _run(self) -> None:
-        last_slow = last_retention = time.monotonic()
+        last_slow = time.monotonic()
         while True:
             await asyncio.sleep(self.auth.revocation_poll_s)
             try:
@@ -74,10 +73,6 @@ class Upkeep:
                 if time.monotonic() - last_slow >= HOUSEKEEPING_EVERY_S:
                     last_slow = time.monotonic()
                     await self._slow()
-                if time.monotonic() - last_retention >= RETENTION_EVERY_S:
-                    last_retention = time.monotonic()
-                    async with self.db.session() as session, session.begin():
-                        await apply_retention(session, self.settings.activity)
             except Exception:
                 log.exception("security housekeeping failed; retrying")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from hostcore.builtin.system.dbus import (
     HostnameRead,
@@ -24,6 +24,7 @@ from hostcore.builtin.system.schemas import (
 from hostcore.builtin.system.service import SystemService
 from hostcore.builtin.system.stats import SystemStatsRead
 from hostcore.errors import error_responses
+from hostcore.responses import CONDITIONAL_GET, revalidated
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("system:read")]
@@ -57,25 +58,18 @@ def build_router() -> APIRouter:
         "/stats",
         dependencies=READ,
         response_model=SystemStatsRead,
-        responses={
-            **error_responses(401, 403, 429, 503),
-            304: {"description": "The sample named in If-None-Match is still the newest"},
-        },
+        responses=error_responses(401, 403, 429, 503),
+        openapi_extra=CONDITIONAL_GET,
     )
-    async def stats(
-        system: System, if_none_match: Annotated[str | None, Header(max_length=256)] = None
-    ) -> Response:
+    async def stats(request: Request) -> Response:
         """The newest background sample: CPU, load, memory, disks, temperatures, network.
 
         Polled by every consumer: the sample is encoded once and answered as those bytes
         with an ``ETag``; a poller that sends it back in ``If-None-Match`` gets 304 until
         the next sample.
         """
-        sample = system.stats_sample()
-        headers = {"ETag": sample.etag, "Cache-Control": "no-cache"}
-        if if_none_match is not None and sample.matches(if_none_match):
-            return Response(status_code=304, headers=headers)
-        return Response(sample.body, media_type="application/json", headers=headers)
+        system: SystemService = request.app.state.system
+        return revalidated(request, system.stats_sample())
 
     @router.get("/services", dependencies=READ, responses=BUS_ERRORS)
     async def services(system: System) -> list[UnitRead]:

@@ -22,8 +22,9 @@ from hostcore.builtin.system.info import SystemInfoRead, installed_packages, sys
 from hostcore.builtin.system.journal import LogEntryRead, read_logs
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import SystemSettings, UnitAction
-from hostcore.builtin.system.stats import EncodedSample, StatsCollector
+from hostcore.builtin.system.stats import StatsCollector, SystemStatsRead
 from hostcore.errors import BadRequest, Forbidden, NotFound
+from hostcore.responses import Encoded
 from hostcore.runner import Runner
 
 DEFAULT_LOG_LINES = 100
@@ -35,7 +36,8 @@ class SystemService:
         self.runner = runner
         self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
         self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
-        self._encoded: EncodedSample | None = None
+        self._encoded_sample: SystemStatsRead | None = None
+        self._encoded: Encoded | None = None
 
     async def start(self) -> None:
         await self.collector.start()
@@ -52,14 +54,15 @@ class SystemService:
     async def info(self) -> SystemInfoRead:
         return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
 
-    def stats_sample(self) -> EncodedSample:
+    def stats_sample(self) -> Encoded:
         """The newest sample as JSON, encoded once per sample: every consumer polling
         within one interval gets the same bytes (and the same ETag)."""
         sample = self.collector.latest()
-        encoded = self._encoded
-        if encoded is None or encoded.sample is not sample:
-            encoded = self._encoded = EncodedSample.of(sample)
-        return encoded
+        if sample is not self._encoded_sample:
+            self._encoded = Encoded.of(sample)
+            self._encoded_sample = sample
+        assert self._encoded is not None
+        return self._encoded
 
     async def units(self) -> list[UnitRead]:
         """Every allowed unit; one that is not installed shows as load_state not-found."""

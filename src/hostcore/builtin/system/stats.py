@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -109,27 +107,6 @@ class SystemStatsRead(BaseModel):
     temperatures: list[TemperatureRead]
     network: NetworkTrafficRead
     process_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedSample:
-    """A sample encoded to JSON once, with its entity tag (a digest of those bytes)."""
-
-    sample: SystemStatsRead
-    body: bytes
-    etag: str
-
-    @classmethod
-    def of(cls, sample: SystemStatsRead) -> EncodedSample:
-        body = sample.model_dump_json().encode()
-        return cls(sample, body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
-
-    def matches(self, if_none_match: str) -> bool:
-        """Whether an ``If-None-Match`` value names this sample (RFC 9110 weak comparison)."""
-        if if_none_match.strip() == "*":
-            return True
-        tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
-        return self.etag in tags
 
 
 def busy_percent(before: CpuTimes, after: CpuTimes) -> float:
