@@ -93,7 +93,7 @@ async def plugin_health(registry: PluginRegistry, plugin: Plugin, app: FastAPI) 
 
 @dataclass
 class _Checked:
-    at: float = -HEALTH_MAX_AGE_S
+    at: float | None = None  # when the report was made; None: never
     report: dict[str, Any] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -109,7 +109,7 @@ class HealthChecks:
     async def report(self, plugin: Plugin, app: FastAPI) -> dict[str, Any]:
         checked = self._checked.setdefault(plugin.name, _Checked())
         async with checked.lock:
-            if time.monotonic() - checked.at >= HEALTH_MAX_AGE_S:
+            if checked.at is None or time.monotonic() - checked.at >= HEALTH_MAX_AGE_S:
                 checked.report = await plugin_health(self.registry, plugin, app)
                 checked.at = time.monotonic()
             return checked.report
