@@ -12,7 +12,6 @@ the variants over several rounds in one event loop and taking medians:
 - ``bare+middleware+id``: the same with a client-supplied X-Request-ID (no id generated);
 - ``hostcore``: ``create_app(settings)`` as ``hostcore serve`` builds it, lifespan started;
 - ``hostcore-no-activity``: the same with ``activity.enabled = false``;
-- ``hostcore-no-middleware``: the same as ``hostcore`` without RequestContextMiddleware.
 
 Each hostcore variant is built, with fresh data/log/run dirs in a temp dir, and
 started (lifespan) afresh for each measurement, outside the clock; its shutdown is
@@ -152,9 +151,7 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return uvloop.run(main())
 
 
-def hostcore_factory(
-    workdir: Path, name: str, *, middleware: bool = True, **env: str
-) -> Callable[[], FastAPI]:
+def hostcore_factory(workdir: Path, name: str, **env: str) -> Callable[[], FastAPI]:
     """Builds a fresh hostcore app, with fresh data/log/run dirs, at each call.
 
     Fresh dirs per app: an instance whose shutdown failed may leave its SQLite file locked.
@@ -175,12 +172,6 @@ def hostcore_factory(
             local_config=workdir / "absent.toml",
         )
         app = create_app(settings)
-        if not middleware:
-            app.user_middleware = [
-                m
-                for m in app.user_middleware
-                if getattr(m, "cls", None) is not RequestContextMiddleware
-            ]
         return app
 
     return build
@@ -192,6 +183,7 @@ def build_variants(workdir: Path) -> dict[str, Variant]:
         max_body_bytes=1024 * 1024,
         access_log_enabled=False,
         unavailable=lambda _path: None,
+        caller=lambda _scope: (LOOPBACK, True),
     )
     given_id = [(b"x-request-id", b"0123456789abcdef0123456789abcdef")]
     return {
@@ -204,9 +196,6 @@ def build_variants(workdir: Path) -> dict[str, Variant]:
             factory=hostcore_factory(
                 workdir, "hostcore-no-activity", HOSTCORE_ACTIVITY__ENABLED="false"
             )
-        ),
-        "hostcore-no-middleware": Variant(
-            factory=hostcore_factory(workdir, "hostcore-no-middleware", middleware=False)
         ),
     }
 
