@@ -56,12 +56,28 @@ def route_of(context: RouteContext) -> APIRoute | APIWebSocketRoute:
     return route
 
 
+def _has_own_lifespan(context: Any) -> bool:
+    """Whether a router's lifespan context is more than FastAPI's default one.
+
+    ``include_router`` replaces the including router's context with one that enters
+    both; that merged context is taken apart again here. Anything not recognised
+    counts as a lifespan of the plugin's own, and is refused.
+    """
+    if type(context).__name__ == "_DefaultLifespan":
+        return False
+    merged = inspect.unwrap(context)
+    code = getattr(merged, "__code__", None)
+    cells = getattr(merged, "__closure__", None)
+    if code is None or cells is None or code.co_name != "merged_lifespan":
+        return True
+    parts = dict(zip(code.co_freevars, (cell.cell_contents for cell in cells), strict=True))
+    if set(parts) != {"original_context", "nested_context"}:
+        return True
+    return any(_has_own_lifespan(part) for part in parts.values())
+
+
 def _check_router(router: APIRouter) -> None:
-    if (
-        router.on_startup
-        or router.on_shutdown
-        or type(router.lifespan_context).__name__ != "_DefaultLifespan"
-    ):
+    if router.on_startup or router.on_shutdown or _has_own_lifespan(router.lifespan_context):
         raise PluginError(
             "a router with its own startup/shutdown handlers or lifespan: use the "
             "hostcore_startup and hostcore_shutdown hooks instead"
