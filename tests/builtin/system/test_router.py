@@ -357,3 +357,19 @@ def test_a_timezone_the_daemon_rejects_is_answered_by_the_error_name_only(
     assert response.json()["detail"] == (
         "timedated rejected SetTimezone: org.freedesktop.DBus.Error.InvalidArgs"
     )
+
+
+def test_every_route_documents_the_422_body_hostcore_sends(api: TestClient) -> None:
+    document = api.get("/api/v1/openapi.json").json()
+
+    documented = {
+        f"{method.upper()} {path}": operation["responses"]["422"]["content"]
+        for path, operations in document["paths"].items()
+        if path.startswith("/api/v1/system/")
+        for method, operation in operations.items()
+    }
+    expected = {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrorRead"}}
+    }
+    assert documented == dict.fromkeys(documented, expected)
+    assert "GET /api/v1/system/stats" in documented
