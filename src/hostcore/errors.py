@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_args
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from pydantic_core.core_schema import ErrorType
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
@@ -114,16 +115,69 @@ def _status_name(status_code: int) -> str:
     return "".join(word.capitalize() for word in phrase.replace("-", " ").split())
 
 
+# pydantic's own messages are templates filled with the schema's limits, patterns and
+# choices. These carry text a validator wrote, or the rejected discriminator, and so
+# may quote the input; so may any error type a validator made up.
+_FREE_TEXT_ERROR_TYPES = frozenset({"value_error", "assertion_error", "union_tag_invalid"})
+_PYDANTIC_ERROR_TYPES = frozenset(get_args(ErrorType))
+_INVALID_VALUE = "Invalid value"
+# A message repeats a value when it holds the value's first characters (this many,
+# or all of a shorter value of at least _MIN_BARE_CHARS), or a quoted start of it.
+_PROBE_CHARS = 12
+_MIN_BARE_CHARS = 4
+_QUOTES = ("'", '"', "`")
+# A location names the schema's fields, except for keys the client made up.
+_MAX_LOC_PART_CHARS = 64
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Never echo the rejected input back: it may be huge or secret.
+    """The field list of a 422: where, what and which kind, never the rejected input.
+
+    The input may be huge or secret: pydantic's ``input`` and ``ctx`` are dropped,
+    a message that quotes the input anyway is replaced by a fixed one, and a key
+    the client sent is shortened.
+    """
     return [
         {
-            "loc": [str(part) for part in error.get("loc", ())],
-            "msg": error.get("msg", ""),
-            "type": error.get("type", ""),
+            "loc": [_loc_part(part) for part in error.get("loc", ())],
+            "msg": _message(error),
+            "type": str(error.get("type", "")),
         }
         for error in exc.errors()[:_MAX_FIELD_ERRORS]
     ]
+
+
+def _loc_part(part: object) -> str:
+    text = str(part)
+    if len(text) <= _MAX_LOC_PART_CHARS:
+        return text
+    return text[: _MAX_LOC_PART_CHARS - 1] + "…"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", ""))
+    kind = error.get("type", "")
+    free_text = kind in _FREE_TEXT_ERROR_TYPES or kind not in _PYDANTIC_ERROR_TYPES
+    if free_text and _repeats(message, error.get("input")):
+        return _INVALID_VALUE
+    return message
+
+
+def _repeats(message: str, value: object) -> bool:
+    """Whether ``message`` quotes ``value``, whole or by its start."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str) or not value.strip():
+        # Text only: a validator's message about a number names limits ("at most
+        # 1000"), which the number's digits would match.
+        return False
+    head = value[:_PROBE_CHARS]
+    if len(head) >= _MIN_BARE_CHARS and head in message:
+        return True
+    quoted_starts = (
+        f"{quote}{head[:length]}{quote}" for quote in _QUOTES for length in range(1, len(head) + 1)
+    )
+    return any(start in message for start in quoted_starts)
 
 
 def error_payload(

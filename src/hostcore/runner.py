@@ -17,7 +17,10 @@ site (ruff's banned-api rule TID251 rejects ``subprocess`` and
 * a typed :class:`CommandResult`, and failures raised as hostcore errors
   (:class:`~hostcore.errors.CommandNotFound`,
   :class:`~hostcore.errors.CommandTimeout`,
-  :class:`~hostcore.errors.CommandFailed`) that map to HTTP statuses.
+  :class:`~hostcore.errors.CommandFailed`) that map to HTTP statuses;
+* a command's output never reaches a client: it may quote a request's values,
+  paths, or the host's secrets. A failure names the command and how it ended;
+  the tail of its stderr goes to the log, as one escaped line.
 
 Arguments are logged at DEBUG and appear in error details, and any local user
 can read them from ``/proc``: pass secrets through ``input``, never in argv.
@@ -45,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _READ_CHUNK_BYTES = 64 * 1024
-_STDERR_TAIL_CHARS = 200
+_LOGGED_STDERR_CHARS = 1000
 _COMMAND_DESCRIPTION_CHARS = 200
 # After SIGKILL the group normally dies within milliseconds; the bound only
 # matters for a process stuck in the kernel or one that left the group and
@@ -125,7 +128,11 @@ class Runner:
             result.duration_s,
         )
         if check and not result.ok:
-            raise CommandFailed(_failure_detail(result))
+            detail = f"command {_describe(args)} {describe_exit(result.returncode)}"
+            logger.warning(
+                "%s; stderr ends: %r", detail, result.stderr_text[-_LOGGED_STDERR_CHARS:]
+            )
+            raise CommandFailed(detail)
         return result
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -295,14 +302,11 @@ def _describe(argv: Sequence[str]) -> str:
     return repr(line)
 
 
-def _failure_detail(result: CommandResult) -> str:
-    if result.returncode < 0:
-        try:
-            how = f"was killed by signal {signal.Signals(-result.returncode).name}"
-        except ValueError:
-            how = f"was killed by signal {-result.returncode}"
-    else:
-        how = f"exited with status {result.returncode}"
-    detail = f"command {_describe(result.argv)} {how}"
-    tail = result.stderr_text.strip()[-_STDERR_TAIL_CHARS:]
-    return f"{detail}: {tail}" if tail else detail
+def describe_exit(returncode: int) -> str:
+    """How a process ended, for messages: "exited with status 1", "was killed by signal SIGKILL"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        return f"was killed by signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -227,13 +228,28 @@ async def test_a_journal_hostcore_may_not_read_is_unavailable_with_the_fix() -> 
         await read_logs(runner, units=None, priority=None, since=None, limit=5)
 
 
-async def test_another_journalctl_failure_is_command_failed() -> None:
-    runner = ScriptedRunner(b"", returncode=1, stderr=b"Failed to parse timestamp: @x\n")
+async def test_another_journalctl_failure_is_command_failed_without_its_stderr(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hostcore.builtin.system.journal")
+    runner = ScriptedRunner(b"", returncode=1, stderr=b"Failed to parse timestamp: @1e300\n")
 
     with pytest.raises(CommandFailed) as caught:
         await read_logs(runner, units=None, priority=None, since=None, limit=5)
 
-    assert caught.value.detail == "journalctl exited with status 1: Failed to parse timestamp: @x"
+    assert caught.value.detail == "journalctl exited with status 1"
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "Failed to parse timestamp: @1e300" in record.getMessage()
+
+
+async def test_a_journalctl_killed_by_a_signal_says_so() -> None:
+    runner = ScriptedRunner(b"", returncode=-9, stderr=b"")
+
+    with pytest.raises(CommandFailed) as caught:
+        await read_logs(runner, units=None, priority=None, since=None, limit=5)
+
+    assert caught.value.detail == "journalctl was killed by signal SIGKILL"
 
 
 async def test_entries_printed_before_a_failure_are_kept() -> None:

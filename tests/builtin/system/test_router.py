@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from hostcore.app import create_app
 from hostcore.config import Settings
+from hostcore.logging import RequestIdFilter
 from tests.builtin.system.fakes import FakeServices
 from tests.conftest import bearer
 
@@ -265,3 +266,110 @@ def test_on_this_machine_every_endpoint_is_200_or_a_clear_503(
                 assert response.json()["error"] == "Unavailable" and response.json()["detail"]
         for path in ("/api/v1/system/info", "/api/v1/system/stats", "/api/v1/system/packages"):
             assert api.get(path).status_code == 200, path
+
+
+# --- hostile input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "inf",
+        "-inf",
+        "nan",
+        "infinity",
+        "1e300",
+        "253402300800",
+        pytest.param("1" + "0" * 400, id="1e400-in-digits"),
+    ],
+)
+def test_logs_since_must_be_a_finite_epoch_before_the_year_10000(
+    api: TestClient, since: str
+) -> None:
+    response = api.get("/api/v1/system/logs", params={"since": since})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "since"]
+
+
+@pytest.mark.parametrize("limit", ["100001", str(10**40)])
+def test_logs_limit_is_bounded_in_the_schema(api: TestClient, limit: str) -> None:
+    response = api.get("/api/v1/system/logs", params={"limit": limit})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"delay_s": "60"}, {"delay_s": True}, {"delay_s": 60.0}, {"delay_s": None}]
+)
+def test_power_delay_must_be_a_json_integer_and_is_never_coerced(
+    api: TestClient, fake_services: FakeServices, body: dict[str, object]
+) -> None:
+    response = api.post("/api/v1/system/power/reboot", json=body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "delay_s"]
+    assert bus_calls(fake_services) == 0
+
+
+def test_a_refused_timezone_is_not_repeated_in_the_answer(
+    api: TestClient, fake_services: FakeServices
+) -> None:
+    response = api.put("/api/v1/system/time/timezone", json={"timezone": "Mars/Olympus_Mons"})
+
+    assert response.status_code == 422
+    assert "Olympus" not in response.text
+    assert response.json()["errors"][0]["msg"] == (
+        "Value error, not a timezone in the zoneinfo database, such as Europe/Berlin"
+    )
+
+
+def test_a_daemons_error_text_never_reaches_the_client(
+    api: TestClient, fake_services: FakeServices, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())  # as the logging configuration does
+    fake_services.systemd.errors["StopUnit"] = (
+        "org.freedesktop.systemd1.Weird",
+        "internal detail /var/lib/secret",
+    )
+
+    response = api.post(
+        "/api/v1/system/services/nginx.service/stop", headers={"X-Request-ID": "stop-1"}
+    )
+
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": "DBusCallFailed",
+        "detail": "systemd failed StopUnit: org.freedesktop.systemd1.Weird",
+    }
+    logged = [r for r in caplog.records if "internal detail /var/lib/secret" in r.getMessage()]
+    assert [(r.levelname, r.request_id) for r in logged] == [("WARNING", "stop-1")]
+
+
+def test_a_timezone_the_daemon_rejects_is_answered_by_the_error_name_only(
+    api: TestClient, fake_services: FakeServices
+) -> None:
+    # A real zone that the fake timedated has not installed.
+    response = api.put("/api/v1/system/time/timezone", json={"timezone": "Europe/Paris"})
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "timedated rejected SetTimezone: org.freedesktop.DBus.Error.InvalidArgs"
+    )
+
+
+def test_every_route_documents_the_422_body_hostcore_sends(api: TestClient) -> None:
+    document = api.get("/api/v1/openapi.json").json()
+
+    documented = {
+        f"{method.upper()} {path}": operation["responses"]["422"]["content"]
+        for path, operations in document["paths"].items()
+        if path.startswith("/api/v1/system/")
+        for method, operation in operations.items()
+    }
+    expected = {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrorRead"}}
+    }
+    assert documented == dict.fromkeys(documented, expected)
+    assert "GET /api/v1/system/stats" in documented

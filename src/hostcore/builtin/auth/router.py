@@ -18,6 +18,7 @@ from hostcore.builtin.auth.schemas import (
 )
 from hostcore.db.deps import DbSession
 from hostcore.errors import NotFound, error_responses
+from hostcore.inputs import EpochSeconds
 from hostcore.security.deps import Authenticated, OptionalPrincipal, RequireScope
 from hostcore.security.runtime import SecurityDep
 
@@ -108,7 +109,7 @@ def build_router() -> APIRouter:
     async def activity(
         session: DbSession,
         principal: Annotated[str | None, Query(max_length=160)] = None,
-        since: Annotated[float | None, Query(ge=0, description="UNIX seconds")] = None,
+        since: Annotated[EpochSeconds | None, Query(description="UNIX seconds")] = None,
         status: Annotated[int | None, Query(ge=100, le=599)] = None,
         limit: Limit = 100,
     ) -> list[ActivityRead]:
@@ -121,7 +122,7 @@ def build_router() -> APIRouter:
     )
     async def activity_stats(
         session: DbSession,
-        since: Annotated[float | None, Query(ge=0, description="UNIX seconds")] = None,
+        since: Annotated[EpochSeconds | None, Query(description="UNIX seconds")] = None,
     ) -> list[ActivityStatsRead]:
         return await service.activity_stats(session, since=since)
 

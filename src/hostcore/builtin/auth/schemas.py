@@ -13,10 +13,11 @@ Subject = Annotated[str, StringConstraints(pattern=r"^(client|user):[a-z_][a-z0-
 class TokenCreate(BaseModel):
     """Ask for a token: as a user (username, password), or as a client by a signed request.
 
-    An ``auth:admin`` caller may name another ``client`` to mint a token for it.
+    An ``auth:admin`` caller may name another ``client`` to mint a token for it. Strict:
+    ``"600"`` or ``true`` is not a lifetime.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     username: Annotated[str, StringConstraints(max_length=64)] | None = None
     password: Annotated[SecretStr, Field(max_length=1024)] | None = None

@@ -11,6 +11,9 @@ daemon not running or not answering in time → :class:`~hostcore.errors.Unavail
 an unknown unit → :class:`~hostcore.errors.NotFound`; arguments a daemon rejects
 → :class:`~hostcore.errors.BadRequest`; a polkit or bus policy refusal →
 :class:`~hostcore.errors.Forbidden`; any other D-Bus error → :class:`DBusCallFailed`.
+The answer names the daemon, the call and the D-Bus error name; the daemon's
+own message goes to the log only, since it quotes arguments, paths and state
+of the host.
 
 Callers validate names (units, hostnames, time zones) before they get here;
 object paths always come from the daemon (``LoadUnit``), never from input.
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -211,27 +214,27 @@ _CONFLICT = frozenset(
 )
 
 
-def dbus_error(service: DBusService, member: str, name: str, text: str) -> HostcoreError:
-    """The hostcore error for a D-Bus error reply from ``service`` to a ``member`` call."""
+def dbus_error(service: DBusService, member: str, name: str) -> HostcoreError:
+    """The hostcore error for a D-Bus error reply named ``name`` from ``service`` to ``member``."""
     if name in _SERVICE_MISSING:
         return Unavailable(f"{service.title} is not running")
     if name.startswith("org.freedesktop.DBus.Error.Spawn.") or (
         service is not SYSTEMD and name == "org.freedesktop.systemd1.NoSuchUnit"
     ):
-        return Unavailable(f"{service.title} could not be started: {text}")
+        return Unavailable(f"{service.title} could not be started ({name})")
     if name in _NO_ANSWER:
-        return Unavailable(f"{service.label} did not answer: {text}")
+        return Unavailable(f"{service.label} did not answer {member} ({name})")
     if name in _DENIED:
-        return Forbidden(f"{service.label} refused {member}: {text}")
+        return Forbidden(f"{service.label} refused {member}: {name}")
     if service is SYSTEMD and name in _SYSTEMD_NOT_FOUND:
-        return NotFound(text)
+        return NotFound(f"{service.label} found nothing for {member}: {name}")
     if name in _CONFLICT:
-        return Conflict(f"{service.label} refused {member}: {text}")
+        return Conflict(f"{service.label} refused {member}: {name}")
     if name in _BAD_REQUEST:
-        return BadRequest(f"{service.label} rejected {member}: {text}")
+        return BadRequest(f"{service.label} rejected {member}: {name}")
     if name in _UNSUPPORTED:
-        return Unavailable(f"{service.label} does not support {member}: {text}")
-    return DBusCallFailed(f"{service.label} failed {member}: {name}: {text}")
+        return Unavailable(f"{service.label} does not support {member} ({name})")
+    return DBusCallFailed(f"{service.label} failed {member}: {name}")
 
 
 def describe_address(address: str) -> str:
@@ -248,6 +251,20 @@ def _unwrap(value: Any) -> Any:
 
 def _epoch_or_none(usec: int) -> float | None:
     return usec / _USEC_PER_S if usec else None
+
+
+def _logged(error: HostcoreError, reply: Message) -> HostcoreError:
+    """``error``, after logging the daemon's message that its detail leaves out.
+
+    A refusal the request caused (a bad argument, an unknown or masked unit) is
+    routine, so DEBUG; anything else says the host or hostcore needs a look.
+    """
+    level = (
+        logging.DEBUG if isinstance(error, BadRequest | NotFound | Conflict) else logging.WARNING
+    )
+    text = str(reply.body[0]) if reply.body else ""
+    logger.log(level, "%s; the daemon said %s: %r", error.detail, reply.error_name, text)
+    return error
 
 
 # --- the bus ------------------------------------------------------------------------
@@ -319,7 +336,9 @@ class SystemBus:
             reason = exc.strerror or type(exc).__name__
             raise Unavailable(f"the system D-Bus is not available ({where}: {reason})") from exc
         except (AuthError, EOFError) as exc:
-            raise Unavailable(f"the system D-Bus ({where}) refused the connection: {exc}") from exc
+            # The bus's refusal text is its own business; the log has it.
+            logger.warning("the system D-Bus (%s) refused the connection: %r", where, str(exc))
+            raise Unavailable(f"the system D-Bus ({where}) refused the connection") from exc
         except InvalidAddressError as exc:
             raise Unavailable(f"the system D-Bus address {address!r} is invalid: {exc}") from exc
         logger.debug("connected to the system D-Bus at %s as %s", where, bus.unique_name)
@@ -400,8 +419,7 @@ class SystemBus:
             # dbus-fast ends calls pending on a connection that closed without an error.
             raise self._lost(bus, service, None)
         if reply.message_type is MessageType.ERROR:
-            text = str(reply.body[0]) if reply.body else ""
-            raise dbus_error(service, member, reply.error_name or "", text)
+            raise _logged(dbus_error(service, member, reply.error_name or ""), reply)
         return list(reply.body)
 
     def _lost(
@@ -438,7 +456,7 @@ class SystemBus:
         path = await self._unit_path(name)
         props = await self.get_properties(SYSTEMD, UNIT_INTERFACE, path=path)
         if props.get("LoadState") == "not-found":
-            raise NotFound(f"unit {name!r} not found")
+            raise _no_such_unit(name)
         unit_id = str(props.get("Id") or name)
         main_pid: int | None = None
         if unit_id.endswith(".service"):
@@ -457,7 +475,8 @@ class SystemBus:
 
     async def _unit_path(self, name: str) -> str:
         # LoadUnit, unlike GetUnit, also answers for a unit not loaded right now.
-        (path,) = await self.call(SYSTEMD, "LoadUnit", "s", [name])
+        with _unit_not_found(name):
+            (path,) = await self.call(SYSTEMD, "LoadUnit", "s", [name])
         return str(path)
 
     async def start_unit(self, name: str) -> UnitJobRead:
@@ -473,7 +492,8 @@ class SystemBus:
         self, action: Literal["start", "stop", "restart"], member: str, name: str
     ) -> UnitJobRead:
         # "replace": the request wins over a queued job for the unit, as with systemctl.
-        (job,) = await self.call(SYSTEMD, member, "ss", [name, "replace"])
+        with _unit_not_found(name):
+            (job,) = await self.call(SYSTEMD, member, "ss", [name, "replace"])
         return UnitJobRead(unit=name, action=action, job=str(job))
 
     # -- logind --
@@ -535,6 +555,19 @@ class SystemBus:
     async def set_timezone(self, timezone: str) -> TimeRead:
         await self.call(TIMEDATED, "SetTimezone", "sb", [timezone, False])
         return await self.time_settings()
+
+
+def _no_such_unit(name: str) -> NotFound:
+    return NotFound(f"unit {name!r} not found")
+
+
+@contextlib.contextmanager
+def _unit_not_found(name: str) -> Iterator[None]:
+    """Word systemd's "no such unit" by the unit's (validated) name."""
+    try:
+        yield
+    except NotFound:
+        raise _no_such_unit(name) from None
 
 
 async def _disconnected(bus: MessageBus) -> None:

@@ -13,11 +13,15 @@ journal files were found") or hostcore may not read it, that is
 :class:`~hostcore.errors.Unavailable`, a 503 that names the cause: an empty
 list would claim the host logged nothing. Older journalctl versions exit
 quietly with no output when there are no files; that reads as an empty list.
+Any other failure is :class:`~hostcore.errors.CommandFailed` naming the exit
+status only: journalctl's stderr quotes arguments and paths, so it goes to the
+log instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -25,12 +29,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from hostcore.errors import CommandFailed, Unavailable
-from hostcore.runner import CommandResult, Runner
+from hostcore.runner import CommandResult, Runner, describe_exit
+
+logger = logging.getLogger(__name__)
 
 # The fields read below; journalctl adds __CURSOR and the timestamps by itself.
 OUTPUT_FIELDS = ("MESSAGE", "PRIORITY", "_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER", "_PID", "_HOSTNAME")
 _USEC_PER_S = 1_000_000
-_STDERR_TAIL_CHARS = 200
+_LOGGED_STDERR_CHARS = 1000
 
 
 class LogEntryRead(BaseModel):
@@ -104,9 +110,9 @@ def _raise_for_no_entries(result: CommandResult) -> None:
             "systemd-journal group"
         )
     if not result.ok:
-        tail = stderr.strip()[-_STDERR_TAIL_CHARS:]
-        detail = f"journalctl exited with status {result.returncode}"
-        raise CommandFailed(f"{detail}: {tail}" if tail else detail)
+        detail = f"journalctl {describe_exit(result.returncode)}"
+        logger.warning("%s; stderr ends: %r", detail, stderr[-_LOGGED_STDERR_CHARS:])
+        raise CommandFailed(detail)
 
 
 def parse_journal_json(stdout: bytes, limit: int) -> list[LogEntryRead]:

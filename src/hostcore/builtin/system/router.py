@@ -15,6 +15,7 @@ from hostcore.builtin.system.info import SystemInfoRead
 from hostcore.builtin.system.journal import LogEntryRead
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import (
+    MAX_LOGS_LIMIT,
     HostnameUpdate,
     PowerRequest,
     TimezoneUpdate,
@@ -24,6 +25,7 @@ from hostcore.builtin.system.schemas import (
 from hostcore.builtin.system.service import SystemService
 from hostcore.builtin.system.stats import SystemStatsRead
 from hostcore.errors import error_responses
+from hostcore.inputs import EpochSeconds
 from hostcore.responses import CONDITIONAL_GET, revalidated
 from hostcore.security.deps import RequireScope
 
@@ -47,7 +49,9 @@ Unit = Annotated[UnitName, Path(description="A unit on the allowed-units list.")
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    # Declared for every route at once: a route with parameters that lists no 422 of
+    # its own would get FastAPI's default one, whose body is not the one hostcore sends.
+    router = APIRouter(responses=error_responses(422))
 
     @router.get("/info", dependencies=READ, responses=error_responses(401, 403, 429, 503))
     async def info(system: System) -> SystemInfoRead:
@@ -118,8 +122,10 @@ def build_router() -> APIRouter:
         system: System,
         unit: Annotated[UnitName | None, Query()] = None,
         priority: Annotated[int | None, Query(ge=0, le=7, description="0 emerg … 7 debug")] = None,
-        since: Annotated[float | None, Query(ge=0, description="UNIX seconds")] = None,
-        limit: Annotated[int | None, Query(ge=1, description="Default 100.")] = None,
+        since: Annotated[EpochSeconds | None, Query(description="UNIX seconds")] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, le=MAX_LOGS_LIMIT, description="Default 100.")
+        ] = None,
     ) -> list[LogEntryRead]:
         """Journal entries of the allowed units, oldest first."""
         return await system.logs(unit, priority, since, limit)

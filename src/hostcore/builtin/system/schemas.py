@@ -34,6 +34,7 @@ _UNIT = re.compile(
 _HOST_LABEL = re.compile(r"\A(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 MAX_UNIT_LENGTH = 255
 MAX_HOSTNAME_LENGTH = 64  # Linux HOST_NAME_MAX
+MAX_LOGS_LIMIT = 100_000
 
 
 def check_unit_name(name: str) -> str:
@@ -65,8 +66,10 @@ def _timezones() -> frozenset[str]:
 
 
 def check_timezone(name: str) -> str:
+    # Like every validator's message here, this one never repeats the input: it goes
+    # back to the client in the 422.
     if name not in _timezones():
-        raise ValueError(f"{name[:64]!r} is not a timezone in the zoneinfo database")
+        raise ValueError("not a timezone in the zoneinfo database, such as Europe/Berlin")
     return name
 
 
@@ -105,25 +108,30 @@ class SystemSettings(BaseModel):
         ],
         description="Debian packages whose versions GET /packages reports.",
     )
-    logs_max_limit: int = Field(1000, ge=1, le=100_000)
+    logs_max_limit: int = Field(1000, ge=1, le=MAX_LOGS_LIMIT)
     dbus_timeout_s: float = Field(5.0, gt=0, le=60)
     stats_interval_s: float = Field(1.0, ge=0.1, le=60)
     max_power_delay_s: int = Field(3600, ge=0, le=86400)
 
 
+# Request bodies are strict: JSON's own types only, so "60" or true is not a number of
+# seconds and a client's typing mistake is a 422 rather than a guess.
+STRICT_BODY = ConfigDict(strict=True, extra="forbid")
+
+
 class PowerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
     delay_s: int = Field(0, ge=0, le=86400, description="Seconds to wait before going down.")
 
 
 class TimezoneUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
     timezone: Timezone
 
 
 class HostnameUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
     hostname: Hostname
