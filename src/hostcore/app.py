@@ -29,7 +29,7 @@ from hostcore.errors import HostcoreError, PluginError, handle_error
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
-from hostcore.routing import add_routes_flat, flat_routes, route_of
+from hostcore.routing import add_routes_flat, allow_all_methods_of_each_path, flat_routes, route_of
 from hostcore.runner import Runner
 from hostcore.security.admission import CountedByAddress, counting_unmatched
 from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_permissions
@@ -299,6 +299,7 @@ def create_app(
     # After the plugins' routes: no path is claimed twice, so the order changes no answer,
     # and the routes consumers poll are matched first.
     install_meta_routes(app, registry, security, docs=docs)
+    allow_all_methods_of_each_path(app)
     _install_exception_handlers(app, registry)
 
     def count_refused(context: RequestContext) -> None:

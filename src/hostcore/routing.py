@@ -23,9 +23,10 @@ import inspect
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute, APIWebSocketRoute, RouteContext, iter_route_contexts
 
-from hostcore.errors import PluginError
+from hostcore.errors import PluginError, error_responses
 from hostcore.security.admission import AdmittedRoute, AdmittedWebSocketRoute
 
 _ROUTE_ARGUMENTS = tuple(
@@ -118,6 +119,22 @@ def flat_routes(router: APIRouter) -> list[RouteContext]:
     return contexts
 
 
+def _takes_input(route: APIRoute) -> bool:
+    """Whether a route validates any input (so it can answer 422)."""
+    return route.body_field is not None or bool(get_flat_params(route.dependant))
+
+
+def allow_all_methods_of_each_path(app: FastAPI) -> None:
+    """Let each route's 405 name every method some route serves at its path."""
+    methods: dict[str, set[str]] = {}
+    for route in app.router.routes:
+        if isinstance(route, AdmittedRoute):
+            methods.setdefault(route.path, set()).update(route.methods or ())
+    for route in app.router.routes:
+        if isinstance(route, AdmittedRoute):
+            route.allowed = frozenset(methods[route.path])
+
+
 def add_routes_flat(
     app: FastAPI, router: APIRouter, *, prefix: str = "", tag: str | None = None
 ) -> list[APIRoute | APIWebSocketRoute]:
@@ -136,6 +153,9 @@ def add_routes_flat(
             options["form_limits"] = {**router_form_limits, **(original.form_limits or {})}
             if tag is not None:
                 options["tags"] = [tag, *(t for t in options["tags"] or () if t != tag)]
+            if _takes_input(original) and 422 not in (options["responses"] or {}):
+                # FastAPI would document its own 422 body, not the one hostcore sends.
+                options["responses"] = {**error_responses(422), **(options["responses"] or {})}
             app.router.add_api_route(
                 path,
                 endpoint,

@@ -118,7 +118,9 @@ def test_the_route_that_runs_is_the_route_admitted(
         if route != "open_route":
             assert client.request(method, path, headers=writer).status_code == 403
     assert client.post("/api/v1/maze/things/x", headers=writer).json()["route"] == "things_write"
-    assert client.delete("/api/v1/maze/things/other").status_code == 405
+    not_allowed = client.delete("/api/v1/maze/things/other")
+    assert not_allowed.status_code == 405
+    assert not_allowed.headers["allow"] == "GET, POST", "every route at the path counts"
     assert client.get("/api/v1/maze/nothing").status_code == 404
 
 

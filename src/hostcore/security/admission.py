@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -178,6 +179,9 @@ class AdmittedRoute(APIRoute):
     requirement: Requirement
     _fixed: bool
     _literal: str
+    # Every method some route serves at this path (set once all routes are added): a
+    # 405 names them all, not only this route's own.
+    allowed: frozenset[str] = frozenset()
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         self._fixed = "{" not in self.path
@@ -221,6 +225,8 @@ class AdmittedRoute(APIRoute):
             context = context_of(scope)
             if context is not None:
                 runtime_of(scope).count_address(f"{scope['method']} {self.path}", context)
+            allow = ", ".join(sorted(self.allowed or self.methods))
+            raise HTTPException(status_code=405, headers={"Allow": allow})
         await super().handle(scope, receive, send)
 
 

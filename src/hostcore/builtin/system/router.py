@@ -49,9 +49,7 @@ Unit = Annotated[UnitName, Path(description="A unit on the allowed-units list.")
 
 
 def build_router() -> APIRouter:
-    # Declared for every route at once: a route with parameters that lists no 422 of
-    # its own would get FastAPI's default one, whose body is not the one hostcore sends.
-    router = APIRouter(responses=error_responses(422))
+    router = APIRouter()
 
     @router.get("/info", dependencies=READ, responses=error_responses(401, 403, 429, 503))
     async def info(system: System) -> SystemInfoRead:
