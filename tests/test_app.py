@@ -388,3 +388,13 @@ def test_a_router_with_frontend_routes_fails_the_plugin(
     (tmp_path / "index.html").write_text("<p>hi</p>")
     client = client_for(app_factory({"front": RouterWithFrontend(tmp_path)}))
     assert "hostcore_static_mounts" in failed_plugin_reason(client, "front")
+
+
+def test_an_app_starts_again_in_another_event_loop(app_factory: AppFactory) -> None:
+    """Each TestClient runs its own loop: the second start must not trip over the first."""
+    from tests.conftest import bearer
+
+    app = app_factory({"echo": Echo()})
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert client.get("/api/v1/echo/word", headers=bearer(client)).status_code == 200

@@ -211,6 +211,9 @@ class ActivityRecorder:
             self._wake.set()
 
     def start(self) -> None:
+        # A new event per start: an event belongs to the loop that first waits on it,
+        # and an app may be started again in another loop (tests, a restarted server).
+        self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name="hostcore-activity-writer")
 
