@@ -20,8 +20,8 @@ def allows(granted: Iterable[str], required: str) -> bool:
     return any(_grant_matches(scope, required) for scope in granted)
 
 
-def covered(requested: Iterable[str], granted: Iterable[str]) -> list[str]:
-    """The requested scopes that the granted ones do NOT cover (empty: all covered).
+def uncovered(requested: Iterable[str], granted: Iterable[str]) -> list[str]:
+    """The requested scopes that the granted ones do not cover (empty: all covered).
 
     A request may itself use wildcards (``system:*``); it is covered only by a
     grant at least as wide, so nobody widens their own scopes with a wildcard.

@@ -16,7 +16,7 @@ from hostcore.builtin.auth.schemas import (
 from hostcore.context import Principal, PrincipalKind
 from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from hostcore.security import users
-from hostcore.security.acl import allows, covered
+from hostcore.security.acl import allows, uncovered
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
 from hostcore.security.tokens import IssuedTokenInfo
@@ -55,7 +55,7 @@ async def issue_token(
         # For itself a caller gets at most what its credential grants now: a narrow
         # token never mints a wider one.
         wanted = list(body.scopes) if body.scopes is not None else sorted(caller.scopes)
-        missing = covered(wanted, caller.scopes)
+        missing = uncovered(wanted, caller.scopes)
         if missing:
             raise Forbidden(f"this credential may not have the scopes: {', '.join(missing)}")
         ttl = body.ttl_s
@@ -89,7 +89,7 @@ async def _issue(
     ttl_s: int | None,
 ) -> IssuedTokenInfo:
     wanted = list(requested) if requested is not None else granted
-    missing = covered(wanted, granted)
+    missing = uncovered(wanted, granted)
     if missing:
         raise Forbidden(f"{kind} {name} may not have the scopes: {', '.join(missing)}")
     if ttl_s is not None and ttl_s > runtime.auth.max_token_ttl_s:
