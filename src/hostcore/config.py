@@ -143,6 +143,18 @@ class AuthSettings(Section):
     hmac_secret_file: Path | None = Field(None, description="Default <data_dir>/hmac.secret.")
     secret_group: str | None = Field(None, description="Group that may read the HMAC secret.")
     revocation_poll_s: float = Field(0.5, gt=0, le=1.0)
+    password_min_length: int = Field(10, ge=8, le=1024, description="For new passwords.")
+    login_concurrency: int = Field(
+        2, ge=1, le=16, description="Password checks at once per worker (19 MiB each)."
+    )
+    login_queue: int = Field(
+        8, ge=0, le=1000, description="Logins that may wait for a check; more get 503."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins of one username that lock it."
+    )
+    login_failure_window_s: float = Field(900, gt=0, description="Within this time.")
+    login_lockout_s: float = Field(300, gt=0, le=86400, description="How long it stays locked.")
     clients: dict[str, ClientSettings] = Field(default_factory=dict)
     roles: dict[str, list[ScopeName]] = Field(
         default_factory=lambda: {

@@ -59,10 +59,18 @@ async def test_fresh_database_to_head(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
     found = [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)]
     applied = await migrate(db, found)
-    assert applied == {CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}
-    assert await current(db, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    assert applied == {CORE_LINEAGE: ["0001", "0002", "0003"], "hello": ["hello_0001"]}
+    assert await current(db, found) == {CORE_LINEAGE: ["0003"], "hello": ["hello_0001"]}
     tables = await schema(db)
-    for table in ("signing_keys", "tokens", "users", "hmac_nonces", "activity", "hello_greetings"):
+    for table in (
+        "signing_keys",
+        "tokens",
+        "users",
+        "hmac_nonces",
+        "activity",
+        "login_failures",
+        "hello_greetings",
+    ):
         assert table in tables
     assert "alembic_version_hostcore" in tables and "alembic_version_hello" in tables
     assert await migrate(db, found) == {CORE_LINEAGE: [], "hello": []}
@@ -95,7 +103,7 @@ async def test_history_marks_applied_and_pending(tmp_path: Path) -> None:
     found = lineages({})
     await migrate(db, found, target="0001")
     rows = [(row.revision, row.applied) for row in await history(db, found)]
-    assert rows == [("0001", True), ("0002", False)]
+    assert rows == [("0001", True), ("0002", False), ("0003", False)]
     await db.dispose()
 
 
@@ -104,7 +112,7 @@ async def test_a_plugin_lineage_is_independent(tmp_path: Path) -> None:
     db = sqlite(tmp_path)
     await migrate(db, [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)])
     assert await migrate(db, lineages({})) == {CORE_LINEAGE: []}
-    assert await current(db, lineages({})) == {CORE_LINEAGE: ["0002"]}
+    assert await current(db, lineages({})) == {CORE_LINEAGE: ["0003"]}
     await db.dispose()
 
 
@@ -135,7 +143,7 @@ def test_two_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
     outputs = [process.communicate(timeout=60) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     reports = sorted(out for out, _ in outputs)
-    assert reports == ["hostcore: 0001, 0002\n", "hostcore: already up to date\n"], outputs
+    assert reports == ["hostcore: 0001, 0002, 0003\n", "hostcore: already up to date\n"], outputs
 
 
 def test_db_commands(tmp_path: Path) -> None:
@@ -156,8 +164,8 @@ def test_db_commands(tmp_path: Path) -> None:
     assert run("current") == "hostcore: empty (not migrated)\n"
     assert "pending" in run("history")
     run("upgrade")
-    assert run("current") == "hostcore: 0002\n"
-    assert run("history").count("applied") == 2
+    assert run("current") == "hostcore: 0003\n"
+    assert run("history").count("applied") == 3
 
 
 @pytest.fixture
@@ -184,11 +192,11 @@ async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: st
     results = await asyncio.gather(migrate(first, found), migrate(second, found))
     assert sorted(map(str, results)) == sorted(
         [
-            str({CORE_LINEAGE: ["0001", "0002"], "hello": ["hello_0001"]}),
+            str({CORE_LINEAGE: ["0001", "0002", "0003"], "hello": ["hello_0001"]}),
             str({CORE_LINEAGE: [], "hello": []}),
         ]
     ), "one process migrates, the other finds nothing to do"
-    assert await current(first, found) == {CORE_LINEAGE: ["0002"], "hello": ["hello_0001"]}
+    assert await current(first, found) == {CORE_LINEAGE: ["0003"], "hello": ["hello_0001"]}
     await first.dispose()
     await second.dispose()
 

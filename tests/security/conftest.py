@@ -25,7 +25,9 @@ from hostcore.config import Settings, load_settings
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, object_source
 from hostcore.security import hmac as signing
+from hostcore.security import users
 from hostcore.security.deps import Authenticated, RequireScope
+from hostcore.security.password_policy import PasswordPolicy
 from hostcore.security.runtime import SecurityRuntime
 from tests.conftest import NOWHERE, hostcore_command, isolated_environ, wait_for
 from tests.test_serve import accepts, answers, stop_group
@@ -107,6 +109,19 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def runtime_of(client: TestClient) -> SecurityRuntime:
     runtime: SecurityRuntime = client.app.state.security  # type: ignore[attr-defined]
     return runtime
+
+
+def add_user(client: TestClient, username: str, password: str, role: str) -> None:
+    """A user in the app's store, added as ``hostcore user add`` would."""
+    runtime = runtime_of(client)
+
+    async def work(runtime: SecurityRuntime) -> None:
+        policy = PasswordPolicy.from_settings(runtime.auth)
+        async with runtime.db.session() as session, session.begin():
+            await users.add(session, username, password, role, policy=policy)
+
+    assert client.portal is not None
+    client.portal.call(work, runtime)
 
 
 def hmac_secret(client: TestClient) -> bytes:

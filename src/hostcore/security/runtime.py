@@ -3,7 +3,8 @@
 ``SecurityRuntime`` holds the parts and their order of start and stop:
 the :class:`~hostcore.security.issuing.Issuer` (signing keys, tokens),
 the :class:`~hostcore.security.authentication.Authenticator` (credentials to a
-principal), the rate limiter, the activity recorder and the background
+principal), the :class:`~hostcore.security.logins.Logins` (user passwords),
+the rate limiter, the activity recorder and the background
 :class:`~hostcore.security.upkeep.Upkeep`. What runs per request is in
 :mod:`hostcore.security.admission`.
 """
@@ -26,6 +27,7 @@ from hostcore.security.activity import ActivityRecord, ActivityRecorder
 from hostcore.security.authentication import Authenticator
 from hostcore.security.issuing import Issuer
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey
+from hostcore.security.logins import Logins
 from hostcore.security.proxies import ProxyResolver, address_identity
 from hostcore.security.ratelimit import RateLimiter
 from hostcore.security.tokens import IssuedTokenInfo, TokenVerifier
@@ -43,6 +45,7 @@ class SecurityRuntime:
         self.authenticator = Authenticator(
             settings.auth, db, self.verifier, self.issuer.refresh_keys
         )
+        self.logins = Logins(settings.auth, db)
         self.upkeep = Upkeep(settings, db, self.verifier, self.issuer)
         self.ratelimiter = (
             RateLimiter.from_settings(settings.ratelimit, settings.run_dir)

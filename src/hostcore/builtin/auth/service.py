@@ -15,7 +15,6 @@ from hostcore.builtin.auth.schemas import (
 )
 from hostcore.context import Principal, PrincipalKind
 from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from hostcore.security import users
 from hostcore.security.acl import allows, covered
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
@@ -42,10 +41,7 @@ async def issue_token(
     if body.username is not None or body.password is not None:
         if body.username is None or body.password is None or body.client is not None:
             raise BadRequest("a user login needs username and password, and no client")
-        async with runtime.db.session() as session:
-            user = await users.authenticate(
-                session, body.username, body.password.get_secret_value()
-            )
+        user = await runtime.logins.authenticate(body.username, body.password.get_secret_value())
         granted = role_scopes(runtime, user.role)
         return await _issue(runtime, "user", user.username, granted, body.scopes, body.ttl_s)
     if caller is None:
