@@ -257,3 +257,25 @@ def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
     assert cli_layers_from_environment({}) == (None, [])
     # The carrier variable is not itself a setting.
     load_settings(environ={CLI_LAYERS_ENV: encoded}, system_config=NOWHERE, local_config=NOWHERE)
+
+
+LOGIN_ROUTE = "POST /api/v1/auth/token"
+
+
+def test_login_is_rate_limited_by_default() -> None:
+    assert Settings().ratelimit.routes == {LOGIN_ROUTE: "10/minute"}
+
+
+def test_configured_route_limits_merge_over_the_default_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", '[ratelimit.routes]\n"GET /api/v1/x" = "5/minute"\n')
+    settings = load_settings(
+        config_file=path, environ={}, system_config=NOWHERE, local_config=NOWHERE
+    )
+    assert settings.ratelimit.routes == {LOGIN_ROUTE: "10/minute", "GET /api/v1/x": "5/minute"}
+    replaced = load_settings(
+        overrides=[f'ratelimit.routes={{"{LOGIN_ROUTE}": "3/minute"}}'],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    assert replaced.ratelimit.routes == {LOGIN_ROUTE: "3/minute"}

@@ -29,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -165,16 +166,28 @@ class AuthSettings(Section):
     )
 
 
+# Every login costs an argon2 check: guessing must not be cheap. Configured routes are
+# merged over these (naming one replaces its limit), so adding a limit keeps them.
+DEFAULT_ROUTE_LIMITS = {"POST /api/v1/auth/token": "10/minute"}
+
+
 class RateLimitSettings(Section):
     enabled: bool = True
     default: str = Field("600/minute", description="Per principal (else per address), per route.")
     routes: dict[str, str] = Field(
-        default_factory=dict, description='"METHOD /route/template" -> limit, e.g. "10/minute".'
+        default_factory=lambda: dict(DEFAULT_ROUTE_LIMITS),
+        description='"METHOD /route/template" -> limit, e.g. "10/minute"; merged over the '
+        "defaults.",
     )
     storage: str = Field(
         "shared",
         description='"shared" (memory-mapped file, all workers), "memory", or a limits URL.',
     )
+
+    @field_validator("routes")
+    @classmethod
+    def _merged_over_the_defaults(cls, routes: dict[str, str]) -> dict[str, str]:
+        return {**DEFAULT_ROUTE_LIMITS, **routes}
 
 
 class ActivitySettings(Section):

@@ -206,6 +206,14 @@ def test_a_login_whose_caller_left_keeps_its_slot_until_its_check_ends() -> None
     assert asyncio.run(scenario()) == ["released", "first check ended", "second check ran"]
 
 
+def test_logins_from_one_address_are_rate_limited_by_default(serve: Serve) -> None:
+    client = serve()
+    for attempt in range(10):
+        assert login(client, f"user{attempt}", WRONG).status_code == 401
+    refused = login(client, "alice", PASSWORD)
+    assert_error(refused, 429, "TooManyRequests", "rate limit of 10 exceeded")
+
+
 # --- one cost, one answer ----------------------------------------------------------------
 
 
