@@ -120,8 +120,6 @@ class Authenticator:
                 principal = self.verifier.verify(token)
             except UnknownSigningKey as again:
                 raise Unauthorized(again.detail) from None
-        if principal.kind == "client" and principal.name not in self.settings.clients:
-            raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal
 
     async def _verify_signed(self, scope: Scope, header: HeaderLookup, body: bytes) -> Principal:

@@ -92,9 +92,15 @@ class SecurityRuntime:
         await self.issuer.refresh_keys()
 
     async def issue(
-        self, kind: PrincipalKind, name: str, scopes: Sequence[str], ttl_s: int | None = None
+        self,
+        kind: PrincipalKind,
+        name: str,
+        scopes: Sequence[str],
+        ttl_s: int | None = None,
+        *,
+        role: str | None = None,
     ) -> IssuedTokenInfo:
-        return await self.issuer.issue(kind, name, scopes, ttl_s)
+        return await self.issuer.issue(kind, name, scopes, ttl_s, role=role)
 
     async def rotate_key(self) -> KeyInfo:
         return await self.issuer.rotate_key()

@@ -49,8 +49,9 @@ class Upkeep:
         """Every revocation that still matters, once at start."""
         now = time.time()
         async with self.db.session() as session:
+            # A token is accepted up to the leeway past its expiry: so long its revocation counts.
             self.verifier.add_revoked(
-                (jti, exp) for jti, exp in await tokens.revoked_since(session, 0.0) if exp >= now
+                await tokens.revoked_since(session, 0.0, expiring_after=now - self.auth.leeway_s)
             )
         self._revocations_seen = now
 

@@ -43,7 +43,9 @@ async def issue_token(
             raise BadRequest("a user login needs username and password, and no client")
         user = await runtime.logins.authenticate(body.username, body.password.get_secret_value())
         granted = role_scopes(runtime, user.role)
-        return await _issue(runtime, "user", user.username, granted, body.scopes, body.ttl_s)
+        return await _issue(
+            runtime, "user", user.username, granted, body.scopes, body.ttl_s, role=user.role
+        )
     if caller is None:
         raise Unauthorized("no credentials: log in, or sign the request as a client")
     target = body.client or caller.name
@@ -83,6 +85,8 @@ async def _issue(
     granted: list[str],
     requested: list[str] | None,
     ttl_s: int | None,
+    *,
+    role: str | None = None,
 ) -> IssuedTokenInfo:
     wanted = list(requested) if requested is not None else granted
     missing = covered(wanted, granted)
@@ -90,7 +94,7 @@ async def _issue(
         raise Forbidden(f"{kind} {name} may not have the scopes: {', '.join(missing)}")
     if ttl_s is not None and ttl_s > runtime.auth.max_token_ttl_s:
         raise BadRequest(f"ttl_s may be at most {runtime.auth.max_token_ttl_s}")
-    return await runtime.issue(kind, name, wanted, ttl_s)
+    return await runtime.issue(kind, name, wanted, ttl_s, role=role)
 
 
 async def list_tokens(
