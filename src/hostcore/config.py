@@ -156,6 +156,9 @@ class AuthSettings(Section):
     )
     login_failure_window_s: float = Field(900, gt=0, description="Within this time.")
     login_lockout_s: float = Field(300, gt=0, le=86400, description="How long it stays locked.")
+    token_retention_days: float = Field(
+        30, ge=0, description="Expired (and revoked) token records are kept this long."
+    )
     clients: dict[str, ClientSettings] = Field(default_factory=dict)
     roles: dict[str, list[ScopeName]] = Field(
         default_factory=lambda: {

@@ -65,6 +65,15 @@ class Issuer:
             await tokens.record(session, info, kind)
         return info
 
+    async def wipe_retired(self) -> None:
+        """Wipe the keys that verify nothing any more, in the store and in this worker."""
+        assert self.keystore is not None
+        async with self.db.session() as session, session.begin():
+            wiped = await self.keystore.wipe_expired(session)
+        now = time.time()
+        if wiped or any(not key.verifies_at(now) for key in self.verifier.keys.values()):
+            await self.refresh_keys()
+
     async def rotate_key(self) -> KeyInfo:
         assert self.keystore is not None
         async with self.db.session() as session:

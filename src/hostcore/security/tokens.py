@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import AuthSettings
@@ -37,6 +37,7 @@ from hostcore.security.models import IssuedToken
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "scopes", "iat", "nbf", "exp"]
 CACHE_SIZE = 4096
 MAX_TOKEN_BYTES = 4096
+PRUNE_BATCH = 500
 
 
 def parse_subject(subject: str) -> tuple[PrincipalKind, str]:
@@ -149,6 +150,19 @@ async def revoked_since(
         )
     )
     return [(jti, expires) for jti, expires in result.all()]
+
+
+async def prune(session: AsyncSession, *, expired_before: float, batch: int = PRUNE_BATCH) -> int:
+    """Forget the records of tokens that expired before ``expired_before``, revoked or not;
+    at most ``batch``, oldest first, so that one run's work is bounded."""
+    oldest = (
+        select(IssuedToken.jti)
+        .where(IssuedToken.expires_at < expired_before)
+        .order_by(IssuedToken.expires_at)
+        .limit(batch)
+    )
+    result = await session.execute(delete(IssuedToken).where(IssuedToken.jti.in_(oldest)))
+    return affected_rows(result)
 
 
 class UnknownSigningKey(Unauthorized):
