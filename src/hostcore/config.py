@@ -123,13 +123,36 @@ ScopeName = Annotated[
 ]
 
 
+ClientName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+SECRETS_DIR = "secrets"
+SHARED_HMAC_FILE = "hmac.secret"
+
+
 class ClientSettings(Section):
     """One entry of the allowed-services list."""
 
     scopes: list[ScopeName] = Field(default_factory=list)
     secret_file: Path | None = Field(
-        None, description="This client's own HMAC secret instead of the shared one."
+        None,
+        description="A secret file you keep, instead of <data_dir>/secrets/<client>.secret.",
     )
+    secret_group: str | None = Field(
+        None, description="Group that may read <data_dir>/secrets/<client>.secret."
+    )
+    shared_secret: bool = Field(
+        False, description="Sign with the shared secret (auth.hmac_secret_file) instead."
+    )
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ClientSettings:
+        if self.shared_secret and self.secret_file is not None:
+            raise ValueError("secret_file and shared_secret exclude each other")
+        if self.secret_group is not None and (self.shared_secret or self.secret_file):
+            raise ValueError(
+                "secret_group is for <data_dir>/secrets/<client>.secret only "
+                "(the shared secret's group is auth.secret_group)"
+            )
+        return self
 
 
 class AuthSettings(Section):
@@ -141,8 +164,10 @@ class AuthSettings(Section):
     leeway_s: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     key_rotation_days: float = Field(30, ge=0, description="0 turns automatic rotation off.")
     hmac_window_s: int = Field(300, ge=5, le=3600, description="Accepted timestamp skew.")
-    hmac_secret_file: Path | None = Field(None, description="Default <data_dir>/hmac.secret.")
-    secret_group: str | None = Field(None, description="Group that may read the HMAC secret.")
+    hmac_secret_file: Path | None = Field(
+        None, description="The shared secret; default <data_dir>/secrets/hmac.secret."
+    )
+    secret_group: str | None = Field(None, description="Group that may read the shared secret.")
     revocation_poll_s: float = Field(0.5, gt=0, le=1.0)
     password_min_length: int = Field(10, ge=8, le=1024, description="For new passwords.")
     login_concurrency: int = Field(
@@ -159,7 +184,7 @@ class AuthSettings(Section):
     token_retention_days: float = Field(
         30, ge=0, description="Expired (and revoked) token records are kept this long."
     )
-    clients: dict[str, ClientSettings] = Field(default_factory=dict)
+    clients: dict[ClientName, ClientSettings] = Field(default_factory=dict)
     roles: dict[str, list[ScopeName]] = Field(
         default_factory=lambda: {
             "admin": ["*"],
@@ -268,8 +293,18 @@ class Settings(Section):
             return self.database.url
         return f"sqlite+aiosqlite:///{self.data_dir / 'hostcore.db'}"
 
-    def hmac_secret_path(self) -> Path:
-        return self.auth.hmac_secret_file or self.data_dir / "hmac.secret"
+    def hmac_secret_path(self, client: str | None = None) -> Path:
+        """The HMAC secret file ``client`` signs with; the shared secret's when None.
+
+        A client's own ``secret_file``, the shared secret when it opted in with
+        ``shared_secret``, else ``<data_dir>/secrets/<client>.secret``.
+        """
+        own = self.auth.clients.get(client) if client is not None else None
+        if client is None or (own is not None and own.shared_secret):
+            return self.auth.hmac_secret_file or self.data_dir / SECRETS_DIR / SHARED_HMAC_FILE
+        if own is not None and own.secret_file is not None:
+            return own.secret_file
+        return self.data_dir / SECRETS_DIR / f"{client}.secret"
 
 
 @dataclass(frozen=True)

@@ -124,9 +124,10 @@ def add_user(client: TestClient, username: str, password: str, role: str) -> Non
     client.portal.call(work, runtime)
 
 
-def hmac_secret(client: TestClient) -> bytes:
-    runtime = runtime_of(client)
-    return signing.read_secret(runtime.settings.hmac_secret_path())
+def hmac_secret(client: TestClient, name: str = "tester") -> bytes:
+    """The secret client ``name`` signs with (a made-up one for a client not on the list)."""
+    path = runtime_of(client).settings.hmac_secret_path(name)
+    return signing.read_secret(path) if path.exists() else b"u" * 64
 
 
 def signed(
@@ -143,7 +144,7 @@ def signed(
 ) -> dict[str, str]:
     """The four signing headers for a request, as a local tool would compute them."""
     return signing.signed_headers(
-        hmac_secret(client) if secret is None else secret,
+        hmac_secret(client, name) if secret is None else secret,
         method=method,
         path=path,
         query=query,
@@ -179,9 +180,12 @@ def b64url_decode(text: str) -> bytes:
 
 RATE_LIMITED_ROUTE = "GET /api/v1/auth/tokens"
 RATE_LIMIT = 5
+# These tests mint tokens in bursts (until both workers have answered): far more than
+# the default login limit, which tests/security/test_logins.py checks on its own.
 SERVER_CONFIG = f"""
 [ratelimit.routes]
 "{RATE_LIMITED_ROUTE}" = "{RATE_LIMIT}/minute"
+"POST /api/v1/auth/token" = "1000/minute"
 """
 ACCESS_LINE = re.compile(r"\[(\d+)\] hostcore\.access \[([A-Za-z0-9._:-]+)\] ")
 
@@ -211,6 +215,10 @@ class RealServer:
     @property
     def log_dir(self) -> Path:
         return self.root / "log"
+
+    def hmac_secret(self, client: str = "tester") -> bytes:
+        """The secret the server made for ``client`` on its first start."""
+        return signing.read_secret(self.data_dir / "secrets" / f"{client}.secret")
 
     @property
     def console(self) -> list[Path]:

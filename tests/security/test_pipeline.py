@@ -46,6 +46,7 @@ from tests.security.conftest import (
     b64url,
     b64url_decode,
     b64url_json,
+    hmac_secret,
     runtime_of,
     signed,
 )
@@ -556,7 +557,7 @@ def test_malformed_signing_headers(
     assert_error(client.get(WHOAMI, headers=headers), 401, "Unauthorized", detail)
 
 
-def test_client_with_its_own_secret_is_not_signed_by_the_shared_one(
+def test_client_with_a_secret_file_is_not_signed_by_another_clients_secret(
     serve: Serve, settings_factory: Callable[..., Settings], tmp_path: Any
 ) -> None:
     own = tmp_path / "deployer.secret"
@@ -568,8 +569,8 @@ def test_client_with_its_own_secret_is_not_signed_by_the_shared_one(
             f"auth.clients.deployer.secret_file={own}",
         )
     )
-    shared = signed(client, "GET", WHOAMI, name="deployer")
-    assert_error(client.get(WHOAMI, headers=shared), 401, "Unauthorized", "invalid")
+    others = signed(client, "GET", WHOAMI, name="deployer", secret=hmac_secret(client))
+    assert_error(client.get(WHOAMI, headers=others), 401, "Unauthorized", "invalid")
     mine = signed(client, "GET", WHOAMI, name="deployer", secret=b"d" * 64)
     assert client.get(WHOAMI, headers=mine).json()["subject"] == "client:deployer"
 

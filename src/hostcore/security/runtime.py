@@ -70,7 +70,7 @@ class SecurityRuntime:
         if self.ratelimiter is not None and not self.ratelimiter.storage.check():
             raise Unavailable(f"rate-limit storage {self.settings.ratelimit.storage!r} is unusable")
         await self.issuer.load(self.settings.data_dir / "master.key")
-        await self.authenticator.load_secrets(self.settings.hmac_secret_path())
+        await self.authenticator.load_secrets(self.settings)
         await self.upkeep.load_revocations()
 
     async def stop(self) -> None:

@@ -51,3 +51,11 @@ def test_the_minimum_length_is_configurable(tmp_path: Path) -> None:
     assert "password must be 20 to 1024 characters" in longer.stderr
     default = hostcore(tmp_path, "user", "add", "dave", "--password-stdin", stdin=phrase)
     assert default.returncode == 0, default.stderr
+
+
+def test_call_names_the_secret_file_a_client_lacks(tmp_path: Path) -> None:
+    called = hostcore(tmp_path, "call", "GET", "/api/v1/auth/whoami", "--client", "ghost")
+    assert called.returncode == 2
+    assert called.stderr.startswith("hostcore: cannot read HMAC secret ")
+    assert "secrets/ghost.secret" in called.stderr
+    assert "Traceback" not in called.stderr

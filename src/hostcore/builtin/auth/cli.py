@@ -305,7 +305,11 @@ def add_commands(cli: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         path, _, query = path.partition("?")
         params = dict(parse_qsl(query, keep_blank_values=True))
-        with HostcoreClient.from_settings(settings, client) as http:
+        try:
+            http = HostcoreClient.from_settings(settings, client)
+        except (ConfigError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        with http:
             response = http.request(method.upper(), path, params=params or None, json=body)
         try:
             _print_json(response.json())
