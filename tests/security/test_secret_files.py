@@ -147,6 +147,9 @@ def test_a_group_member_reads_its_secrets_through_the_default_layout_and_nothing
     serve: Serve, grouped: Callable[..., Settings]
 ) -> None:
     settings = grouped(f"auth.clients.panel.secret_group={GROUP}", f"auth.secret_group={GROUP}")
+    plugin_dir = settings.data_dir / "plugin"
+    plugin_dir.mkdir(parents=True, mode=0o755)
+    (plugin_dir / "state.json").write_text("{}")
     serve(settings)
     gid = grp.getgrnam(GROUP).gr_gid
     data = settings.data_dir
@@ -157,7 +160,7 @@ def test_a_group_member_reads_its_secrets_through_the_default_layout_and_nothing
         assert as_nobody("cat", str(secret), group=gid), secret
         assert (mode(secret), secret.stat().st_gid) == (0o640, gid)
         assert not as_nobody("cat", str(secret), group=None), "outside the group"
-    for private in (tester, data / "hostcore.db", data / "master.key"):
+    for private in (tester, data / "hostcore.db", data / "master.key", plugin_dir / "state.json"):
         assert not as_nobody("cat", str(private), group=gid), private
     for directory in (data, data / "secrets"):
         assert not as_nobody("ls", str(directory), group=gid), "passable, never listable"

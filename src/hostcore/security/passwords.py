@@ -74,7 +74,7 @@ def verify(password_hash: str | None, password: str) -> Checked:
     outdated hash, to make its replacement.
     """
     try:
-        HASHER.verify(password_hash or dummy_hash(), password)
+        HASHER.verify(dummy_hash() if password_hash is None else password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return Checked(matched=False)
     if password_hash is None:

@@ -19,9 +19,10 @@ as each of them, so only clients that trust each other should share it.
 A group-readable secret is no use behind a directory its group cannot pass
 through, and ``<data_dir>`` is private. While any secret under it is
 group-readable, ``<data_dir>`` and ``secrets/`` are made 0711: anyone may
-pass through, nobody may list them, and every file directly in ``<data_dir>``
-(the store, the master key) is made its owner's alone first, so that what
-may be opened there is decided by each file's own mode. Without such a group
+pass through, nobody may list them, and every file and directory directly in
+``<data_dir>`` (the store, the master key, a plugin's directory) is made its
+owner's alone first, so that what may be opened there is decided by each
+entry's own mode. Without such a group
 both are 0700 again. Each secret file's mode and group are set to the
 configuration on every start, so a group added or removed later takes effect.
 
@@ -88,7 +89,7 @@ def _prepare(directory: Path, data_dir: Path, *, passable: bool) -> None:
     try:
         directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
         if passable:
-            _owner_only_files(data_dir)
+            _owner_only_entries(data_dir, keep=directory)
         mode = PASSABLE_DIRECTORY if passable else PRIVATE_DIRECTORY
         for path in (data_dir, directory):
             _chmod(path, mode)
@@ -96,11 +97,13 @@ def _prepare(directory: Path, data_dir: Path, *, passable: bool) -> None:
         raise ConfigError(f"cannot prepare the HMAC secrets in {directory}: {exc}") from exc
 
 
-def _owner_only_files(directory: Path) -> None:
+def _owner_only_entries(directory: Path, keep: Path) -> None:
+    """Every file and directory directly in ``directory`` but ``keep``: its owner's alone."""
     for entry in directory.iterdir():
         info = entry.lstat()
-        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
-            log.info("made %s readable by its owner only", entry)
+        kind_known = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
+        if entry != keep and kind_known and info.st_mode & 0o077:
+            log.info("made %s its owner's alone: %s is open for passing", entry, directory)
             _chmod(entry, stat.S_IMODE(info.st_mode) & 0o700)
 
 
