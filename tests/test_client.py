@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from hostcore.client import HostcoreClient
 from hostcore.config import Settings
+from hostcore.errors import ConfigError
 from hostcore.security import hmac as signing
 from tests.conftest import free_port, wait_for
 from tests.test_serve import accepts
@@ -188,11 +189,26 @@ def test_from_settings_unix_socket_and_own_secret(
         f"server.uds={uds}",
         f"auth.hmac_secret_file={write_secret(tmp_path / 'shared', b'x' * 64)}",
         f"auth.clients.tool.secret_file={write_secret(tmp_path / 'tool', SECRET)}",
+        "auth.clients.other.shared_secret=true",
     )
     with HostcoreClient.from_settings(settings, "tool") as tool:
         assert tool.get("/").json()["matched"] is True
     with HostcoreClient.from_settings(settings, "other") as other:
         assert other.get("/").json()["matched"] is False
+
+
+def test_from_settings_signs_with_the_clients_own_file_in_the_secrets_directory(
+    uds: Path, tmp_path: Path, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(f"server.uds={uds}", f"data_dir={tmp_path / 'data'}")
+    secrets_dir = tmp_path / "data" / "secrets"
+    secrets_dir.mkdir(parents=True)
+    write_secret(secrets_dir / "panel.secret", SECRET)
+    write_secret(secrets_dir / "hmac.secret", b"x" * 64)
+    with HostcoreClient.from_settings(settings, "panel") as panel:
+        assert panel.get("/").json()["matched"] is True
+    with pytest.raises(ConfigError, match="cannot read HMAC secret"):
+        HostcoreClient.from_settings(settings, "ghost")
 
 
 def test_from_settings_reaches_a_wildcard_host_on_loopback(
@@ -202,6 +218,7 @@ def test_from_settings_reaches_a_wildcard_host_on_loopback(
         "server.host=0.0.0.0",
         f"server.port={port}",
         f"auth.hmac_secret_file={write_secret(tmp_path / 'shared', SECRET)}",
+        "auth.clients.cli.shared_secret=true",
     )
     with HostcoreClient.from_settings(settings, "cli") as client:
         assert client.base_url == f"http://127.0.0.1:{port}"
@@ -224,7 +241,8 @@ def test_from_settings_base_url(
         "server.port=8123",
         f"data_dir={tmp_path}",
     )
-    write_secret(settings.hmac_secret_path(), SECRET)
+    settings.hmac_secret_path("cli").parent.mkdir(parents=True)
+    write_secret(settings.hmac_secret_path("cli"), SECRET)
     with HostcoreClient.from_settings(settings, "cli") as client:
         assert client.base_url == base_url
 

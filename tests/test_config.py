@@ -257,3 +257,65 @@ def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
     assert cli_layers_from_environment({}) == (None, [])
     # The carrier variable is not itself a setting.
     load_settings(environ={CLI_LAYERS_ENV: encoded}, system_config=NOWHERE, local_config=NOWHERE)
+
+
+LOGIN_ROUTE = "POST /api/v1/auth/token"
+
+
+def test_login_is_rate_limited_by_default() -> None:
+    assert Settings().ratelimit.routes == {LOGIN_ROUTE: "10/minute"}
+
+
+def test_configured_route_limits_merge_over_the_default_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", '[ratelimit.routes]\n"GET /api/v1/x" = "5/minute"\n')
+    settings = load_settings(
+        config_file=path, environ={}, system_config=NOWHERE, local_config=NOWHERE
+    )
+    assert settings.ratelimit.routes == {LOGIN_ROUTE: "10/minute", "GET /api/v1/x": "5/minute"}
+    replaced = load_settings(
+        overrides=[f'ratelimit.routes={{"{LOGIN_ROUTE}": "3/minute"}}'],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    assert replaced.ratelimit.routes == {LOGIN_ROUTE: "3/minute"}
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        (["auth.clients.tool.secret_file=/x", "auth.clients.tool.shared_secret=true"], "exclude"),
+        (["auth.clients.tool.shared_secret=true", "auth.clients.tool.secret_group=g"], "group"),
+        (["auth.clients.tool.secret_file=/x", "auth.clients.tool.secret_group=g"], "group"),
+    ],
+)
+def test_a_client_has_one_kind_of_secret(assignments: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(
+            overrides=assignments, environ={}, system_config=NOWHERE, local_config=NOWHERE
+        )
+
+
+@pytest.mark.parametrize("name", ["../etc", "Panel", "a.b", "-x", "x" * 65])
+def test_a_client_name_must_be_usable_as_a_file_name(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path / "c.toml", f'[auth.clients."{name}"]\nscopes = []\n')
+    with pytest.raises(ConfigError, match=r"auth\.clients"):
+        load_settings(config_file=path, environ={}, system_config=NOWHERE, local_config=NOWHERE)
+
+
+def test_each_client_signs_with_the_file_its_settings_name(tmp_path: Path) -> None:
+    settings = load_settings(
+        overrides=[
+            f"data_dir={tmp_path}",
+            "auth.clients.own.scopes=[]",
+            "auth.clients.kept.secret_file=/etc/kept.secret",
+            "auth.clients.sharing.shared_secret=true",
+        ],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    assert settings.hmac_secret_path("own") == tmp_path / "secrets" / "own.secret"
+    assert settings.hmac_secret_path("kept") == Path("/etc/kept.secret")
+    assert settings.hmac_secret_path("sharing") == tmp_path / "secrets" / "hmac.secret"
+    assert settings.hmac_secret_path() == tmp_path / "secrets" / "hmac.secret"

@@ -1,4 +1,4 @@
-"""A client for local tools that signs every request with the shared HMAC secret.
+"""A client for local tools that signs every request with its client's HMAC secret.
 
 ``hostcore call`` and other tools use it so nobody hand-rolls signatures. It
 signs the request httpx2 has built, so the signed path and query are the
@@ -55,12 +55,14 @@ class HostcoreClient:
     def from_settings(cls, settings: Settings, client: str) -> Self:
         """A client for the configured server, signing with ``client``'s secret file.
 
-        That is ``auth.clients.<client>.secret_file`` when set, else the shared
-        secret; the unix socket when ``server.uds`` is set, else host and port.
+        That is the file ``settings.hmac_secret_path(client)`` names (its own
+        ``secret_file``, ``<data_dir>/secrets/<client>.secret``, or the shared
+        secret when it opted in); the unix socket when ``server.uds`` is set,
+        else host and port.
         """
-        own = settings.auth.clients.get(client)
-        secret_path = own.secret_file if own and own.secret_file else settings.hmac_secret_path()
-        secret = signing.read_secret(secret_path)
+        if not signing.CLIENT_PATTERN.match(client):
+            raise ValueError(f"invalid client name {client!r}")
+        secret = signing.read_secret(settings.hmac_secret_path(client))
         server = settings.server
         if server.uds is not None:
             return cls(client=client, secret=secret, uds=server.uds)

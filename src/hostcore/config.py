@@ -29,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -122,13 +123,36 @@ ScopeName = Annotated[
 ]
 
 
+ClientName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+SECRETS_DIR = "secrets"
+SHARED_HMAC_FILE = "hmac.secret"
+
+
 class ClientSettings(Section):
     """One entry of the allowed-services list."""
 
     scopes: list[ScopeName] = Field(default_factory=list)
     secret_file: Path | None = Field(
-        None, description="This client's own HMAC secret instead of the shared one."
+        None,
+        description="A secret file you keep, instead of <data_dir>/secrets/<client>.secret.",
     )
+    secret_group: str | None = Field(
+        None, description="Group that may read <data_dir>/secrets/<client>.secret."
+    )
+    shared_secret: bool = Field(
+        False, description="Sign with the shared secret (auth.hmac_secret_file) instead."
+    )
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ClientSettings:
+        if self.shared_secret and self.secret_file is not None:
+            raise ValueError("secret_file and shared_secret exclude each other")
+        if self.secret_group is not None and (self.shared_secret or self.secret_file):
+            raise ValueError(
+                "secret_group is for <data_dir>/secrets/<client>.secret only "
+                "(the shared secret's group is auth.secret_group)"
+            )
+        return self
 
 
 class AuthSettings(Section):
@@ -140,10 +164,27 @@ class AuthSettings(Section):
     leeway_s: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     key_rotation_days: float = Field(30, ge=0, description="0 turns automatic rotation off.")
     hmac_window_s: int = Field(300, ge=5, le=3600, description="Accepted timestamp skew.")
-    hmac_secret_file: Path | None = Field(None, description="Default <data_dir>/hmac.secret.")
-    secret_group: str | None = Field(None, description="Group that may read the HMAC secret.")
+    hmac_secret_file: Path | None = Field(
+        None, description="The shared secret; default <data_dir>/secrets/hmac.secret."
+    )
+    secret_group: str | None = Field(None, description="Group that may read the shared secret.")
     revocation_poll_s: float = Field(0.5, gt=0, le=1.0)
-    clients: dict[str, ClientSettings] = Field(default_factory=dict)
+    password_min_length: int = Field(10, ge=8, le=1024, description="For new passwords.")
+    login_concurrency: int = Field(
+        2, ge=1, le=16, description="Password checks at once per worker (19 MiB each)."
+    )
+    login_queue: int = Field(
+        8, ge=0, le=1000, description="Logins that may wait for a check; more get 503."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins of one username that lock it."
+    )
+    login_failure_window_s: float = Field(900, gt=0, description="Within this time.")
+    login_lockout_s: float = Field(300, gt=0, le=86400, description="How long it stays locked.")
+    token_retention_days: float = Field(
+        30, ge=0, description="Expired (and revoked) token records are kept this long."
+    )
+    clients: dict[ClientName, ClientSettings] = Field(default_factory=dict)
     roles: dict[str, list[ScopeName]] = Field(
         default_factory=lambda: {
             "admin": ["*"],
@@ -153,16 +194,28 @@ class AuthSettings(Section):
     )
 
 
+# Every login costs an argon2 check: guessing must not be cheap. Configured routes are
+# merged over these (naming one replaces its limit), so adding a limit keeps them.
+DEFAULT_ROUTE_LIMITS = {"POST /api/v1/auth/token": "10/minute"}
+
+
 class RateLimitSettings(Section):
     enabled: bool = True
     default: str = Field("600/minute", description="Per principal (else per address), per route.")
     routes: dict[str, str] = Field(
-        default_factory=dict, description='"METHOD /route/template" -> limit, e.g. "10/minute".'
+        default_factory=lambda: dict(DEFAULT_ROUTE_LIMITS),
+        description='"METHOD /route/template" -> limit, e.g. "10/minute"; merged over the '
+        "defaults.",
     )
     storage: str = Field(
         "shared",
         description='"shared" (memory-mapped file, all workers), "memory", or a limits URL.',
     )
+
+    @field_validator("routes")
+    @classmethod
+    def _merged_over_the_defaults(cls, routes: dict[str, str]) -> dict[str, str]:
+        return {**DEFAULT_ROUTE_LIMITS, **routes}
 
 
 class ActivitySettings(Section):
@@ -240,8 +293,18 @@ class Settings(Section):
             return self.database.url
         return f"sqlite+aiosqlite:///{self.data_dir / 'hostcore.db'}"
 
-    def hmac_secret_path(self) -> Path:
-        return self.auth.hmac_secret_file or self.data_dir / "hmac.secret"
+    def hmac_secret_path(self, client: str | None = None) -> Path:
+        """The HMAC secret file ``client`` signs with; the shared secret's when None.
+
+        A client's own ``secret_file``, the shared secret when it opted in with
+        ``shared_secret``, else ``<data_dir>/secrets/<client>.secret``.
+        """
+        own = self.auth.clients.get(client) if client is not None else None
+        if client is None or (own is not None and own.shared_secret):
+            return self.auth.hmac_secret_file or self.data_dir / SECRETS_DIR / SHARED_HMAC_FILE
+        if own is not None and own.secret_file is not None:
+            return own.secret_file
+        return self.data_dir / SECRETS_DIR / f"{client}.secret"
 
 
 @dataclass(frozen=True)

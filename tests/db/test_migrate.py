@@ -71,7 +71,15 @@ async def test_fresh_database_to_head(tmp_path: Path) -> None:
     assert applied == {CORE_LINEAGE: CORE_REVISIONS, "hello": ["hello_0001"]}
     assert await current(db, found) == {CORE_LINEAGE: [CORE_HEAD], "hello": ["hello_0001"]}
     tables = await schema(db)
-    for table in ("signing_keys", "tokens", "users", "hmac_nonces", "activity", "hello_greetings"):
+    for table in (
+        "signing_keys",
+        "tokens",
+        "users",
+        "hmac_nonces",
+        "activity",
+        "login_failures",
+        "hello_greetings",
+    ):
         assert table in tables
     assert "alembic_version_hostcore" in tables and "alembic_version_hello" in tables
     assert await migrate(db, found) == {CORE_LINEAGE: [], "hello": []}

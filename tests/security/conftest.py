@@ -25,7 +25,9 @@ from hostcore.config import Settings, load_settings
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, object_source
 from hostcore.security import hmac as signing
+from hostcore.security import users
 from hostcore.security.deps import Authenticated, RequireScope
+from hostcore.security.password_policy import PasswordPolicy
 from hostcore.security.runtime import SecurityRuntime
 from tests.conftest import NOWHERE, hostcore_command, isolated_environ, wait_for
 from tests.test_serve import accepts, answers, stop_group
@@ -109,9 +111,23 @@ def runtime_of(client: TestClient) -> SecurityRuntime:
     return runtime
 
 
-def hmac_secret(client: TestClient) -> bytes:
+def add_user(client: TestClient, username: str, password: str, role: str) -> None:
+    """A user in the app's store, added as ``hostcore user add`` would."""
     runtime = runtime_of(client)
-    return signing.read_secret(runtime.settings.hmac_secret_path())
+
+    async def work(runtime: SecurityRuntime) -> None:
+        policy = PasswordPolicy.from_settings(runtime.auth)
+        async with runtime.db.session() as session, session.begin():
+            await users.add(session, username, password, role, policy=policy)
+
+    assert client.portal is not None
+    client.portal.call(work, runtime)
+
+
+def hmac_secret(client: TestClient, name: str = "tester") -> bytes:
+    """The secret client ``name`` signs with (a made-up one for a client not on the list)."""
+    path = runtime_of(client).settings.hmac_secret_path(name)
+    return signing.read_secret(path) if path.exists() else b"u" * 64
 
 
 def signed(
@@ -128,7 +144,7 @@ def signed(
 ) -> dict[str, str]:
     """The four signing headers for a request, as a local tool would compute them."""
     return signing.signed_headers(
-        hmac_secret(client) if secret is None else secret,
+        hmac_secret(client, name) if secret is None else secret,
         method=method,
         path=path,
         query=query,
@@ -164,9 +180,12 @@ def b64url_decode(text: str) -> bytes:
 
 RATE_LIMITED_ROUTE = "GET /api/v1/auth/tokens"
 RATE_LIMIT = 5
+# These tests mint tokens in bursts (until both workers have answered): far more than
+# the default login limit, which tests/security/test_logins.py checks on its own.
 SERVER_CONFIG = f"""
 [ratelimit.routes]
 "{RATE_LIMITED_ROUTE}" = "{RATE_LIMIT}/minute"
+"POST /api/v1/auth/token" = "1000/minute"
 """
 ACCESS_LINE = re.compile(r"\[(\d+)\] hostcore\.access \[([A-Za-z0-9._:-]+)\] ")
 
@@ -196,6 +215,10 @@ class RealServer:
     @property
     def log_dir(self) -> Path:
         return self.root / "log"
+
+    def hmac_secret(self, client: str = "tester") -> bytes:
+        """The secret the server made for ``client`` on its first start."""
+        return signing.read_secret(self.data_dir / "secrets" / f"{client}.secret")
 
     @property
     def console(self) -> list[Path]:

@@ -34,16 +34,19 @@ from starlette.websockets import WebSocketDisconnect
 from hostcore.config import Settings
 from hostcore.db.engine import Database
 from hostcore.hookspecs import hookimpl
+from hostcore.security import tokens
 from hostcore.security.deps import RequireScope
 from tests.conftest import bearer, failed_plugin_reason
 from tests.security.conftest import (
     LOOPBACK,
     REMOTE,
     Probe,
+    add_user,
     assert_error,
     b64url,
     b64url_decode,
     b64url_json,
+    hmac_secret,
     runtime_of,
     signed,
 )
@@ -215,6 +218,19 @@ FORGERIES: dict[str, tuple[Callable[[TestClient], str], str]] = {
     "scopes not a list": (lambda c: mint(c, scopes="*"), "token scopes are malformed"),
     "subject of another kind": (lambda c: mint(c, sub="robot:tester"), "subject is malformed"),
     "client not on the list": (lambda c: mint(c, sub="client:ghost"), "no longer allowed"),
+    "lifetime beyond max_token_ttl_s": (
+        lambda c: mint(c, exp=int(time.time()) + 7 * 86400 + 1),
+        "token lifetime is longer than auth.max_token_ttl_s",
+    ),
+    "lifetime beyond max_token_ttl_s, issued long ago": (
+        lambda c: mint(c, iat=int(time.time()) - 30 * 86400, nbf=int(time.time()) - 30 * 86400),
+        "token lifetime is longer than auth.max_token_ttl_s",
+    ),
+    "user token without a role": (lambda c: mint(c, sub="user:alice"), "lacks the role claim"),
+    "user token of a role no longer configured": (
+        lambda c: mint(c, sub="user:alice", role="ghost"),
+        "role ghost is no longer configured",
+    ),
 }
 
 
@@ -244,6 +260,10 @@ def test_crafting_helpers_produce_tokens_the_server_accepts(shared: TestClient) 
     assert client.get(WHOAMI, headers=auth(within_leeway)).status_code == 200
     as_list = mint(client, aud=["other", "hostcore"])
     assert client.get(WHOAMI, headers=auth(as_list)).status_code == 200
+    longest = mint(client, exp=int(time.time()) + 7 * 86400)
+    assert client.get(WHOAMI, headers=auth(longest)).status_code == 200
+    user = mint(client, sub="user:alice", role="viewer", scopes=["probe:read"])
+    assert client.get(WHOAMI, headers=auth(user)).json()["subject"] == "user:alice"
 
 
 def test_a_failed_token_is_not_cached_as_good(shared: TestClient) -> None:
@@ -281,6 +301,44 @@ def test_revoking_by_subject_refuses_every_token_of_it(
     assert client.get(WHOAMI, headers=tester).status_code == 200
 
 
+def issued_in_the_past(client: TestClient, seconds_ago: float, ttl_s: int) -> tuple[str, str]:
+    """A token issued and recorded as the issuer does, ``seconds_ago``: (token, jti)."""
+    runtime = runtime_of(client)
+    key = runtime.signing_key
+    assert key is not None and client.portal is not None
+    info = tokens.encode(
+        key, runtime.auth, "client", "tester", ["*"], ttl_s, now=time.time() - seconds_ago
+    )
+
+    async def record() -> None:
+        async with runtime.db.session() as session, session.begin():
+            await tokens.record(session, info, "client")
+
+    client.portal.call(record)
+    return info.access_token, info.jti
+
+
+@pytest.mark.parametrize("how", ["jti", "subject", "everything"])
+def test_a_token_inside_its_expiry_leeway_can_be_revoked(
+    serve: Serve, settings: Settings, how: str
+) -> None:
+    client = serve()
+    admin = bearer(client)
+    token, jti = issued_in_the_past(client, seconds_ago=65, ttl_s=60)  # expired 5 s ago
+    assert client.get(WHOAMI, headers=auth(token)).status_code == 200, "the leeway accepts it"
+    if how == "jti":
+        revoked = client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin)
+    elif how == "subject":
+        revoked = client.delete("/api/v1/auth/tokens/by-subject/client:tester", headers=admin)
+    else:
+        revoked = client.delete("/api/v1/auth/tokens", params={"confirm": True}, headers=admin)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] >= 1
+    assert_error(client.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "revoked")
+    restarted = serve(settings)
+    assert_error(restarted.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "revoked")
+
+
 # --- scopes ----------------------------------------------------------------------------
 
 
@@ -315,6 +373,42 @@ def test_authenticated_routes_need_no_particular_scope(shared: TestClient) -> No
     client = shared
     response = client.get(WHOAMI, headers=bearer(client, ["x:y"]))
     assert response.json()["scopes"] == ["x:y"]
+
+
+def test_narrowing_a_clients_scopes_in_config_narrows_its_live_tokens(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    wide = serve(settings_factory('auth.clients.panel.scopes=["probe:read", "probe:write"]'))
+    token = bearer(wide, ["probe:read", "probe:write"], name="panel")
+    everything = bearer(wide, ["probe:*"], name="panel")
+    assert wide.post(PROBE_WRITE, headers=token).status_code == 200
+
+    # The same store, restarted with a narrower grant (a config change and a reload).
+    narrow = serve(settings_factory('auth.clients.panel.scopes=["probe:read"]'))
+    for headers in (token, everything):
+        assert narrow.get(PROBE_READ, headers=headers).status_code == 200
+        assert_error(narrow.post(PROBE_WRITE, headers=headers), 403, "Forbidden", "probe:write")
+        assert narrow.get(WHOAMI, headers=headers).json()["scopes"] == ["probe:read"]
+    minted = narrow.post("/api/v1/auth/token", json={"scopes": ["probe:write"]}, headers=token)
+    assert_error(minted, 403, "Forbidden", "may not have the scopes: probe:write")
+
+
+def test_narrowing_a_roles_scopes_in_config_narrows_its_users_live_tokens(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    wide = serve(settings_factory('auth.roles.operator=["probe:*"]'))
+    add_user(wide, "olga", "correct-horse-battery-staple", "operator")
+    login = wide.post(
+        "/api/v1/auth/token",
+        json={"username": "olga", "password": "correct-horse-battery-staple"},
+    )
+    token = auth(login.json()["access_token"])
+    assert wide.post(PROBE_WRITE, headers=token).status_code == 200
+
+    narrow = serve(settings_factory('auth.roles.operator=["*:read"]'))
+    assert narrow.get(PROBE_READ, headers=token).status_code == 200
+    assert_error(narrow.post(PROBE_WRITE, headers=token), 403, "Forbidden", "probe:write")
+    assert narrow.get(WHOAMI, headers=token).json()["scopes"] == ["probe:read"]
 
 
 # --- HMAC-signed requests ------------------------------------------------------------------
@@ -463,7 +557,7 @@ def test_malformed_signing_headers(
     assert_error(client.get(WHOAMI, headers=headers), 401, "Unauthorized", detail)
 
 
-def test_client_with_its_own_secret_is_not_signed_by_the_shared_one(
+def test_client_with_a_secret_file_is_not_signed_by_another_clients_secret(
     serve: Serve, settings_factory: Callable[..., Settings], tmp_path: Any
 ) -> None:
     own = tmp_path / "deployer.secret"
@@ -475,8 +569,8 @@ def test_client_with_its_own_secret_is_not_signed_by_the_shared_one(
             f"auth.clients.deployer.secret_file={own}",
         )
     )
-    shared = signed(client, "GET", WHOAMI, name="deployer")
-    assert_error(client.get(WHOAMI, headers=shared), 401, "Unauthorized", "invalid")
+    others = signed(client, "GET", WHOAMI, name="deployer", secret=hmac_secret(client))
+    assert_error(client.get(WHOAMI, headers=others), 401, "Unauthorized", "invalid")
     mine = signed(client, "GET", WHOAMI, name="deployer", secret=b"d" * 64)
     assert client.get(WHOAMI, headers=mine).json()["subject"] == "client:deployer"
 

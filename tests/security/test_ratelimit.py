@@ -248,10 +248,10 @@ def test_a_single_process_server_keeps_its_counters_to_itself(tmp_path: Path) ->
     limiter = RateLimiter.from_settings(
         RateLimitSettings(default="2/minute"), run_dir, single_process=True
     )
-    assert limiter.hit("user:alice", TOKEN).remaining == 1
+    assert limiter.hit("user:alice", SYSTEM).remaining == 1
     assert not (run_dir / "ratelimit.shm").exists()
-    assert in_children(1, lambda: limiter.hit("user:alice", TOKEN).remaining) == [1]
-    assert not limiter.hit("user:alice", TOKEN).remaining, "the child's hit was its own"
+    assert in_children(1, lambda: limiter.hit("user:alice", SYSTEM).remaining) == [1]
+    assert not limiter.hit("user:alice", SYSTEM).remaining, "the child's hit was its own"
 
 
 def test_from_settings_memory_is_limits_memory_storage(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_revoked_token_is_refused_by_every_worker_within_a_second(
 
 
 def signed_get(real_server: RealServer, path: str, client: str) -> Callable[[int], Sent]:
-    secret = signing.read_secret(real_server.data_dir / "hmac.secret")
+    secret = real_server.hmac_secret(client)
 
     def send(_: int) -> Sent:
         headers = signing.signed_headers(
@@ -152,7 +152,7 @@ def test_hostcore_call_signs_a_request_to_the_running_server(real_server: RealSe
 
 def test_a_nonce_is_spent_for_both_workers(real_server: RealServer) -> None:
     """Copies of one signed request sent at once: one is served, every other is a replay."""
-    secret = signing.read_secret(real_server.data_dir / "hmac.secret")
+    secret = real_server.hmac_secret()
     sent: list[Sent] = []
     for _ in range(MAX_BURSTS):
         headers = signing.signed_headers(
@@ -175,7 +175,7 @@ def test_a_nonce_is_spent_for_both_workers(real_server: RealServer) -> None:
 
 
 def signed_token_request(real_server: RealServer) -> Sent:
-    secret = signing.read_secret(real_server.data_dir / "hmac.secret")
+    secret = real_server.hmac_secret()
     headers = signing.signed_headers(
         secret, method="POST", path=TOKEN, query="", client="tester", body=b"{}"
     )

@@ -65,7 +65,7 @@ def password_hash(server: RealServer, username: str) -> str:
 
 def signed_json(server: RealServer, path: str, body: dict[str, object]) -> dict[str, str]:
     content = json.dumps(body).encode()
-    secret = signing.read_secret(server.data_dir / "hmac.secret")
+    secret = server.hmac_secret()
     return {
         **signing.signed_headers(
             secret, method="POST", path=path, query="", client="tester", body=content
@@ -186,7 +186,8 @@ def test_no_secret_reaches_a_log_file(real_server: RealServer) -> None:
         *real_server.secrets,
     ]
     secret_bytes = [text.encode() for text in secret_texts]
-    secret_bytes += spellings(signing.read_secret(real_server.data_dir / "hmac.secret"))
+    for secret_file in (real_server.data_dir / "secrets").glob("*.secret"):
+        secret_bytes += spellings(signing.read_secret(secret_file))
     for material in key_material(real_server):
         secret_bytes += spellings(material)
     # A token's signature alone is as good as the token to anyone holding its claims.

@@ -28,3 +28,33 @@ def uncovered(requested: Iterable[str], granted: Iterable[str]) -> list[str]:
     """
     grants = list(granted)
     return [scope for scope in requested if not any(_grant_matches(g, scope) for g in grants)]
+
+
+def _common_part(first: str, second: str) -> str | None:
+    if first == "*":
+        return second
+    return first if second in ("*", first) else None
+
+
+def _common_scope(first: str, second: str) -> str | None:
+    """The widest scope that both ``first`` and ``second`` cover, or None."""
+    if first == "*":
+        return second
+    if second == "*":
+        return first
+    first_area, _, first_action = first.partition(":")
+    second_area, _, second_action = second.partition(":")
+    area = _common_part(first_area, second_area)
+    action = _common_part(first_action, second_action)
+    return None if area is None or action is None else f"{area}:{action}"
+
+
+def narrowed(scopes: Iterable[str], granted: Iterable[str]) -> frozenset[str]:
+    """``scopes`` cut down to what ``granted`` covers: a token's scopes under today's grant.
+
+    For every concrete scope ``r``: ``allows(narrowed(s, g), r)`` exactly when
+    ``allows(s, r)`` and ``allows(g, r)``, wildcards on either side included.
+    """
+    grants = list(granted)
+    found = (_common_scope(scope, grant) for scope in scopes for grant in grants)
+    return frozenset(scope for scope in found if scope is not None)

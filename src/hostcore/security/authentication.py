@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from starlette.types import Scope
 
-from hostcore.config import AuthSettings
+from hostcore.config import AuthSettings, Settings
 from hostcore.context import Principal
 from hostcore.db.engine import Database
 from hostcore.errors import Unauthorized
 from hostcore.security import hmac as signing
 from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from hostcore.security.models import HmacNonce
+from hostcore.security.secret_files import load_client_secrets
 from hostcore.security.tokens import TokenVerifier, UnknownSigningKey
 
 HeaderLookup = Callable[[str], str | None]
@@ -61,19 +61,11 @@ class Authenticator:
         self.verifier = verifier
         self._refresh_keys = refresh_keys
         self._secrets: dict[str, bytes] = {}
-        self._shared_secret = b""
         self._keys_refreshed_at = -KEY_REFRESH_EVERY_S
 
-    async def load_secrets(self, shared_path: Path) -> None:
-        """The shared HMAC secret (created when missing) and every client's own one."""
-        self._shared_secret = await asyncio.to_thread(
-            signing.create_secret, shared_path, group=self.settings.secret_group
-        )
-        for name, client in self.settings.clients.items():
-            if client.secret_file is not None:
-                self._secrets[name] = await asyncio.to_thread(
-                    signing.read_secret, client.secret_file
-                )
+    async def load_secrets(self, settings: Settings) -> None:
+        """The HMAC secret of every listed client (:mod:`hostcore.security.secret_files`)."""
+        self._secrets = await asyncio.to_thread(load_client_secrets, settings)
 
     async def verify(
         self,
@@ -120,14 +112,13 @@ class Authenticator:
                 principal = self.verifier.verify(token)
             except UnknownSigningKey as again:
                 raise Unauthorized(again.detail) from None
-        if principal.kind == "client" and principal.name not in self.settings.clients:
-            raise Unauthorized(f"client {principal.name} is no longer allowed")
         return principal
 
     async def _verify_signed(self, scope: Scope, header: HeaderLookup, body: bytes) -> Principal:
         name = header(CLIENT_HEADER.lower()) or ""
         client = self.settings.clients.get(name) if signing.CLIENT_PATTERN.match(name) else None
-        if client is None:
+        secret = self._secrets.get(name)
+        if client is None or secret is None:
             raise Unauthorized("unknown client")
         try:
             timestamp = signing.parse_timestamp(header(TIMESTAMP_HEADER.lower()) or "")
@@ -139,7 +130,7 @@ class Authenticator:
         if not signing.NONCE_PATTERN.match(nonce):
             raise Unauthorized("signed request has a malformed nonce")
         matches = signing.signature_matches(
-            self._secrets.get(name, self._shared_secret),
+            secret,
             header(SIGNATURE_HEADER.lower()) or "",
             method=scope.get("method", "GET"),
             # The raw path as sent: the signature covers what went over the wire.

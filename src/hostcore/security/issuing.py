@@ -48,16 +48,31 @@ class Issuer:
         self.signing_key = max(active, key=lambda key: key.created_at) if active else None
 
     async def issue(
-        self, kind: PrincipalKind, name: str, scopes: Sequence[str], ttl_s: int | None = None
+        self,
+        kind: PrincipalKind,
+        name: str,
+        scopes: Sequence[str],
+        ttl_s: int | None = None,
+        *,
+        role: str | None = None,
     ) -> IssuedTokenInfo:
         if self.signing_key is None:
             await self.refresh_keys()
         assert self.signing_key is not None
         ttl = min(ttl_s or self.settings.token_ttl_s, self.settings.max_token_ttl_s)
-        info = tokens.encode(self.signing_key, self.settings, kind, name, scopes, ttl)
+        info = tokens.encode(self.signing_key, self.settings, kind, name, scopes, ttl, role=role)
         async with self.db.session() as session, session.begin():
             await tokens.record(session, info, kind)
         return info
+
+    async def wipe_retired(self) -> None:
+        """Wipe the keys that verify nothing any more, in the store and in this worker."""
+        assert self.keystore is not None
+        async with self.db.session() as session, session.begin():
+            wiped = await self.keystore.wipe_expired(session)
+        now = time.time()
+        if wiped or any(not key.verifies_at(now) for key in self.verifier.keys.values()):
+            await self.refresh_keys()
 
     async def rotate_key(self) -> KeyInfo:
         assert self.keystore is not None
@@ -73,7 +88,13 @@ class Issuer:
         """Revoke in the store; this worker refuses the tokens at once (others at their poll)."""
         started = time.time()
         async with self.db.session() as session, session.begin():
-            count = await tokens.revoke(session, jti=jti, subject=subject, everything=everything)
+            count = await tokens.revoke(
+                session,
+                leeway_s=self.settings.leeway_s,
+                jti=jti,
+                subject=subject,
+                everything=everything,
+            )
         async with self.db.session() as session:
             self.verifier.add_revoked(await tokens.revoked_since(session, started))
         return count

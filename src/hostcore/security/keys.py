@@ -187,7 +187,7 @@ class KeyStore:
         because the second sees the first one's key as fresh.
         """
         async with session.begin():
-            await self._retire_expired(session)
+            await self.wipe_expired(session)
             current = await self.active(session)
             now = time.time()
             stale = (
@@ -226,14 +226,15 @@ class KeyStore:
         )
         return key
 
-    async def _retire_expired(self, session: AsyncSession) -> None:
-        """Wipe private material of keys that verify nothing any more."""
-        await session.execute(
+    async def wipe_expired(self, session: AsyncSession) -> int:
+        """Wipe private material of keys that verify nothing any more; how many were wiped."""
+        result = await session.execute(
             update(SigningKey)
             .where(SigningKey.verify_until.is_not(None), SigningKey.verify_until < time.time())
             .where(SigningKey.private_key != b"")
             .values(private_key=b"")
         )
+        return affected_rows(result)
 
     async def verifying(self, session: AsyncSession) -> list[LoadedKey]:
         now = time.time()

@@ -50,6 +50,18 @@ class User(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class LoginFailure(Base):
+    """Recent failed logins of one username, existing or not: the lockout's count."""
+
+    __tablename__ = "login_failures"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    first_failed_at: Mapped[float] = mapped_column(Float)
+    last_failed_at: Mapped[float] = mapped_column(Float, index=True)
+    locked_until: Mapped[float | None] = mapped_column(Float)
+
+
 class HmacNonce(Base):
     """Nonces seen inside the accepted window; a second use is a replay."""
 

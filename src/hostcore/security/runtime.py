@@ -3,7 +3,8 @@
 ``SecurityRuntime`` holds the parts and their order of start and stop:
 the :class:`~hostcore.security.issuing.Issuer` (signing keys, tokens),
 the :class:`~hostcore.security.authentication.Authenticator` (credentials to a
-principal), the rate limiter, the activity recorder and the background
+principal), the :class:`~hostcore.security.logins.Logins` (user passwords),
+the rate limiter, the activity recorder and the background
 :class:`~hostcore.security.upkeep.Upkeep`. What runs per request is in
 :mod:`hostcore.security.admission`.
 """
@@ -26,6 +27,7 @@ from hostcore.security.activity import ActivityRecord, ActivityRecorder
 from hostcore.security.authentication import Authenticator
 from hostcore.security.issuing import Issuer
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey
+from hostcore.security.logins import Logins
 from hostcore.security.proxies import ProxyResolver, address_identity
 from hostcore.security.ratelimit import RateLimiter
 from hostcore.security.tokens import IssuedTokenInfo, TokenVerifier
@@ -46,6 +48,7 @@ class SecurityRuntime:
         self.authenticator = Authenticator(
             settings.auth, db, self.verifier, self.issuer.refresh_keys
         )
+        self.logins = Logins(settings.auth, db)
         self.upkeep = Upkeep(settings, db, self.verifier, self.issuer)
         self.ratelimiter = (
             RateLimiter.from_settings(
@@ -72,7 +75,7 @@ class SecurityRuntime:
         if self.ratelimiter is not None and not self.ratelimiter.storage.check():
             raise Unavailable(f"rate-limit storage {self.settings.ratelimit.storage!r} is unusable")
         await self.issuer.load(self.settings.data_dir / "master.key")
-        await self.authenticator.load_secrets(self.settings.hmac_secret_path())
+        await self.authenticator.load_secrets(self.settings)
         await self.upkeep.load_revocations()
 
     async def stop(self) -> None:
@@ -94,9 +97,15 @@ class SecurityRuntime:
         await self.issuer.refresh_keys()
 
     async def issue(
-        self, kind: PrincipalKind, name: str, scopes: Sequence[str], ttl_s: int | None = None
+        self,
+        kind: PrincipalKind,
+        name: str,
+        scopes: Sequence[str],
+        ttl_s: int | None = None,
+        *,
+        role: str | None = None,
     ) -> IssuedTokenInfo:
-        return await self.issuer.issue(kind, name, scopes, ttl_s)
+        return await self.issuer.issue(kind, name, scopes, ttl_s, role=role)
 
     async def rotate_key(self) -> KeyInfo:
         return await self.issuer.rotate_key()

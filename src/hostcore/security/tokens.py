@@ -1,10 +1,16 @@
 """JWT issue and verification, built for the hot path.
 
 A token is checked in full once per worker (signature, algorithm pinned to
-the key named by ``kid``, iss, aud, exp, nbf, iat, required claims). The
-verified claims are then cached by token, and every later use re-checks only
-what can change: expiry, revocation (a per-worker set refreshed from the
-store at least every second) and whether its key still verifies.
+the key named by ``kid``, iss, aud, exp, nbf, iat, required claims, a
+lifetime of at most ``auth.max_token_ttl_s``). Its scopes are then narrowed
+to what configuration grants its subject now: the client's
+``auth.clients.<name>.scopes``, or the scopes of the role a user token names
+(``role`` claim) in ``auth.roles``; what configuration grants is computed
+once per worker, and configuration changes reach a worker only by a restart
+or reload, which starts with an empty cache. The verified principal is then
+cached by token, and every later use re-checks only what can change: expiry,
+revocation (a per-worker set refreshed from the store at least every second)
+and whether its key still verifies.
 """
 
 from __future__ import annotations
@@ -17,19 +23,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import AuthSettings
 from hostcore.context import Principal, PrincipalKind
 from hostcore.db.engine import affected_rows
 from hostcore.errors import Unauthorized
+from hostcore.security.acl import narrowed
 from hostcore.security.keys import LoadedKey
 from hostcore.security.models import IssuedToken
 
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "scopes", "iat", "nbf", "exp"]
 CACHE_SIZE = 4096
 MAX_TOKEN_BYTES = 4096
+PRUNE_BATCH = 500
 
 
 def parse_subject(subject: str) -> tuple[PrincipalKind, str]:
@@ -58,10 +66,13 @@ def encode(
     scopes: Iterable[str],
     ttl_s: int,
     now: float | None = None,
+    *,
+    role: str | None = None,
 ) -> IssuedTokenInfo:
+    """A signed token; a user's names their ``role`` (their scopes narrow to its grant)."""
     now = time.time() if now is None else now
     issued = int(now)
-    claims = {
+    claims: dict[str, Any] = {
         "iss": settings.issuer,
         "aud": settings.audience,
         "sub": f"{principal_kind}:{name}",
@@ -71,12 +82,14 @@ def encode(
         "nbf": issued,
         "exp": issued + ttl_s,
     }
+    if role is not None:
+        claims["role"] = role
     token = jwt.encode(claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
     return IssuedTokenInfo(
         access_token=token,
-        jti=claims["jti"],  # type: ignore[arg-type]
-        subject=claims["sub"],  # type: ignore[arg-type]
-        scopes=claims["scopes"],  # type: ignore[arg-type]
+        jti=claims["jti"],
+        subject=claims["sub"],
+        scopes=claims["scopes"],
         issued_at=issued,
         expires_at=issued + ttl_s,
         kid=key.kid,
@@ -103,14 +116,19 @@ async def record(session: AsyncSession, info: IssuedTokenInfo, kind: PrincipalKi
 async def revoke(
     session: AsyncSession,
     *,
+    leeway_s: float,
     jti: str | None = None,
     subject: str | None = None,
     everything: bool = False,
 ) -> int:
-    """Revoke by jti, by subject, or all live tokens; returns how many were revoked."""
+    """Revoke by jti, by subject, or all live tokens; returns how many were revoked.
+
+    Live: any token a verifier would still accept, so also one up to ``leeway_s``
+    past its expiry.
+    """
     now = time.time()
     statement = update(IssuedToken).where(
-        IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now
+        IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now - leeway_s
     )
     if jti is not None:
         statement = statement.where(IssuedToken.jti == jti)
@@ -122,11 +140,29 @@ async def revoke(
     return affected_rows(result)
 
 
-async def revoked_since(session: AsyncSession, since: float) -> list[tuple[str, float]]:
+async def revoked_since(
+    session: AsyncSession, since: float, *, expiring_after: float = 0.0
+) -> list[tuple[str, float]]:
+    """(jti, expiry) of tokens revoked at ``since`` or later, expiring after ``expiring_after``."""
     result = await session.execute(
-        select(IssuedToken.jti, IssuedToken.expires_at).where(IssuedToken.revoked_at >= since)
+        select(IssuedToken.jti, IssuedToken.expires_at).where(
+            IssuedToken.revoked_at >= since, IssuedToken.expires_at >= expiring_after
+        )
     )
     return [(jti, expires) for jti, expires in result.all()]
+
+
+async def prune(session: AsyncSession, *, expired_before: float, batch: int = PRUNE_BATCH) -> int:
+    """Forget the records of tokens that expired before ``expired_before``, revoked or not;
+    at most ``batch``, oldest first, so that one run's work is bounded."""
+    oldest = (
+        select(IssuedToken.jti)
+        .where(IssuedToken.expires_at < expired_before)
+        .order_by(IssuedToken.expires_at)
+        .limit(batch)
+    )
+    result = await session.execute(delete(IssuedToken).where(IssuedToken.jti.in_(oldest)))
+    return affected_rows(result)
 
 
 class UnknownSigningKey(Unauthorized):
@@ -149,6 +185,11 @@ class TokenVerifier:
         self.revoked: dict[str, float] = {}  # jti -> expiry, pruned once expired
         self.last_used: dict[str, float] = {}
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
+        # What configuration grants each subject, once: every token is narrowed to it.
+        self._client_grants = {
+            name: frozenset(client.scopes) for name, client in settings.clients.items()
+        }
+        self._role_grants = {role: frozenset(scopes) for role, scopes in settings.roles.items()}
 
     def set_keys(self, keys: Iterable[LoadedKey]) -> None:
         self.keys = {key.kid: key for key in keys}
@@ -230,6 +271,8 @@ class TokenVerifier:
             raise Unauthorized(f"token lacks the {exc.claim} claim") from None
         except jwt.PyJWTError:
             raise Unauthorized("token is malformed") from None
+        if float(claims["exp"]) - float(claims["iat"]) > self.settings.max_token_ttl_s:
+            raise Unauthorized("token lifetime is longer than auth.max_token_ttl_s")
         kind, name = parse_subject(str(claims["sub"]))
         scopes = claims["scopes"]
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
@@ -237,11 +280,26 @@ class TokenVerifier:
         principal = Principal(
             kind=kind,
             name=name,
-            scopes=frozenset(scopes),
+            scopes=narrowed(scopes, self._granted(kind, name, claims)),
             jti=str(claims["jti"]),
             expires_at=float(claims["exp"]),
         )
         return _Verified(principal, key.kid, float(claims["exp"]))
+
+    def _granted(self, kind: PrincipalKind, name: str, claims: dict[str, Any]) -> frozenset[str]:
+        """What configuration grants the token's subject now."""
+        if kind == "client":
+            granted = self._client_grants.get(name)
+            if granted is None:
+                raise Unauthorized(f"client {name} is no longer allowed")
+            return granted
+        role = claims.get("role")
+        if not isinstance(role, str):
+            raise Unauthorized("token lacks the role claim")
+        granted = self._role_grants.get(role)
+        if granted is None:
+            raise Unauthorized(f"role {role} is no longer configured")
+        return granted
 
     def take_last_used(self) -> dict[str, float]:
         used, self.last_used = self.last_used, {}

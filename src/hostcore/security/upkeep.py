@@ -1,9 +1,13 @@
 """A worker's background upkeep: keep its view of the store fresh and the store tidy.
 
 Revocations and key changes made by any process reach this worker at least
-every ``auth.revocation_poll_s``; token last-use times are stored, spent HMAC
-nonces removed, and the signing key rotated when due. (Activity retention is
-the activity writer's, as rows arrive.)
+every ``auth.revocation_poll_s``. Every ``HOUSEKEEPING_EVERY_S``: token
+last-use times are stored; spent HMAC nonces, token records expired longer
+than ``auth.token_retention_days`` and stale login-failure counts removed (a
+bounded batch of each per run); the private material of keys that verify
+nothing any more wiped, whether or not rotation is on; and the signing key
+rotated when due. (Activity retention is the activity writer's, as rows
+arrive.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from hostcore.config import Settings
 from hostcore.db.engine import Database
 from hostcore.errors import Conflict
-from hostcore.security import tokens
+from hostcore.security import lockout, tokens
 from hostcore.security.issuing import Issuer
 from hostcore.security.models import HmacNonce, SigningKey
 from hostcore.security.tokens import TokenVerifier
@@ -48,8 +52,9 @@ class Upkeep:
         """Every revocation that still matters, once at start."""
         now = time.time()
         async with self.db.session() as session:
+            # A token is accepted up to the leeway past its expiry: so long its revocation counts.
             self.verifier.add_revoked(
-                (jti, exp) for jti, exp in await tokens.revoked_since(session, 0.0) if exp >= now
+                await tokens.revoked_since(session, 0.0, expiring_after=now - self.auth.leeway_s)
             )
         self._revocations_seen = now
 
@@ -72,7 +77,7 @@ class Upkeep:
                 await self.poll()
                 if time.monotonic() - last_slow >= HOUSEKEEPING_EVERY_S:
                     last_slow = time.monotonic()
-                    await self._slow()
+                    await self.housekeeping()
             except Exception:
                 log.exception("security housekeeping failed; retrying")
 
@@ -89,14 +94,18 @@ class Upkeep:
         if signing_key is None or active_kid != signing_key.kid:
             await self.issuer.refresh_keys()
 
-    async def _slow(self) -> None:
+    async def housekeeping(self) -> None:
         await self.store_last_used()
         now = time.time()
         self.verifier.prune(now)
+        retained_s = self.auth.token_retention_days * 86400
         async with self.db.session() as session, session.begin():
             await session.execute(
                 delete(HmacNonce).where(HmacNonce.seen_at < now - 2 * self.auth.hmac_window_s)
             )
+            await tokens.prune(session, expired_before=now - self.auth.leeway_s - retained_s)
+            await lockout.prune(session, now, self.auth)
+        await self.issuer.wipe_retired()
         if self.issuer.rotate_after_s > 0:
             assert self.issuer.keystore is not None
             try:

@@ -22,6 +22,7 @@ from hostcore.builtin.auth.schemas import TokenCreate
 from hostcore.config import Settings
 from hostcore.errors import ConfigError, HostcoreError, PluginError
 from hostcore.security import users
+from hostcore.security.password_policy import PasswordPolicy
 from hostcore.security.runtime import SecurityRuntime
 
 T = TypeVar("T")
@@ -86,6 +87,10 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
+def policy(runtime: SecurityRuntime) -> PasswordPolicy:
+    return PasswordPolicy.from_settings(runtime.auth)
+
+
 def add_commands(cli: typer.Typer) -> None:
     user_cli = typer.Typer(
         help="Users of the web UI (passwords hashed with argon2).", no_args_is_help=True
@@ -110,7 +115,7 @@ def add_commands(cli: typer.Typer) -> None:
         async def work(runtime: SecurityRuntime) -> users.UserInfo:
             service.role_scopes(runtime, role)
             async with runtime.db.session() as session, session.begin():
-                return await users.add(session, username, password, role)
+                return await users.add(session, username, password, role, policy=policy(runtime))
 
         info = with_store(config, set_, work)
         typer.echo(f"added user {info.username} ({info.role})")
@@ -150,7 +155,7 @@ def add_commands(cli: typer.Typer) -> None:
 
         async def work(runtime: SecurityRuntime) -> int:
             async with runtime.db.session() as session, session.begin():
-                await users.set_password(session, username, password)
+                await users.set_password(session, username, password, policy=policy(runtime))
             return await runtime.revoke(subject=f"user:{username}")
 
         revoked = with_store(config, set_, work)
@@ -300,7 +305,11 @@ def add_commands(cli: typer.Typer) -> None:
             raise _fail(str(exc)) from None
         path, _, query = path.partition("?")
         params = dict(parse_qsl(query, keep_blank_values=True))
-        with HostcoreClient.from_settings(settings, client) as http:
+        try:
+            http = HostcoreClient.from_settings(settings, client)
+        except (ConfigError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        with http:
             response = http.request(method.upper(), path, params=params or None, json=body)
         try:
             _print_json(response.json())

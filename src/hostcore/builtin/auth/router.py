@@ -32,7 +32,7 @@ def build_router() -> APIRouter:
 
     @router.post(
         "/token",
-        responses=error_responses(400, 401, 403, 404, 422, 429),
+        responses=error_responses(400, 401, 403, 404, 422, 429, 503),
         summary="Get a token: user login, or a client's HMAC-signed request",
     )
     async def create_token(

@@ -15,7 +15,6 @@ from hostcore.builtin.auth.schemas import (
 )
 from hostcore.context import Principal, PrincipalKind
 from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from hostcore.security import users
 from hostcore.security.acl import allows, uncovered
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
@@ -42,12 +41,11 @@ async def issue_token(
     if body.username is not None or body.password is not None:
         if body.username is None or body.password is None or body.client is not None:
             raise BadRequest("a user login needs username and password, and no client")
-        async with runtime.db.session() as session:
-            user = await users.authenticate(
-                session, body.username, body.password.get_secret_value()
-            )
+        user = await runtime.logins.authenticate(body.username, body.password.get_secret_value())
         granted = role_scopes(runtime, user.role)
-        return await _issue(runtime, "user", user.username, granted, body.scopes, body.ttl_s)
+        return await _issue(
+            runtime, "user", user.username, granted, body.scopes, body.ttl_s, role=user.role
+        )
     if caller is None:
         raise Unauthorized("no credentials: log in, or sign the request as a client")
     target = body.client or caller.name
@@ -87,6 +85,8 @@ async def _issue(
     granted: list[str],
     requested: list[str] | None,
     ttl_s: int | None,
+    *,
+    role: str | None = None,
 ) -> IssuedTokenInfo:
     wanted = list(requested) if requested is not None else granted
     missing = uncovered(wanted, granted)
@@ -94,7 +94,7 @@ async def _issue(
         raise Forbidden(f"{kind} {name} may not have the scopes: {', '.join(missing)}")
     if ttl_s is not None and ttl_s > runtime.auth.max_token_ttl_s:
         raise BadRequest(f"ttl_s may be at most {runtime.auth.max_token_ttl_s}")
-    return await runtime.issue(kind, name, wanted, ttl_s)
+    return await runtime.issue(kind, name, wanted, ttl_s, role=role)
 
 
 async def list_tokens(

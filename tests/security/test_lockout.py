@@ -1,0 +1,90 @@
+"""The per-username lockout count in the store, on SQLite and (when given) PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from hostcore.config import AuthSettings
+from hostcore.db.engine import Database
+from hostcore.db.migrate import lineages, migration_lock, upgrade
+from hostcore.security import lockout
+
+POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
+SETTINGS = AuthSettings(login_max_failures=3, login_failure_window_s=900, login_lockout_s=300)
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "postgresql":
+        if POSTGRES_URL is None:
+            pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database")
+        database = Database(POSTGRES_URL)
+        async with database.engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+    else:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    async with migration_lock(database):
+        await upgrade(database, lineages({}))
+    yield database
+    await database.dispose()
+
+
+async def fail(db: Database, username: str, at: float) -> None:
+    async with db.session() as session, session.begin():
+        await lockout.record_failure(session, username, at, SETTINGS)
+
+
+async def lock_ends(db: Database, username: str, at: float) -> float | None:
+    async with db.session() as session:
+        return lockout.lock_ends(await lockout.find(session, username), at)
+
+
+async def test_the_limit_within_the_window_locks_for_the_lockout(db: Database) -> None:
+    await fail(db, "alice", NOW)
+    await fail(db, "alice", NOW + 10)
+    assert await lock_ends(db, "alice", NOW + 11) is None
+    await fail(db, "alice", NOW + 20)
+    assert await lock_ends(db, "alice", NOW + 21) == NOW + 20 + 300
+    assert await lock_ends(db, "alice", NOW + 320) is None, "the lockout ends"
+    assert await lock_ends(db, "bob", NOW + 21) is None
+
+
+async def test_failures_spread_beyond_the_window_do_not_lock(db: Database) -> None:
+    for index in range(6):
+        await fail(db, "alice", NOW + index * 500)
+    assert await lock_ends(db, "alice", NOW + 2501) is None
+
+
+async def test_concurrent_failures_are_all_counted(db: Database) -> None:
+    await asyncio.gather(*(fail(db, "alice", NOW) for _ in range(3)))
+    assert await lock_ends(db, "alice", NOW + 1) == NOW + 300
+
+
+async def test_clear_forgets_the_count(db: Database) -> None:
+    await fail(db, "alice", NOW)
+    await fail(db, "alice", NOW)
+    async with db.session() as session, session.begin():
+        await lockout.clear(session, "alice")
+    await fail(db, "alice", NOW)
+    assert await lock_ends(db, "alice", NOW + 1) is None
+
+
+async def test_prune_forgets_stale_counts_and_keeps_locks(db: Database) -> None:
+    await fail(db, "stale", NOW)
+    for _ in range(3):
+        await fail(db, "locked", NOW + 800)
+    await fail(db, "recent", NOW + 1000)
+    async with db.session() as session, session.begin():
+        assert await lockout.prune(session, NOW + 1000, SETTINGS) == 1
+    async with db.session() as session:
+        assert await lockout.find(session, "stale") is None
+        assert await lockout.find(session, "locked") is not None
+        assert await lockout.find(session, "recent") is not None
