@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import typer
 
 from hostcore.builtin.auth import service
-from hostcore.builtin.auth.schemas import TokenCreate
+from hostcore.builtin.auth.schemas import ActivityRead, ActivityStatsRead, TokenCreate
 from hostcore.config import Settings
 from hostcore.errors import ConfigError, HostcoreError, PluginError
 from hostcore.security import users
@@ -86,15 +86,35 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
+def _activity_line(row: ActivityRead) -> str:
+    return (
+        f"{_when(row.at)} {row.status} {row.method:<6} {row.route:<40} "
+        f"{row.principal or '-':<24} {row.duration_ms:.1f}ms {row.request_id}"
+    )
+
+
+def _stats_line(row: ActivityStatsRead) -> str:
+    return (
+        f"{row.principal or '-':<28} {row.requests:>7} requests {row.denied:>5} denied "
+        f"{row.errors:>4} errors  mean {row.mean_ms:.1f}ms  last {_when(row.last_at)}"
+    )
+
+
 def add_commands(cli: typer.Typer) -> None:
+    """Add every command of the auth plugin to the root ``hostcore`` app."""
+    add_user_commands(cli)
+    add_key_commands(cli)
+    add_token_commands(cli)
+    add_activity_command(cli)
+    add_call_command(cli)
+
+
+def add_user_commands(cli: typer.Typer) -> None:
+    """``hostcore user add|list|remove|passwd``."""
     user_cli = typer.Typer(
         help="Users of the web UI (passwords hashed with argon2).", no_args_is_help=True
     )
-    key_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
-    token_cli = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
     cli.add_typer(user_cli, name="user")
-    cli.add_typer(key_cli, name="key")
-    cli.add_typer(token_cli, name="token")
 
     @user_cli.command("add")
     def user_add(
@@ -156,6 +176,12 @@ def add_commands(cli: typer.Typer) -> None:
         revoked = with_store(config, set_, work)
         typer.echo(f"password of {username} changed; revoked {revoked} token(s)")
 
+
+def add_key_commands(cli: typer.Typer) -> None:
+    """``hostcore key list|rotate``."""
+    key_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
+    cli.add_typer(key_cli, name="key")
+
     @key_cli.command("rotate")
     def key_rotate(config: ConfigOption = None, set_: SetOption = None) -> None:
         """Make a new signing key active; the old one verifies until its tokens expire."""
@@ -177,6 +203,12 @@ def add_commands(cli: typer.Typer) -> None:
         for info in with_store(config, set_, work):
             state = "active" if info.active else f"verifies until {_when(info.verify_until)}"
             typer.echo(f"{info.kid}  {info.algorithm:<6} created {_when(info.created_at)}  {state}")
+
+
+def add_token_commands(cli: typer.Typer) -> None:
+    """``hostcore token issue|list|revoke``."""
+    token_cli = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
+    cli.add_typer(token_cli, name="token")
 
     @token_cli.command("issue")
     def token_issue(
@@ -240,6 +272,10 @@ def add_commands(cli: typer.Typer) -> None:
 
         typer.echo(f"revoked {with_store(config, set_, work)} token(s)")
 
+
+def add_activity_command(cli: typer.Typer) -> None:
+    """``hostcore activity``."""
+
     @cli.command("activity")
     def activity(
         principal: Annotated[str | None, typer.Option(help="e.g. client:panel")] = None,
@@ -269,16 +305,11 @@ def add_commands(cli: typer.Typer) -> None:
             _print_json([row.model_dump() for row in rows])
             return
         for row in rows:
-            if stats:
-                typer.echo(
-                    f"{row.principal or '-':<28} {row.requests:>7} requests {row.denied:>5} denied "
-                    f"{row.errors:>4} errors  mean {row.mean_ms:.1f}ms  last {_when(row.last_at)}"
-                )
-            else:
-                typer.echo(
-                    f"{_when(row.at)} {row.status} {row.method:<6} {row.route:<40} "
-                    f"{row.principal or '-':<24} {row.duration_ms:.1f}ms {row.request_id}"
-                )
+            typer.echo(_stats_line(row) if stats else _activity_line(row))
+
+
+def add_call_command(cli: typer.Typer) -> None:
+    """``hostcore call``."""
 
     @cli.command("call")
     def call(
