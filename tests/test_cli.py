@@ -114,3 +114,20 @@ def test_serve_reports_a_conflict_cleanly(tmp_path: Path, env: dict[str, str]) -
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("serve",), "Address to bind [server.host, default 127.0.0.1]."),
+        (("serve",), "TCP port [server.port, default 8000]."),
+        (("user", "add"), "A role from [auth.roles]."),
+        (("token", "issue"), "A client from [auth.clients]."),
+    ],
+)
+def test_help_keeps_text_in_square_brackets(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    result = run_hostcore(*args, "--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert expected in " ".join(result.stdout.split())

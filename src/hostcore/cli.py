@@ -65,6 +65,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: Rich markup would eat "[server.host]" and every other bracket.
+    # The root's mode applies to every sub-command and group, plugins' included.
+    rich_markup_mode=None,
 )
 plugins_cli = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
