@@ -257,3 +257,47 @@ def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
     assert cli_layers_from_environment({}) == (None, [])
     # The carrier variable is not itself a setting.
     load_settings(environ={CLI_LAYERS_ENV: encoded}, system_config=NOWHERE, local_config=NOWHERE)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("ratelimit.default=lots", r"ratelimit\.default \(from --set ratelimit\.default\): 'lots'"),
+        ("ratelimit.default=1/minute;2/hour", r"'1/minute;2/hour' is not one rate limit"),
+        (
+            'ratelimit.routes={"GET /x": "often"}',
+            r"ratelimit\.routes\.GET /x \(from --set ratelimit\.routes\): 'often' is not one",
+        ),
+        ("ratelimit.storage=nosuch://x", r"ratelimit\.storage \(from --set ratelimit\.storage\)"),
+        ("ratelimit.storage=redis", r"unknown storage scheme in 'redis'"),
+        ("ratelimit.storage=async+redis://localhost", r"asynchronous"),
+    ],
+)
+def test_rate_limit_settings_are_checked_where_they_are_set(assignment: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(
+            overrides=[assignment], environ={}, system_config=NOWHERE, local_config=NOWHERE
+        )
+
+
+def test_a_bad_rate_limit_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"\(from env HOSTCORE_RATELIMIT__DEFAULT\)"):
+        load_settings(
+            environ={"HOSTCORE_RATELIMIT__DEFAULT": "soon"},
+            system_config=NOWHERE,
+            local_config=NOWHERE,
+        )
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["shared", "memory", "memory://", "redis://localhost:6379", "hostcore-shm:///run/x.shm"],
+)
+def test_usable_rate_limit_storages_are_accepted(storage: str) -> None:
+    settings = load_settings(
+        overrides=[f"ratelimit.storage={storage}", "ratelimit.default=5 per second"],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    assert settings.ratelimit.storage == storage

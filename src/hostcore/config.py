@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import platformdirs
+from limits import parse_many
+from limits.storage import Storage
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -31,6 +34,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from hostcore.errors import ConfigError
 
@@ -153,13 +157,71 @@ class AuthSettings(Section):
     )
 
 
+def _one_rate_limit(text: str) -> str:
+    """``text`` if it is exactly one limit in limits' notation (``"600/minute"``)."""
+    try:
+        count = len(parse_many(text))
+    except ValueError:
+        count = 0
+    if count != 1:
+        raise PydanticCustomError(
+            "rate_limit",
+            "{text} is not one rate limit such as '600/minute' or '10 per second'",
+            {"text": repr(text)},
+        )
+    return text
+
+
+RateLimit = Annotated[str, AfterValidator(_one_rate_limit)]
+
+# Storages named by a word; anything else is a URL of a limits storage.
+_NAMED_STORAGES = ("shared", "memory")
+# hostcore's own storage (hostcore.security.ratelimit.SharedMemoryStorage) registers this
+# scheme with limits only when that module is imported, which this one must not do.
+_SHARED_MEMORY_SCHEME = "hostcore-shm"
+
+
+def _sync_storage_schemes() -> set[str]:
+    """The URL schemes of limits' synchronous storages, hostcore's own included."""
+    schemes = {_SHARED_MEMORY_SCHEME}
+    pending: list[type] = [Storage]
+    while pending:
+        storage = pending.pop()
+        pending.extend(storage.__subclasses__())
+        declared = getattr(storage, "STORAGE_SCHEME", None) or []
+        schemes.update([declared] if isinstance(declared, str) else declared)
+    return schemes
+
+
+def _usable_rate_limit_storage(value: str) -> str:
+    if value in _NAMED_STORAGES:
+        return value
+    scheme = value.partition("://")[0] if "://" in value else ""
+    if scheme.startswith("async+"):
+        raise PydanticCustomError(
+            "rate_limit_storage",
+            "{value} is an asynchronous limits storage; use a synchronous one",
+            {"value": repr(value)},
+        )
+    if scheme not in _sync_storage_schemes():
+        raise PydanticCustomError(
+            "rate_limit_storage",
+            'unknown storage scheme in {value}: use "shared", "memory" or the URL of '
+            "a limits storage such as redis://localhost:6379",
+            {"value": repr(value)},
+        )
+    return value
+
+
 class RateLimitSettings(Section):
     enabled: bool = True
-    default: str = Field("600/minute", description="Per principal (else per address), per route.")
-    routes: dict[str, str] = Field(
+    default: RateLimit = Field(
+        "600/minute", description="Per principal (else per address), per route."
+    )
+    routes: dict[str, RateLimit] = Field(
         default_factory=dict, description='"METHOD /route/template" -> limit, e.g. "10/minute".'
     )
-    storage: str = Field(
+    storage: Annotated[str, AfterValidator(_usable_rate_limit_storage)] = Field(
         "shared",
         description='"shared" (memory-mapped file, all workers), "memory", or a limits URL.',
     )
