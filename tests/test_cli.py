@@ -131,3 +131,70 @@ def test_help_keeps_text_in_square_brackets(
     result = run_hostcore(*args, "--help", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert expected in " ".join(result.stdout.split())
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], status: int, *fragments: str
+) -> None:
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert result.stderr.startswith("hostcore: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key"),
+    [
+        ("ratelimit.default=lots", "ratelimit.default"),
+        ("ratelimit.default=1/minute;2/hour", "ratelimit.default"),
+        ('ratelimit.routes={"GET /x": "lots"}', "ratelimit.routes.GET /x"),
+        ("ratelimit.storage=nosuch://", "ratelimit.storage"),
+        ("ratelimit.storage=async+memory://", "ratelimit.storage"),
+    ],
+)
+@pytest.mark.parametrize("command", [("config", "show"), ("plugins", "list"), ("serve",)])
+def test_a_bad_rate_limit_setting_is_one_line_naming_the_flag(
+    env: dict[str, str], tmp_path: Path, command: tuple[str, ...], assignment: str, key: str
+) -> None:
+    result = run_hostcore(*command, "--set", assignment, env=env, cwd=tmp_path)
+    flag = assignment.partition("=")[0]
+    assert_one_line_error(result, 2, f"{key} (from --set {flag})")
+
+
+def test_a_bad_rate_limit_in_a_file_names_the_file(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "hostcore.toml").write_text('[ratelimit]\nstorage = "nosuch://"\n')
+    result = run_hostcore("config", "show", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, f"ratelimit.storage (from {tmp_path / 'hostcore.toml'})")
+
+
+def test_a_missing_config_file_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore("config", "show", "--config", "absent.toml", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, "--config absent.toml: no such file")
+
+
+def test_several_config_errors_are_still_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "hostcore.toml").write_text("[server]\nprot = 1\nhots = 'x'\n")
+    result = run_hostcore("config", "show", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, "unknown key server.prot", "unknown key server.hots")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("serve", "--port", "eighty"), "--port"),
+        (("serve", "--no-such-option"), "--no-such-option"),
+        (("no-such-command",), "no-such-command"),
+    ],
+)
+def test_a_usage_error_is_one_line(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], fragment: str
+) -> None:
+    assert_one_line_error(run_hostcore(*args, env=env, cwd=tmp_path), 2, fragment)
+
+
+def test_no_arguments_prints_the_help(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore(env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Usage: hostcore" in result.stdout
+    assert "serve" in result.stdout

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from hostcore.config import Settings
-from hostcore.errors import ConfigError
+from hostcore.errors import ConfigError, Unavailable
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -84,6 +85,16 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def check(self) -> None:
+        """Connect once; ``Unavailable``, naming the store, when that fails."""
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, SQLAlchemyError) as exc:
+            # A DBAPI error's own text would add the statement and a link; its cause is enough.
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise Unavailable(f"cannot open the store {self.describe()}: {reason}") from exc
 
     def describe(self) -> str:
         """The URL without its password, for logs."""
