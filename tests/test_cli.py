@@ -198,3 +198,100 @@ def test_no_arguments_prints_the_help(env: dict[str, str], tmp_path: Path) -> No
     assert result.returncode == 2
     assert "Usage: hostcore" in result.stdout
     assert "serve" in result.stdout
+
+
+def install_spy_plugin(tmp_path: Path, env: dict[str, str]) -> Path:
+    """Install plugin ``spy``, which adds ``hostcore spy``; each import of it appends the
+    command line to the returned file."""
+    site = tmp_path / "site"
+    imports = tmp_path / "spy-imports.log"
+    (site / "spy_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "spy_plugin.py").write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from hostcore.hookspecs import hookimpl\n"
+        f"with Path({str(imports)!r}).open('a') as log:\n"
+        "    log.write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "@hookimpl\n"
+        "def hostcore_cli(cli):\n"
+        "    cli.command('spy')(lambda: print('spied'))\n"
+    )
+    (site / "spy_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: spy-plugin\nVersion: 1.0\n"
+    )
+    (site / "spy_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[hostcore.plugins]\nspy = spy_plugin\n"
+    )
+    env["PYTHONPATH"] = str(site)
+    return imports
+
+
+def test_an_enabled_plugin_adds_its_commands(env: dict[str, str], tmp_path: Path) -> None:
+    imports = install_spy_plugin(tmp_path, env)
+    result = run_hostcore("spy", env=env, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "spied\n"), result.stderr
+    assert imports.read_text() == "spy\n"
+
+
+@pytest.mark.parametrize("command", [("version",), ("--help",), ("plugins", "list")])
+@pytest.mark.parametrize(
+    ("layer", "disabling"),
+    [
+        ("./hostcore.toml", '[plugins]\ndisabled = ["spy"]\n'),
+        ("./hostcore.toml", '[plugins]\nenabled = ["auth", "system"]\n'),
+        ("HOSTCORE_PLUGINS__DISABLED", "spy"),
+    ],
+)
+def test_a_plugin_disabled_by_configuration_is_never_imported(
+    env: dict[str, str], tmp_path: Path, layer: str, disabling: str, command: tuple[str, ...]
+) -> None:
+    imports = install_spy_plugin(tmp_path, env)
+    if layer == "./hostcore.toml":
+        (tmp_path / "hostcore.toml").write_text(disabling)
+    else:
+        env[layer] = disabling
+    result = run_hostcore(*command, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not imports.exists(), imports.read_text()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--config", "custom.toml"),
+        ("-ccustom.toml",),
+        ("--set", "plugins.disabled=spy"),
+        ("--set=plugins.disabled=spy",),
+        ("-s", "plugins.enabled=auth,system"),
+        ("-splugins.disabled=spy",),
+    ],
+)
+def test_a_plugin_disabled_on_the_command_line_is_never_imported(
+    env: dict[str, str], tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    imports = install_spy_plugin(tmp_path, env)
+    (tmp_path / "custom.toml").write_text('[plugins]\ndisabled = ["spy"]\n')
+    listing = run_hostcore("plugins", "list", "--json", *flags, env=env, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    states = {row["name"]: row["state"] for row in json.loads(listing.stdout)}
+    assert states["spy"] == "disabled"
+    assert run_hostcore("config", "show", *flags, env=env, cwd=tmp_path).returncode == 0
+    refused = run_hostcore("spy", *flags, env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "No such command 'spy'" in refused.stderr
+    assert not imports.exists(), imports.read_text()
+
+
+def test_with_a_broken_configuration_help_works_and_says_why_plugin_commands_are_missing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    imports = install_spy_plugin(tmp_path, env)
+    (tmp_path / "hostcore.toml").write_text("[server]\nprot = 1\n")
+    problem = f"unknown key server.prot (from {tmp_path / 'hostcore.toml'})"
+    helped = run_hostcore("--help", env=env, cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert f"Plugin commands are not loaded: invalid configuration: {problem}" in helped.stdout
+    assert_one_line_error(run_hostcore("config", "show", env=env, cwd=tmp_path), 2, problem)
+    unknown = run_hostcore("spy", env=env, cwd=tmp_path)
+    assert_one_line_error(unknown, 2, "No such command 'spy'", "plugin commands are not loaded")
+    assert not imports.exists(), "a plugin is not imported when its state is unknown"

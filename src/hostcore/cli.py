@@ -17,13 +17,15 @@ from hostcore.app import create_app
 from hostcore.cli_support import (
     ConfigOption,
     SetOption,
+    cli_layers_in,
     fail,
     load_or_exit,
+    one_line,
     opened_database,
     registry_or_exit,
     run_or_exit,
 )
-from hostcore.config import cli_layers_to_environment, effective_config
+from hostcore.config import cli_layers_to_environment, effective_config, load_settings
 from hostcore.errors import ConfigError, PluginError
 from hostcore.plugins import PluginRegistry, PluginSource, installed_sources
 
@@ -217,6 +219,17 @@ def db_history(config: ConfigOption = None, set_: SetOption = None) -> None:
         typer.echo(f"{row.lineage:<12} {row.revision:<8} {mark:<8} {row.message}")
 
 
+def enabled_plugin_sources(args: Sequence[str]) -> tuple[list[PluginSource], str | None]:
+    """The installed plugins the configuration enables, with ``--config``/``--set`` read
+    from ``args``; none, and why, when the configuration cannot be loaded."""
+    config, overrides = cli_layers_in(args)
+    try:
+        settings = load_settings(config_file=config, overrides=overrides)
+    except ConfigError as exc:
+        return [], one_line(str(exc))
+    return [s for s in installed_sources() if settings.plugins.is_enabled(s.name)], None
+
+
 def add_plugin_commands(root: typer.Typer, sources: Sequence[PluginSource]) -> None:
     """Let each plugin in ``sources`` add its sub-commands; a name claimed twice is an error."""
     registry = PluginRegistry()
@@ -248,8 +261,12 @@ def _command_names(root: typer.Typer) -> list[str]:
     return names
 
 
-def run(root: typer.Typer, args: Sequence[str]) -> NoReturn:
-    """Run the command line; a usage error is one line on stderr and exit status 2."""
+def run(root: typer.Typer, args: Sequence[str], *, plugins_missing: str | None = None) -> NoReturn:
+    """Run the command line; a usage error is one line on stderr and exit status 2.
+
+    ``plugins_missing`` says why no plugin added commands; a usage error at the
+    top level (an unknown command, most likely a plugin's) repeats it.
+    """
     try:
         status = root(args=list(args), prog_name="hostcore", standalone_mode=False)
     except typer.Abort:
@@ -258,18 +275,25 @@ def run(root: typer.Typer, args: Sequence[str]) -> NoReturn:
         if type(exc).__name__ == "NoArgsIsHelpError":  # its message is the help (typer checks so)
             typer.echo(exc.format_message())
             raise SystemExit(exc.exit_code) from None
-        fail(_usage_message(exc), exc.exit_code)
+        fail(_usage_message(exc, plugins_missing), exc.exit_code)
     raise SystemExit(status if isinstance(status, int) else 0)
 
 
-def _usage_message(exc: typer.TyperException) -> str:
+def _usage_message(exc: typer.TyperException, plugins_missing: str | None) -> str:
     message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     if ctx is None:
         return message
+    if plugins_missing and ctx.parent is None:
+        message += f" (plugin commands are not loaded: {plugins_missing})"
     return f"{message} (see '{ctx.command_path} --help')"
 
 
 def main() -> None:
-    add_plugin_commands(cli, installed_sources())
-    run(cli, sys.argv[1:])
+    args = sys.argv[1:]
+    sources, plugins_missing = enabled_plugin_sources(args)
+    add_plugin_commands(cli, sources)
+    if plugins_missing:
+        # "\b": click prints the paragraph as it is, so a path in it is not broken at a "-".
+        cli.info.epilog = f"\b\nPlugin commands are not loaded: {plugins_missing}"
+    run(cli, args, plugins_missing=plugins_missing)
