@@ -295,3 +295,31 @@ def test_with_a_broken_configuration_help_works_and_says_why_plugin_commands_are
     unknown = run_hostcore("spy", env=env, cwd=tmp_path)
     assert_one_line_error(unknown, 2, "No such command 'spy'", "plugin commands are not loaded")
     assert not imports.exists(), "a plugin is not imported when its state is unknown"
+
+
+def test_config_show_hides_credentials_but_not_settings_named_like_secrets(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    local = tmp_path / "hostcore.toml"
+    local.write_text(
+        "[database]\n"
+        'url = "postgresql+asyncpg://hc@db.local/hostcore?password=hunter2"\n'
+        "[ratelimit]\n"
+        'storage = "redis://:hunter2@cache.local:6379/0"\n'
+        "[auth]\n"
+        "token_ttl_s = 600\n"
+    )
+    text = run_hostcore("config", "show", env=env, cwd=tmp_path)
+    listing = run_hostcore("config", "show", "--json", env=env, cwd=tmp_path)
+    for result in (text, listing):
+        assert result.returncode == 0, result.stderr
+        assert "hunter2" not in result.stdout
+    lines = text.stdout.splitlines()
+    assert f"auth.token_ttl_s = 600    # {local}" in lines
+    assert (
+        f'database.url = "postgresql+asyncpg://hc@db.local/hostcore?password=********"    # {local}'
+    ) in lines
+    rows = {row["key"]: row["value"] for row in json.loads(listing.stdout)}
+    assert rows["auth.token_ttl_s"] == 600
+    assert rows["database.url"] == "postgresql+asyncpg://hc@db.local/hostcore?password=********"
+    assert rows["ratelimit.storage"] == "redis://:********@cache.local:6379/0"

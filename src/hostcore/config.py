@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import tomllib
 import types
@@ -37,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from hostcore.errors import ConfigError
+from hostcore.redaction import REDACTED, redact_database_url, redact_url, secret_paths
 
 APP_NAME = "hostcore"
 SYSTEM_CONFIG = Path("/etc/hostcore/hostcore.toml")
@@ -45,9 +45,7 @@ ENV_PREFIX = "HOSTCORE_"
 # Carries --config/--set to processes the CLI spawns (uvicorn --reload); not a setting.
 CLI_LAYERS_ENV = "HOSTCORE_CLI_LAYERS"
 DEFAULT_SOURCE = "default"
-REDACTED = "********"
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-_SECRET_WORDS = ("secret", "password", "passphrase", "token", "private_key", "api_key")
+DATABASE_URL_KEY = "database.url"
 
 
 def _is_root() -> bool:
@@ -552,13 +550,6 @@ def validate_plugin_settings(settings: Settings, name: str, model: type[BaseMode
         raise ConfigError(message) from None
 
 
-def is_secret_key(dotted_key: str) -> bool:
-    last = dotted_key.rsplit(".", 1)[-1].lower()
-    if last.endswith("_file"):
-        return False
-    return any(word in last for word in _SECRET_WORDS)
-
-
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in data.items():
         path = f"{prefix}{key}"
@@ -571,15 +562,40 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 def effective_config(
     settings: Settings, plugin_settings: Mapping[str, BaseModel] | None = None
 ) -> list[tuple[str, Any, str]]:
-    """Every key with its effective value (secrets redacted) and the layer it came from."""
+    """Every key with its effective value and the layer it came from, secrets redacted.
+
+    Redacted: the settings a model declares secret (``SecretStr``, ``SecretBytes``),
+    every value of a plugin table no model has checked (a disabled or missing
+    plugin's: which of its keys are secret is unknown), and the credentials in
+    every URL.
+    """
+    plugin_settings = plugin_settings or {}
     data = settings.model_dump(mode="json")
-    plugins = data["plugins"]
-    for name, model in (plugin_settings or {}).items():
-        plugins[name] = model.model_dump(mode="json")
+    secret = set(secret_paths(settings))
+    for name, model in plugin_settings.items():
+        data["plugins"][name] = model.model_dump(mode="json")
+        secret.update(secret_paths(model, f"plugins.{name}."))
+    unchecked = tuple(
+        f"plugins.{name}."
+        for name in settings.plugins.section_names()
+        if name not in plugin_settings
+    )
     rows = []
     for key, value in flatten(data):
-        shown = REDACTED if is_secret_key(key) and value not in (None, "") else value
-        if isinstance(shown, str):
-            shown = _URL_PASSWORD.sub(rf"\1{REDACTED}@", shown)
-        rows.append((key, shown, settings.source_of(key)))
+        hidden = key in secret or key.startswith(unchecked)
+        rows.append((key, _shown(key, value, hidden=hidden), settings.source_of(key)))
     return rows
+
+
+def _shown(key: str, value: Any, *, hidden: bool) -> Any:
+    if value is None or value == "":
+        return value
+    if hidden:
+        return REDACTED
+    if key == DATABASE_URL_KEY:
+        return redact_database_url(str(value))
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, list):
+        return [redact_url(item) if isinstance(item, str) else item for item in value]
+    return value

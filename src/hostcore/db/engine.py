@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from hostcore.config import Settings
 from hostcore.errors import ConfigError, Unavailable
+from hostcore.redaction import redact_database_url
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -97,8 +98,8 @@ class Database:
             raise Unavailable(f"cannot open the store {self.describe()}: {reason}") from exc
 
     def describe(self) -> str:
-        """The URL without its password, for logs."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL without its credentials (password, ``?password=``, …), for logs."""
+        return redact_database_url(self.url)
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
