@@ -265,3 +265,11 @@ def test_relative_paths_are_refused() -> None:
         for path in ("system", "http://elsewhere/system"):
             with pytest.raises(ValueError, match="must start with '/'"):
                 client.get(path)
+
+
+def test_the_address_names_the_url_or_the_unix_socket(tmp_path: Path) -> None:
+    """What error messages name: where the requests go."""
+    with HostcoreClient(base_url="http://127.0.0.1:8123", client="cli", secret=SECRET) as tcp:
+        assert tcp.address == "http://127.0.0.1:8123"
+    with HostcoreClient(uds=tmp_path / "s.sock", client="cli", secret=SECRET) as local:
+        assert local.address == f"unix socket {tmp_path / 's.sock'}"

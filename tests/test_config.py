@@ -3,12 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from hostcore import config as config_module
 from hostcore.config import (
     CLI_LAYERS_ENV,
-    REDACTED,
     Settings,
     cli_layers_from_environment,
     cli_layers_to_environment,
@@ -17,6 +16,7 @@ from hostcore.config import (
     validate_plugin_settings,
 )
 from hostcore.errors import ConfigError
+from hostcore.redaction import REDACTED
 
 NOWHERE = Path("/nonexistent/hostcore.toml")
 
@@ -217,35 +217,101 @@ def test_directories_default_per_user_and_for_root(monkeypatch: pytest.MonkeyPat
     assert not str(user.data_dir).startswith("/var/lib")
 
 
-def test_effective_config_reports_sources_and_redacts_secrets(tmp_path: Path) -> None:
+class TokenPluginSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_token: SecretStr | None = None
+    token_file: Path | None = None
+    tokens_per_minute: int = 10
+    webhook: str = "https://hooks.example/in"
+
+
+def test_effective_config_reports_sources_and_redacts_what_models_declare_secret(
+    tmp_path: Path,
+) -> None:
     path = write(
         tmp_path / "c.toml",
-        "[plugins.hello]\napi_token = 's3cr3t'\ntoken_file = '/etc/token'\n",
+        "[plugins.tok]\napi_token = 's3cr3t'\ntoken_file = '/etc/token'\n"
+        "webhook = 'https://hooks.example/in?token=t0k3n'\n",
     )
     settings = load_settings(
         config_file=path,
-        overrides=["server.port=9300"],
+        overrides=["server.port=9300", "auth.token_ttl_s=600"],
         environ={},
         system_config=NOWHERE,
         local_config=NOWHERE,
     )
-    rows = {key: (value, source) for key, value, source in effective_config(settings)}
+    plugin = validate_plugin_settings(settings, "tok", TokenPluginSettings)
+    rows = {
+        key: (value, source) for key, value, source in effective_config(settings, {"tok": plugin})
+    }
     assert rows["server.port"] == (9300, "--set server.port")
     assert rows["server.host"] == ("127.0.0.1", "default")
-    assert rows["plugins.hello.api_token"] == (REDACTED, f"--config {path}")
-    assert rows["plugins.hello.token_file"] == ("/etc/token", f"--config {path}")
+    assert rows["auth.token_ttl_s"] == (600, "--set auth.token_ttl_s")
+    assert rows["plugins.tok.api_token"] == (REDACTED, f"--config {path}")
+    assert rows["plugins.tok.token_file"] == ("/etc/token", f"--config {path}")
+    assert rows["plugins.tok.tokens_per_minute"] == (10, "default")
+    assert rows["plugins.tok.webhook"][0] == f"https://hooks.example/in?token={REDACTED}"
     assert "s3cr3t" not in repr(rows)
+    assert "t0k3n" not in repr(rows)
 
 
-def test_passwords_in_urls_are_redacted() -> None:
+def test_an_unset_secret_is_shown_as_unset(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, system_config=NOWHERE, local_config=NOWHERE)
+    plugin = validate_plugin_settings(settings, "tok", TokenPluginSettings)
+    rows = {key: value for key, value, _ in effective_config(settings, {"tok": plugin})}
+    assert rows["plugins.tok.api_token"] is None
+
+
+def test_a_plugin_table_no_model_checked_is_shown_redacted(tmp_path: Path) -> None:
+    """A disabled or missing plugin's table: which of its keys are secret is unknown."""
+    path = write(tmp_path / "c.toml", "[plugins.widget]\ncolour = 'blue'\nkey = 'hunter2'\n")
     settings = load_settings(
-        overrides=["database.url=postgresql+asyncpg://hc:pa55@db.local/hostcore"],
+        config_file=path, environ={}, system_config=NOWHERE, local_config=NOWHERE
+    )
+    rows = {key: (value, source) for key, value, source in effective_config(settings)}
+    assert rows["plugins.widget.colour"] == (REDACTED, f"--config {path}")
+    assert rows["plugins.widget.key"] == (REDACTED, f"--config {path}")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+asyncpg://hc:pa55@db.local/hostcore",
+            f"postgresql+asyncpg://hc:{REDACTED}@db.local/hostcore",
+        ),
+        (
+            "postgresql+asyncpg://hc@db.local/hostcore?password=pa55&ssl=require",
+            f"postgresql+asyncpg://hc@db.local/hostcore?password={REDACTED}&ssl=require",
+        ),
+        (
+            "postgresql+asyncpg://hc@db.local/hostcore?ssl=require&sslpassword=pa55",
+            f"postgresql+asyncpg://hc@db.local/hostcore?ssl=require&sslpassword={REDACTED}",
+        ),
+        (
+            "postgresql+asyncpg://hc:pa@55/x@db.local/hostcore",
+            f"postgresql+asyncpg://hc:{REDACTED}@db.local/hostcore",
+        ),
+    ],
+)
+def test_every_credential_in_the_database_url_is_redacted(url: str, shown: str) -> None:
+    settings = load_settings(
+        overrides=[f"database.url={url}"], environ={}, system_config=NOWHERE, local_config=NOWHERE
+    )
+    rows = {key: value for key, value, _ in effective_config(settings)}
+    assert rows["database.url"] == shown
+    assert "pa55" not in shown
+
+
+def test_the_password_of_a_rate_limit_storage_url_is_redacted() -> None:
+    settings = load_settings(
+        overrides=["ratelimit.storage=redis://:pa55@cache.local:6379/0"],
         environ={},
         system_config=NOWHERE,
         local_config=NOWHERE,
     )
     rows = {key: value for key, value, _ in effective_config(settings)}
-    assert rows["database.url"] == f"postgresql+asyncpg://hc:{REDACTED}@db.local/hostcore"
+    assert rows["ratelimit.storage"] == f"redis://:{REDACTED}@cache.local:6379/0"
 
 
 def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
@@ -257,6 +323,50 @@ def test_cli_layers_round_trip_through_the_environment(tmp_path: Path) -> None:
     assert cli_layers_from_environment({}) == (None, [])
     # The carrier variable is not itself a setting.
     load_settings(environ={CLI_LAYERS_ENV: encoded}, system_config=NOWHERE, local_config=NOWHERE)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("ratelimit.default=lots", r"ratelimit\.default \(from --set ratelimit\.default\): 'lots'"),
+        ("ratelimit.default=1/minute;2/hour", r"'1/minute;2/hour' is not one rate limit"),
+        (
+            'ratelimit.routes={"GET /x": "often"}',
+            r"ratelimit\.routes\.GET /x \(from --set ratelimit\.routes\): 'often' is not one",
+        ),
+        ("ratelimit.storage=nosuch://x", r"ratelimit\.storage \(from --set ratelimit\.storage\)"),
+        ("ratelimit.storage=redis", r"unknown storage scheme in 'redis'"),
+        ("ratelimit.storage=async+redis://localhost", r"asynchronous"),
+    ],
+)
+def test_rate_limit_settings_are_checked_where_they_are_set(assignment: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(
+            overrides=[assignment], environ={}, system_config=NOWHERE, local_config=NOWHERE
+        )
+
+
+def test_a_bad_rate_limit_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"\(from env HOSTCORE_RATELIMIT__DEFAULT\)"):
+        load_settings(
+            environ={"HOSTCORE_RATELIMIT__DEFAULT": "soon"},
+            system_config=NOWHERE,
+            local_config=NOWHERE,
+        )
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["shared", "memory", "memory://", "redis://localhost:6379", "hostcore-shm:///run/x.shm"],
+)
+def test_usable_rate_limit_storages_are_accepted(storage: str) -> None:
+    settings = load_settings(
+        overrides=[f"ratelimit.storage={storage}", "ratelimit.default=5 per second"],
+        environ={},
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+    assert settings.ratelimit.storage == storage
 
 
 LOGIN_ROUTE = "POST /api/v1/auth/token"

@@ -141,3 +141,19 @@ def test_plugins_list_shows_it_with_scopes(hello_site: Path, tmp_path: Path) -> 
     assert hello["state"] == "ok" and hello["scopes"] == {"hello:read": "Ask for a greeting."}
     text = run_hostcore("plugins", "list", "--set", "plugins.disabled=hello", env=env, cwd=tmp_path)
     assert "hello" in text.stdout and "disabled" in text.stdout
+
+
+def test_its_cli_command_reports_errors_in_one_line(hello_site: Path, tmp_path: Path) -> None:
+    env = isolated_environ(tmp_path, PYTHONPATH=str(hello_site))
+    too_long = run_hostcore(
+        "hello", "Adalbert", "--set", "plugins.hello.max_name_length=5", env=env, cwd=tmp_path
+    )
+    assert too_long.returncode == 2
+    assert too_long.stderr == "hostcore: name is longer than 5 characters\n"
+    (tmp_path / "hostcore.toml").write_text('[plugins.hello]\ngreting = "typo"\n')
+    typo = run_hostcore("hello", "Ada", env=env, cwd=tmp_path)
+    assert typo.returncode == 2
+    assert typo.stderr == (
+        "hostcore: invalid configuration: unknown key plugins.hello.greting "
+        f"(from {tmp_path / 'hostcore.toml'})\n"
+    )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -14,49 +14,22 @@ from pydantic import BaseModel
 
 from hostcore import __version__
 from hostcore.app import create_app
-from hostcore.config import Settings, cli_layers_to_environment, effective_config, load_settings
+from hostcore.cli_support import (
+    ConfigOption,
+    SetOption,
+    cli_layers_in,
+    fail,
+    load_or_exit,
+    one_line,
+    opened_database,
+    registry_or_exit,
+    run_or_exit,
+)
+from hostcore.config import cli_layers_to_environment, effective_config, load_settings
 from hostcore.errors import ConfigError, PluginError
-from hostcore.plugins import PluginRegistry, installed_sources
+from hostcore.plugins import PluginRegistry, PluginSource, installed_sources
 
 T = TypeVar("T")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="A TOML file layered over /etc/hostcore/hostcore.toml and ./hostcore.toml.",
-        dir_okay=False,
-    ),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        "-s",
-        help="Override one setting, e.g. --set server.port=9000 (repeatable; highest precedence).",
-        metavar="KEY.PATH=VALUE",
-    ),
-]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"hostcore: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def load_or_exit(config: Path | None, overrides: list[str] | None) -> Settings:
-    try:
-        return load_settings(config_file=config, overrides=overrides or [])
-    except ConfigError as exc:
-        fail(str(exc))
-
-
-def registry_or_exit(settings: Settings) -> PluginRegistry:
-    try:
-        return PluginRegistry.load(settings)
-    except (ConfigError, PluginError) as exc:
-        fail(str(exc))
 
 
 cli = typer.Typer(
@@ -65,6 +38,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: Rich markup would eat "[server.host]" and every other bracket.
+    # The root's mode applies to every sub-command and group, plugins' included.
+    rich_markup_mode=None,
 )
 plugins_cli = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
@@ -189,23 +165,16 @@ def config_show(
 def _with_database(
     config: Path | None, overrides: list[str] | None, work: Callable[..., Awaitable[T]]
 ) -> T:
-    from hostcore.db.engine import Database
     from hostcore.db.migrate import lineages
 
     settings = load_or_exit(config, overrides)
     registry = registry_or_exit(settings)
 
     async def run() -> T:
-        db = Database.from_settings(settings)
-        try:
+        async with opened_database(settings) as db:
             return await work(db, lineages(registry.migration_directories()))
-        finally:
-            await db.dispose()
 
-    try:
-        return asyncio.run(run())
-    except (ConfigError, PluginError) as exc:
-        fail(str(exc))
+    return run_or_exit(run())
 
 
 @db_cli.command("upgrade")
@@ -250,11 +219,22 @@ def db_history(config: ConfigOption = None, set_: SetOption = None) -> None:
         typer.echo(f"{row.lineage:<12} {row.revision:<8} {mark:<8} {row.message}")
 
 
-def add_plugin_commands(root: typer.Typer) -> None:
-    """Let every installed plugin add its sub-commands; a name claimed twice is an error."""
+def enabled_plugin_sources(args: Sequence[str]) -> tuple[list[PluginSource], str | None]:
+    """The installed plugins the configuration enables, with ``--config``/``--set`` read
+    from ``args``; none, and why, when the configuration cannot be loaded."""
+    config, overrides = cli_layers_in(args)
+    try:
+        settings = load_settings(config_file=config, overrides=overrides)
+    except ConfigError as exc:
+        return [], one_line(str(exc))
+    return [s for s in installed_sources() if settings.plugins.is_enabled(s.name)], None
+
+
+def add_plugin_commands(root: typer.Typer, sources: Sequence[PluginSource]) -> None:
+    """Let each plugin in ``sources`` add its sub-commands; a name claimed twice is an error."""
     registry = PluginRegistry()
     owners = {name: "hostcore" for name in _command_names(root)}
-    for source in installed_sources():
+    for source in sources:
         try:
             registry.pm.register(source.load(), name=source.name)
         except Exception as exc:  # a broken plugin must not break the whole CLI
@@ -281,6 +261,39 @@ def _command_names(root: typer.Typer) -> list[str]:
     return names
 
 
+def run(root: typer.Typer, args: Sequence[str], *, plugins_missing: str | None = None) -> NoReturn:
+    """Run the command line; a usage error is one line on stderr and exit status 2.
+
+    ``plugins_missing`` says why no plugin added commands; a usage error at the
+    top level (an unknown command, most likely a plugin's) repeats it.
+    """
+    try:
+        status = root(args=list(args), prog_name="hostcore", standalone_mode=False)
+    except typer.Abort:
+        fail("aborted", 1)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # its message is the help (typer checks so)
+            typer.echo(exc.format_message())
+            raise SystemExit(exc.exit_code) from None
+        fail(_usage_message(exc, plugins_missing), exc.exit_code)
+    raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def _usage_message(exc: typer.TyperException, plugins_missing: str | None) -> str:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    if plugins_missing and ctx.parent is None:
+        message += f" (plugin commands are not loaded: {plugins_missing})"
+    return f"{message} (see '{ctx.command_path} --help')"
+
+
 def main() -> None:
-    add_plugin_commands(cli)
-    cli(prog_name="hostcore")
+    args = sys.argv[1:]
+    sources, plugins_missing = enabled_plugin_sources(args)
+    add_plugin_commands(cli, sources)
+    if plugins_missing:
+        # "\b": click prints the paragraph as it is, so a path in it is not broken at a "-".
+        cli.info.epilog = f"\b\nPlugin commands are not loaded: {plugins_missing}"
+    run(cli, args, plugins_missing=plugins_missing)

@@ -44,8 +44,10 @@ class HostcoreClient:
         if uds is not None and base_url is None:
             transport = httpx2.HTTPTransport(uds=str(uds))
             self._http = httpx2.Client(base_url=UDS_BASE_URL, transport=transport, timeout=timeout)
+            self.address: str = f"unix socket {uds}"  # where requests go, for messages
         elif base_url is not None and uds is None:
             self._http = httpx2.Client(base_url=base_url, timeout=timeout)
+            self.address = base_url
         else:
             raise ValueError("give exactly one of base_url and uds")
         self.client = client

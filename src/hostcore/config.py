@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import tomllib
 import types
@@ -22,7 +21,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import platformdirs
+from limits import parse_many
+from limits.storage import Storage
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,8 +34,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from hostcore.errors import ConfigError
+from hostcore.redaction import REDACTED, redact_database_url, redact_url, secret_paths
 
 APP_NAME = "hostcore"
 SYSTEM_CONFIG = Path("/etc/hostcore/hostcore.toml")
@@ -42,9 +46,7 @@ ENV_PREFIX = "HOSTCORE_"
 # Carries --config/--set to processes the CLI spawns (uvicorn --reload); not a setting.
 CLI_LAYERS_ENV = "HOSTCORE_CLI_LAYERS"
 DEFAULT_SOURCE = "default"
-REDACTED = "********"
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-_SECRET_WORDS = ("secret", "password", "passphrase", "token", "private_key", "api_key")
+DATABASE_URL_KEY = "database.url"
 
 
 def _is_root() -> bool:
@@ -194,6 +196,62 @@ class AuthSettings(Section):
     )
 
 
+def _one_rate_limit(text: str) -> str:
+    """``text`` if it is exactly one limit in limits' notation (``"600/minute"``)."""
+    try:
+        count = len(parse_many(text))
+    except ValueError:
+        count = 0
+    if count != 1:
+        raise PydanticCustomError(
+            "rate_limit",
+            "{text} is not one rate limit such as '600/minute' or '10 per second'",
+            {"text": repr(text)},
+        )
+    return text
+
+
+RateLimit = Annotated[str, AfterValidator(_one_rate_limit)]
+
+# Storages named by a word; anything else is a URL of a limits storage.
+_NAMED_STORAGES = ("shared", "memory")
+# hostcore's own storage (hostcore.security.ratelimit.SharedMemoryStorage) registers this
+# scheme with limits only when that module is imported, which this one must not do.
+_SHARED_MEMORY_SCHEME = "hostcore-shm"
+
+
+def _sync_storage_schemes() -> set[str]:
+    """The URL schemes of limits' synchronous storages, hostcore's own included."""
+    schemes = {_SHARED_MEMORY_SCHEME}
+    pending: list[type] = [Storage]
+    while pending:
+        storage = pending.pop()
+        pending.extend(storage.__subclasses__())
+        declared = getattr(storage, "STORAGE_SCHEME", None) or []
+        schemes.update([declared] if isinstance(declared, str) else declared)
+    return schemes
+
+
+def _usable_rate_limit_storage(value: str) -> str:
+    if value in _NAMED_STORAGES:
+        return value
+    scheme = value.partition("://")[0] if "://" in value else ""
+    if scheme.startswith("async+"):
+        raise PydanticCustomError(
+            "rate_limit_storage",
+            "{value} is an asynchronous limits storage; use a synchronous one",
+            {"value": repr(value)},
+        )
+    if scheme not in _sync_storage_schemes():
+        raise PydanticCustomError(
+            "rate_limit_storage",
+            'unknown storage scheme in {value}: use "shared", "memory" or the URL of '
+            "a limits storage such as redis://localhost:6379",
+            {"value": repr(value)},
+        )
+    return value
+
+
 # Every login costs an argon2 check: guessing must not be cheap. Configured routes are
 # merged over these (naming one replaces its limit), so adding a limit keeps them.
 DEFAULT_ROUTE_LIMITS = {"POST /api/v1/auth/token": "10/minute"}
@@ -201,13 +259,15 @@ DEFAULT_ROUTE_LIMITS = {"POST /api/v1/auth/token": "10/minute"}
 
 class RateLimitSettings(Section):
     enabled: bool = True
-    default: str = Field("600/minute", description="Per principal (else per address), per route.")
-    routes: dict[str, str] = Field(
+    default: RateLimit = Field(
+        "600/minute", description="Per principal (else per address), per route."
+    )
+    routes: dict[str, RateLimit] = Field(
         default_factory=lambda: dict(DEFAULT_ROUTE_LIMITS),
         description='"METHOD /route/template" -> limit, e.g. "10/minute"; merged over the '
         "defaults.",
     )
-    storage: str = Field(
+    storage: Annotated[str, AfterValidator(_usable_rate_limit_storage)] = Field(
         "shared",
         description='"shared" (memory-mapped file, all workers), "memory", or a limits URL.',
     )
@@ -553,13 +613,6 @@ def validate_plugin_settings(settings: Settings, name: str, model: type[BaseMode
         raise ConfigError(message) from None
 
 
-def is_secret_key(dotted_key: str) -> bool:
-    last = dotted_key.rsplit(".", 1)[-1].lower()
-    if last.endswith("_file"):
-        return False
-    return any(word in last for word in _SECRET_WORDS)
-
-
 def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in data.items():
         path = f"{prefix}{key}"
@@ -572,15 +625,40 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 def effective_config(
     settings: Settings, plugin_settings: Mapping[str, BaseModel] | None = None
 ) -> list[tuple[str, Any, str]]:
-    """Every key with its effective value (secrets redacted) and the layer it came from."""
+    """Every key with its effective value and the layer it came from, secrets redacted.
+
+    Redacted: the settings a model declares secret (``SecretStr``, ``SecretBytes``),
+    every value of a plugin table no model has checked (a disabled or missing
+    plugin's: which of its keys are secret is unknown), and the credentials in
+    every URL.
+    """
+    plugin_settings = plugin_settings or {}
     data = settings.model_dump(mode="json")
-    plugins = data["plugins"]
-    for name, model in (plugin_settings or {}).items():
-        plugins[name] = model.model_dump(mode="json")
+    secret = set(secret_paths(settings))
+    for name, model in plugin_settings.items():
+        data["plugins"][name] = model.model_dump(mode="json")
+        secret.update(secret_paths(model, f"plugins.{name}."))
+    unchecked = tuple(
+        f"plugins.{name}."
+        for name in settings.plugins.section_names()
+        if name not in plugin_settings
+    )
     rows = []
     for key, value in flatten(data):
-        shown = REDACTED if is_secret_key(key) and value not in (None, "") else value
-        if isinstance(shown, str):
-            shown = _URL_PASSWORD.sub(rf"\1{REDACTED}@", shown)
-        rows.append((key, shown, settings.source_of(key)))
+        hidden = key in secret or key.startswith(unchecked)
+        rows.append((key, _shown(key, value, hidden=hidden), settings.source_of(key)))
     return rows
+
+
+def _shown(key: str, value: Any, *, hidden: bool) -> Any:
+    if value is None or value == "":
+        return value
+    if hidden:
+        return REDACTED
+    if key == DATABASE_URL_KEY:
+        return redact_database_url(str(value))
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, list):
+        return [redact_url(item) if isinstance(item, str) else item for item in value]
+    return value

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,7 +19,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from hostcore.config import Settings
-from hostcore.errors import ConfigError
+from hostcore.errors import ConfigError, Unavailable
+from hostcore.redaction import redact_database_url
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -85,9 +87,19 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    async def check(self) -> None:
+        """Connect once; ``Unavailable``, naming the store, when that fails."""
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, SQLAlchemyError) as exc:
+            # A DBAPI error's own text would add the statement and a link; its cause is enough.
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise Unavailable(f"cannot open the store {self.describe()}: {reason}") from exc
+
     def describe(self) -> str:
-        """The URL without its password, for logs."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL without its credentials (password, ``?password=``, …), for logs."""
+        return redact_database_url(self.url)
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:

@@ -1,11 +1,15 @@
-"""``hostcore user|token|call``: what the commands do to the store and the running server."""
+"""``hostcore user|key|token|activity|call``: what the commands do, and errors as one line
+and an exit status."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-from tests.conftest import hostcore_command, isolated_environ
+import pytest
+
+from hostcore.security import hmac as signing
+from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore
 
 
 def hostcore(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -59,3 +63,87 @@ def test_call_names_the_secret_file_a_client_lacks(tmp_path: Path) -> None:
     assert called.stderr.startswith("hostcore: cannot read HMAC secret ")
     assert "secrets/ghost.secret" in called.stderr
     assert "Traceback" not in called.stderr
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return isolated_environ(tmp_path)
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], status: int, *fragments: str
+) -> None:
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert result.stderr.startswith("hostcore: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "fragments"),
+    [
+        (("--ttl", "abc"), ("--ttl", "integer")),
+        (("--ttl", "-5"), ("--ttl", "60")),
+        (("--scope", "bad scope"), ("--scope", "'bad scope'")),
+    ],
+)
+def test_token_issue_refuses_a_bad_option_in_one_line(
+    env: dict[str, str], tmp_path: Path, option: tuple[str, str], fragments: tuple[str, ...]
+) -> None:
+    result = run_hostcore("token", "issue", "--client", "tester", *option, env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, *fragments)
+    assert not (tmp_path / "data").exists(), "the store is not touched for a usage error"
+
+
+def test_call_without_a_server_names_the_address_it_tried(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    signing.create_secret(tmp_path / "data" / "secrets" / "tester.secret")
+    port = free_port()
+    result = run_hostcore(
+        "call",
+        "GET",
+        "/api/v1/health",
+        "--client",
+        "tester",
+        "--set",
+        f"server.port={port}",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, 1, f"http://127.0.0.1:{port}")
+
+
+def test_call_without_the_hmac_secret_says_which_file(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore("call", "GET", "/api/v1/health", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, str(tmp_path / "data" / "secrets" / "cli.secret"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--client", "Not A Client"), "'Not A Client'"),
+        (("--data", "{nope"), "--data"),
+    ],
+)
+def test_call_refuses_bad_arguments_in_one_line(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], fragment: str
+) -> None:
+    signing.create_secret(tmp_path / "data" / "secrets" / "cli.secret")
+    result = run_hostcore("call", "POST", "/api/v1/x", *args, env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, fragment)
+
+
+def test_a_malformed_database_url_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hostcore("token", "list", "--set", "database.url=nosuch", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, "database.url")
+
+
+def test_an_unreachable_store_is_a_runtime_error_naming_it_without_its_password(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    url = f"postgresql+asyncpg://hc:hunter2@127.0.0.1:{free_port()}/hostcore"
+    result = run_hostcore("token", "list", "--set", f"database.url={url}", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 1, "postgresql+asyncpg://hc:")
+    assert "hunter2" not in result.stderr

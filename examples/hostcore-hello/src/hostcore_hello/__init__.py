@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hostcore.config import Settings, load_settings, validate_plugin_settings
+from hostcore.cli_support import ConfigOption, SetOption, fail, load_or_exit
+from hostcore.config import validate_plugin_settings
 from hostcore.db.deps import DbSession
-from hostcore.errors import BadRequest, error_responses
+from hostcore.errors import BadRequest, ConfigError, error_responses
 from hostcore.hookspecs import hookimpl
 from hostcore.security.deps import RequireScope
 
@@ -139,12 +140,14 @@ def hostcore_static_mounts() -> dict[str, Path]:
 @hookimpl
 def hostcore_cli(cli: typer.Typer) -> None:
     @cli.command("hello")
-    def hello_command(
-        name: str,
-        config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-    ) -> None:
+    def hello_command(name: str, config: ConfigOption = None, set_: SetOption = None) -> None:
         """Print the configured greeting for NAME."""
-        settings: Settings = load_settings(config_file=config)
-        plugin_config = validate_plugin_settings(settings, "hello", HelloSettings)
-        assert isinstance(plugin_config, HelloSettings)
-        typer.echo(greet(plugin_config, name))
+        settings = load_or_exit(config, set_)
+        try:
+            plugin_config = validate_plugin_settings(settings, "hello", HelloSettings)
+            assert isinstance(plugin_config, HelloSettings)
+            typer.echo(greet(plugin_config, name))
+        except ConfigError as exc:
+            fail(str(exc))
+        except BadRequest as exc:
+            fail(exc.detail)

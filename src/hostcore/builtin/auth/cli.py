@@ -6,34 +6,42 @@ they run where the server's data directory is readable: as its user, or root.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import typer
+from pydantic import ValidationError
 
 from hostcore.builtin.auth import service
-from hostcore.builtin.auth.schemas import TokenCreate
+from hostcore.builtin.auth.schemas import ActivityRead, ActivityStatsRead, TokenCreate
+from hostcore.cli_support import (
+    RUNTIME_ERROR,
+    ConfigOption,
+    SetOption,
+    fail,
+    load_or_exit,
+    opened_database,
+    registry_or_exit,
+    run_or_exit,
+)
 from hostcore.config import Settings
-from hostcore.errors import ConfigError, HostcoreError, PluginError
+from hostcore.errors import ConfigError
 from hostcore.security import users
 from hostcore.security.password_policy import PasswordPolicy
 from hostcore.security.runtime import SecurityRuntime
 
+if TYPE_CHECKING:
+    from hostcore.db.engine import Database
+
 T = TypeVar("T")
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Extra TOML file.")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="key.path=value")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hostcore: {message}", err=True)
-    return typer.Exit(2)
+# The token issue option that sets each TokenCreate field, to name it in an error.
+_TOKEN_OPTIONS = {"client": "--client", "scopes": "--scope", "ttl_s": "--ttl"}
 
 
 def with_store(
@@ -42,32 +50,37 @@ def with_store(
     work: Callable[[SecurityRuntime], Awaitable[T]],
 ) -> T:
     """Load settings, migrate the store, prepare security, run ``work``."""
-    from hostcore.config import load_settings
-    from hostcore.db.engine import Database
     from hostcore.db.migrate import lineages, migration_lock, upgrade
-    from hostcore.plugins import PluginRegistry
 
-    try:
-        settings: Settings = load_settings(config_file=config, overrides=overrides or [])
-        registry = PluginRegistry.load(settings)
-    except (ConfigError, PluginError) as exc:
-        raise _fail(str(exc)) from None
+    settings = load_or_exit(config, overrides)
+    registry = registry_or_exit(settings)
 
     async def run() -> T:
-        db = Database.from_settings(settings)
-        try:
+        async with opened_database(settings) as db:
             async with migration_lock(db):
                 await upgrade(db, lineages(registry.migration_directories()))
-                runtime = SecurityRuntime(settings, db)
+                runtime = _security_runtime(settings, db)
                 await runtime.prepare()
             return await work(runtime)
-        finally:
-            await db.dispose()
 
+    return run_or_exit(run())
+
+
+def _security_runtime(settings: Settings, db: Database) -> SecurityRuntime:
     try:
-        return asyncio.run(run())
-    except HostcoreError as exc:
-        raise _fail(exc.detail) from None
+        return SecurityRuntime(settings, db)
+    except ValueError as exc:  # e.g. a rate-limit storage whose client library is missing
+        raise ConfigError(str(exc)) from exc
+
+
+def _token_request(client: str, scopes: list[str] | None, ttl_s: int | None) -> TokenCreate:
+    """The request ``token issue`` makes, checked before the store is touched."""
+    try:
+        return TokenCreate(client=client, scopes=scopes, ttl_s=ttl_s)
+    except ValidationError as exc:
+        options = list(dict.fromkeys(_TOKEN_OPTIONS[str(e["loc"][0])] for e in exc.errors()))
+        problems = "; ".join(f"{e['input']!r}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems, param_hint=options) from None
 
 
 def _when(epoch: float | None) -> str:
@@ -91,15 +104,35 @@ def policy(runtime: SecurityRuntime) -> PasswordPolicy:
     return PasswordPolicy.from_settings(runtime.auth)
 
 
+def _activity_line(row: ActivityRead) -> str:
+    return (
+        f"{_when(row.at)} {row.status} {row.method:<6} {row.route:<40} "
+        f"{row.principal or '-':<24} {row.duration_ms:.1f}ms {row.request_id}"
+    )
+
+
+def _stats_line(row: ActivityStatsRead) -> str:
+    return (
+        f"{row.principal or '-':<28} {row.requests:>7} requests {row.denied:>5} denied "
+        f"{row.errors:>4} errors  mean {row.mean_ms:.1f}ms  last {_when(row.last_at)}"
+    )
+
+
 def add_commands(cli: typer.Typer) -> None:
+    """Add every command of the auth plugin to the root ``hostcore`` app."""
+    add_user_commands(cli)
+    add_key_commands(cli)
+    add_token_commands(cli)
+    add_activity_command(cli)
+    add_call_command(cli)
+
+
+def add_user_commands(cli: typer.Typer) -> None:
+    """``hostcore user add|list|remove|passwd``."""
     user_cli = typer.Typer(
         help="Users of the web UI (passwords hashed with argon2).", no_args_is_help=True
     )
-    key_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
-    token_cli = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
     cli.add_typer(user_cli, name="user")
-    cli.add_typer(key_cli, name="key")
-    cli.add_typer(token_cli, name="token")
 
     @user_cli.command("add")
     def user_add(
@@ -161,6 +194,12 @@ def add_commands(cli: typer.Typer) -> None:
         revoked = with_store(config, set_, work)
         typer.echo(f"password of {username} changed; revoked {revoked} token(s)")
 
+
+def add_key_commands(cli: typer.Typer) -> None:
+    """``hostcore key list|rotate``."""
+    key_cli = typer.Typer(help="JWT signing keys.", no_args_is_help=True)
+    cli.add_typer(key_cli, name="key")
+
     @key_cli.command("rotate")
     def key_rotate(config: ConfigOption = None, set_: SetOption = None) -> None:
         """Make a new signing key active; the old one verifies until its tokens expire."""
@@ -183,6 +222,12 @@ def add_commands(cli: typer.Typer) -> None:
             state = "active" if info.active else f"verifies until {_when(info.verify_until)}"
             typer.echo(f"{info.kid}  {info.algorithm:<6} created {_when(info.created_at)}  {state}")
 
+
+def add_token_commands(cli: typer.Typer) -> None:
+    """``hostcore token issue|list|revoke``."""
+    token_cli = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
+    cli.add_typer(token_cli, name="token")
+
     @token_cli.command("issue")
     def token_issue(
         client: Annotated[str, typer.Option(help="A client from [auth.clients].")],
@@ -193,8 +238,9 @@ def add_commands(cli: typer.Typer) -> None:
     ) -> None:
         """Issue a token for a client and print it as JSON (for local tools)."""
 
+        body = _token_request(client, scope, ttl)
+
         async def work(runtime: SecurityRuntime) -> dict[str, Any]:
-            body = TokenCreate(client=client, scopes=scope, ttl_s=ttl)
             info = await service.issue_for_client(runtime, client, body.scopes, body.ttl_s)
             return {
                 "access_token": info.access_token,
@@ -238,12 +284,16 @@ def add_commands(cli: typer.Typer) -> None:
     ) -> None:
         """Revoke tokens; every worker refuses them within a second."""
         if sum(x is not None and x is not False for x in (jti, subject, all_)) != 1:
-            raise _fail("give exactly one of --jti, --subject, --all")
+            fail("give exactly one of --jti, --subject, --all")
 
         async def work(runtime: SecurityRuntime) -> int:
             return await runtime.revoke(jti=jti, subject=subject, everything=all_)
 
         typer.echo(f"revoked {with_store(config, set_, work)} token(s)")
+
+
+def add_activity_command(cli: typer.Typer) -> None:
+    """``hostcore activity``."""
 
     @cli.command("activity")
     def activity(
@@ -274,16 +324,11 @@ def add_commands(cli: typer.Typer) -> None:
             _print_json([row.model_dump() for row in rows])
             return
         for row in rows:
-            if stats:
-                typer.echo(
-                    f"{row.principal or '-':<28} {row.requests:>7} requests {row.denied:>5} denied "
-                    f"{row.errors:>4} errors  mean {row.mean_ms:.1f}ms  last {_when(row.last_at)}"
-                )
-            else:
-                typer.echo(
-                    f"{_when(row.at)} {row.status} {row.method:<6} {row.route:<40} "
-                    f"{row.principal or '-':<24} {row.duration_ms:.1f}ms {row.request_id}"
-                )
+            typer.echo(_stats_line(row) if stats else _activity_line(row))
+
+
+def add_call_command(cli: typer.Typer) -> None:
+    """``hostcore call``."""
 
     @cli.command("call")
     def call(
@@ -295,22 +340,28 @@ def add_commands(cli: typer.Typer) -> None:
         set_: SetOption = None,
     ) -> None:
         """Send one HMAC-signed request to the running server and print the answer."""
-        from hostcore.client import HostcoreClient
-        from hostcore.config import load_settings
+        import httpx2
 
+        from hostcore.client import HostcoreClient
+
+        settings = load_or_exit(config, set_)
         try:
-            settings = load_settings(config_file=config, overrides=set_ or [])
             body = json.loads(data) if data is not None else None
-        except (ConfigError, json.JSONDecodeError) as exc:
-            raise _fail(str(exc)) from None
+        except json.JSONDecodeError as exc:
+            fail(f"--data is not JSON: {exc}")
         path, _, query = path.partition("?")
         params = dict(parse_qsl(query, keep_blank_values=True))
         try:
             http = HostcoreClient.from_settings(settings, client)
         except (ConfigError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            fail(str(exc))
         with http:
-            response = http.request(method.upper(), path, params=params or None, json=body)
+            try:
+                response = http.request(method.upper(), path, params=params or None, json=body)
+            except ValueError as exc:
+                fail(str(exc))
+            except httpx2.RequestError as exc:
+                fail(f"cannot reach the server at {http.address}: {exc}", RUNTIME_ERROR)
         try:
             _print_json(response.json())
         except ValueError:
