@@ -278,6 +278,24 @@ def test_from_settings_rejects_unusable_storage(tmp_path: Path, uri: str, messag
         RateLimiter.from_settings(RateLimitSettings(storage=uri), tmp_path)
 
 
+def test_a_storage_whose_library_is_missing_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hostcore serve turns a ConfigError into one line; a ValueError would be a traceback."""
+    from limits.errors import ConfigurationError
+
+    from hostcore.errors import ConfigError
+    from hostcore.security import ratelimit
+
+    def missing(uri: str) -> object:
+        raise ConfigurationError("prerequisite not available")
+
+    monkeypatch.setattr(ratelimit, "storage_from_string", missing)
+    settings = RateLimitSettings(storage="redis://localhost:6379")
+    with pytest.raises(ConfigError, match=r"ratelimit.storage 'redis://localhost:6379'"):
+        RateLimiter.from_settings(settings, tmp_path)
+
+
 # SharedMemoryStorage
 
 

@@ -58,6 +58,7 @@ from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from hostcore.config import RateLimitSettings
+from hostcore.errors import ConfigError
 from hostcore.context import RateLimitResult
 
 __all__ = ["RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
@@ -495,10 +496,11 @@ class RateLimiter:
             try:
                 found = storage_from_string(settings.storage)
             except ConfigurationError as exc:
-                raise ValueError(f"rate limit storage {settings.storage!r}: {exc}") from None
+                # A known scheme whose library is not installed (redis://, memcached://).
+                raise ConfigError(f"ratelimit.storage {settings.storage!r}: {exc}") from None
             if not isinstance(found, Storage):
-                raise ValueError(
-                    f"rate limit storage {settings.storage!r} is asynchronous; use a sync one"
+                raise ConfigError(
+                    f"ratelimit.storage {settings.storage!r} is asynchronous; use a sync one"
                 )
             storage = found
         return cls(storage, settings.default, settings.routes)
