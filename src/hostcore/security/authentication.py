@@ -61,7 +61,7 @@ class Authenticator:
         self.verifier = verifier
         self._refresh_keys = refresh_keys
         self._secrets: dict[str, bytes] = {}
-        self._keys_refreshed_at = -KEY_REFRESH_EVERY_S
+        self._keys_refreshed_at: float | None = None  # None: never
 
     async def load_secrets(self, settings: Settings) -> None:
         """The HMAC secret of every listed client (:mod:`hostcore.security.secret_files`)."""
@@ -104,7 +104,10 @@ class Authenticator:
             # Maybe a key another worker has just created; a flood of made-up kids
             # must not turn into a flood of store reads.
             now = time.monotonic()
-            if now - self._keys_refreshed_at < KEY_REFRESH_EVERY_S:
+            recently = self._keys_refreshed_at is not None and (
+                now - self._keys_refreshed_at < KEY_REFRESH_EVERY_S
+            )
+            if recently:
                 raise Unauthorized(exc.detail) from None
             self._keys_refreshed_at = now
             await self._refresh_keys()
