@@ -53,6 +53,12 @@ class NotFound(HostcoreError):
     status_code = 404
 
 
+class RequestTimeout(HostcoreError):
+    """The client did not send its request (headers, then body) in time."""
+
+    status_code = 408
+
+
 class Conflict(HostcoreError):
     status_code = 409
 
@@ -63,6 +69,12 @@ class PayloadTooLarge(HostcoreError):
 
 class TooManyRequests(HostcoreError):
     status_code = 429
+
+
+class RequestHeadersTooLarge(HostcoreError):
+    """The request line and headers are too long, or there are too many header fields."""
+
+    status_code = 431
 
 
 class CommandFailed(HostcoreError):
