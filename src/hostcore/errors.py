@@ -111,6 +111,10 @@ class PluginError(Exception):
     """Plugins cannot be assembled into an app (conflicts, bad hook results)."""
 
 
+class ControlError(Exception):
+    """The running server cannot be found or told something (``hostcore reload``)."""
+
+
 # --- HTTP mapping: the one handler ------------------------------------------------
 
 _MAX_FIELD_ERRORS = 20
