@@ -123,7 +123,7 @@ class ServerSettings(Section):
         10.0, gt=0, le=600, description="To send the request line and headers; slower get 408."
     )
     body_timeout_s: float = Field(
-        30.0, gt=0, le=3600, description="To send the body after the headers; slower get 408."
+        30.0, gt=0, le=3600, description="More, after the headers' deadline, for the body."
     )
     keepalive_timeout_s: int = Field(
         5, ge=1, le=600, description="An idle keep-alive connection is closed after this."

@@ -10,14 +10,16 @@ What they add, each with its reason:
   bytes are counted as they arrive, before the parser sees them.
 - A client has ``server.header_timeout_s`` to send its request line and headers
   (from connecting, or from the first byte of a request on a kept-alive
-  connection), then ``server.body_timeout_s`` for the body, else 408 and the
-  connection closes; a connection that sent nothing is closed without an answer.
+  connection), and ``server.body_timeout_s`` more for the body (counted from
+  the headers' deadline), else 408 and the connection closes; a connection that
+  sent nothing is closed without an answer.
   An idle kept-alive connection is closed by uvicorn after
   ``server.keepalive_timeout_s``. So a slow client cannot hold a file descriptor
   (slowloris). Time the app takes is not limited here, nor time the server itself
   does not read (a paused read: backpressure or a pipelined request waiting).
 - Deadlines are checked by one timer per server, not armed per request: per
-  request the cost is storing a float.
+  request the cost is a clock read and a few stores (``bench/protocol.py``
+  measures it against uvicorn's own protocol).
 - A unix-socket peer's credentials (``SO_PEERCRED``: pid, uid, gid), read once per
   connection, are in every request's scope, HTTP and websocket, as
   ``scope["extensions"]["hostcore.peer"]``: the trust model reads them
@@ -109,6 +111,23 @@ def peer_credentials(transport: asyncio.BaseTransport) -> Peer | None:
     return Peer(*_UCRED.unpack(raw))
 
 
+class _Connection:
+    """hostcore's state of one connection, in one slotted object rather than six more
+    attributes on the protocol: uvicorn's protocol has 28 already, and past 30 CPython
+    (3.11) stops sharing instance dict keys, which slows every attribute access uvicorn
+    makes on every request."""
+
+    __slots__ = ("deadline", "head_left", "lingering", "peer", "stopping")
+
+    def __init__(self) -> None:
+        self.deadline = NO_DEADLINE
+        # Bytes the request head being received may still use; None while a body arrives.
+        self.head_left: int | None = None
+        self.lingering = False
+        self.peer: dict[object, object] | None = None
+        self.stopping = False
+
+
 class HostcoreHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
 
@@ -120,46 +139,51 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.deadline = NO_DEADLINE
-        self._head_left: int | None = None  # bytes the request head being received may use
-        self._heads = 0
-        self._peer: dict[object, object] | None = None
-        self._stopping = False
-        self._lingering = False
-        self._deadlines = _deadlines_of(server_state, self.loop)
+        self.hostcore = _Connection()
 
     # --- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        state = self.hostcore
         peer = peer_credentials(transport)
-        self._peer = None if peer is None else peer_extension(peer)
-        self._head_left = self.limits.max_header_bytes
-        self.deadline = self.loop.time() + self.limits.header_timeout_s
-        self._deadlines.watch()
+        state.peer = None if peer is None else peer_extension(peer)
+        state.head_left = self.limits.max_header_bytes
+        state.deadline = self.loop.time() + self.limits.header_timeout_s
+        _deadlines_of(self.server_state, self.loop).watch()
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return
-        while True:
-            left = self._head_left
-            if left is None or len(data) <= left:
-                if left is not None:
-                    self._head_left = left - len(data)
-                self._feed(data)
+        state = self.hostcore
+        left = state.head_left
+        if left is not None:
+            if state.deadline == NO_DEADLINE:
+                state.deadline = self.loop.time() + self.limits.header_timeout_s
+            if len(data) > left:
+                self._beyond_head(data)
                 return
-            # The head may end inside this chunk: parse what it may still use, no more.
-            heads = self._heads
-            self._head_left = 0
+            state.head_left = left - len(data)
+        self._feed(data)
+
+    def _beyond_head(self, data: bytes) -> None:
+        """More than the head may still use: parse that much, then what follows its end."""
+        state = self.hostcore
+        while not state.lingering:
+            left = state.head_left
+            if left is None or len(data) <= left:
+                self.data_received(data)
+                return
+            state.head_left = 0
             if left:
                 self._feed(data[:left])
-            if self.transport.is_closing():
+            if self.transport.is_closing() or state.lingering:
                 return
-            if self._heads == heads:
+            if state.head_left == 0:
                 limit = self.limits.max_header_bytes
                 self._refuse(RequestHeadersTooLarge(f"request head exceeds {limit} bytes"))
                 return
             data = data[left:]
+            if state.head_left is not None and state.deadline == NO_DEADLINE:
+                state.deadline = self.loop.time() + self.limits.header_timeout_s
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, and a refusal raised in a parser callback."""
@@ -182,54 +206,58 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         if self.cycle is None and not self.transport.is_closing():
             # Accepted before the server stopped accepting: answer the request under way.
-            self._stopping = True
-            self.deadline = min(self.deadline, self.loop.time() + STOPPING_GRACE_S)
+            state = self.hostcore
+            state.stopping = True
+            state.deadline = min(state.deadline, self.loop.time() + STOPPING_GRACE_S)
             return
         super().shutdown()
 
     # --- parser callbacks -------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._peer is not None:
-            self.scope["extensions"] = {PEER_EXTENSION: self._peer}
-        if self.deadline == NO_DEADLINE:
-            self.deadline = self.loop.time() + self.limits.header_timeout_s
-
     def on_headers_complete(self) -> None:
         if len(self.headers) > self.limits.max_headers:
             raise RequestHeadersTooLarge(f"more than {self.limits.max_headers} header fields")
-        self._heads += 1
-        self._head_left = None
-        self.deadline = self.loop.time() + self.limits.body_timeout_s
-        super().on_headers_complete()
-        if self._stopping and self.cycle is not None:
+        state = self.hostcore
+        state.head_left = None
+        # The body's time counts from the head's deadline: no clock read per request.
+        deadline = state.deadline
+        if deadline == NO_DEADLINE:  # a head that began in the chunk that ended the last
+            deadline = self.loop.time() + self.limits.header_timeout_s
+        state.deadline = deadline + self.limits.body_timeout_s
+        if state.peer is not None:
+            self.scope["extensions"] = {PEER_EXTENSION: state.peer}
+        # Per request, so the base class by name: Python 3.11's super() without arguments
+        # builds a frame object on every call.
+        HttpToolsProtocol.on_headers_complete(self)
+        if state.stopping and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._head_left = self.limits.max_header_bytes
-        self.deadline = NO_DEADLINE
+        HttpToolsProtocol.on_message_complete(self)
+        state = self.hostcore
+        state.head_left = self.limits.max_header_bytes
+        state.deadline = NO_DEADLINE
 
     # --- refusals ---------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
         """The deadline passed: 408 for a request under way, a silent close for none."""
+        state = self.hostcore
         if self.transport.is_closing():
             return
-        if self._lingering:
+        if state.lingering:
             self.transport.close()
             return
         if self.flow.read_paused:
             # hostcore stopped reading (backpressure, a pipelined request): not the client.
-            self.deadline = now + self.limits.body_timeout_s
+            state.deadline = now + self.limits.body_timeout_s
             return
-        if self._head_left is None:
+        if state.head_left is None:
             if self.cycle is not None and self.cycle.response_started:
                 self._close()  # answered already (say 413) while the body still trickles
             else:
                 self._refuse(RequestTimeout("the request body did not arrive in time"))
-        elif self._head_left < self.limits.max_header_bytes:
+        elif state.head_left < self.limits.max_header_bytes:
             self._refuse(RequestTimeout("the request headers did not arrive in time"))
         else:
             self._close()
@@ -257,9 +285,11 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
             return
         # Lingering close: no more to send, what still arrives is dropped, then close.
         self.transport.write_eof()
-        self._lingering = True
+        state = self.hostcore
+        state.lingering = True
+        state.head_left = -1  # every chunk is beyond: data_received drops it
         self.flow.resume_reading()
-        self.deadline = self.loop.time() + LINGER_S
+        state.deadline = self.loop.time() + LINGER_S
 
     def _close(self) -> None:
         self.transport.close()
@@ -305,7 +335,7 @@ class _Deadlines:
         expired = [
             connection
             for connection in self._connections
-            if isinstance(connection, HostcoreHttpProtocol) and connection.deadline <= now
+            if isinstance(connection, HostcoreHttpProtocol) and connection.hostcore.deadline <= now
         ]
         for connection in expired:
             connection.expire(now)
