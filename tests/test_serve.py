@@ -326,8 +326,11 @@ def test_sighup_reloads_gunicorn_without_failing_a_request(start: object, tmp_pa
     assert set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
     log = server.app_log()
     assert "configuration reloaded" in log
+    pid_file = tmp_path / "run" / "hostcore.pid"
+    assert pid_file.read_text() == f"{server.process.pid}\n", "hostcore reload finds the master"
     assert server.stop() == 0
     assert "Shutting down: Master" in server.app_log(), "gunicorn still logs after a reload"
+    assert not pid_file.exists()
 
 
 def test_hostcore_reload_reloads_one_uvicorn_process_without_failing_a_request(

@@ -42,6 +42,7 @@ class ServerRecord:
         self.serial = 0
 
     def started(self) -> None:
+        """Call once the server handles SIGHUP: until then the signal would stop it."""
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write(self.run_dir / PID_FILE, f"{self.pid}\n")
 

@@ -109,8 +109,8 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
         if code_reload:
             run_uvicorn_reloading_code(settings, listener, layers)
             return
+        # The pid file is written once the server takes SIGHUP (see ServerRecord.started).
         record = ServerRecord(settings.run_dir)
-        record.started()
         try:
             if multiprocess:
                 run_gunicorn(settings, listener, layers, record, debug=settings.debug)
@@ -226,6 +226,8 @@ class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is un
             # Two servers on one machine (tests, side-by-side installs) must not share
             # gunicorn's default control socket path.
             "control_socket_disable": True,
+            # The master handles SIGHUP from here on: tell `hostcore reload` where it is.
+            "when_ready": lambda _arbiter: self.record.started(),
         }
         for key, value in options.items():
             if key in self.cfg.settings:
@@ -334,6 +336,7 @@ def run_uvicorn(
     record: ServerRecord,
 ) -> None:
     signals = _Signals()
+    record.started()
     kept = [f"server.{key}" for key in (*LISTENER_KEYS, "workers")] + ["run_dir"]
     try:
         while not signals.stop:
