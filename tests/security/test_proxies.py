@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
+import hostcore.builtin.auth
+from hostcore.app import create_app
+from hostcore.config import Settings
 from hostcore.context import PEER_EXTENSION, Peer, peer_extension
 from hostcore.errors import ConfigError
+from hostcore.plugins import PluginRegistry, object_source
+from hostcore.security import hmac as signing
 from hostcore.security.proxies import ProxyResolver, address_identity, is_local
+from tests.server_thread import ServerThread, unix_listener
 
 NGINX = Peer(pid=4242, uid=33, gid=33)
 STRANGER = Peer(pid=4343, uid=1000, gid=1000)
@@ -103,3 +112,39 @@ def test_users_and_groups_are_looked_up_by_name() -> None:
 def test_an_unknown_user_or_group_is_a_config_error(entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ProxyResolver([entry])
+
+
+def test_on_the_unix_socket_the_kernel_not_a_header_names_the_proxy(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """End to end: hostcore's protocol reads the peer's uid, the resolver trusts by it."""
+    me = os.getuid()
+    outcomes = {}
+    for trusted in (f"uid:{me}", f"uid:{me + 4242}"):
+        settings = settings_factory(f'server.trusted_proxies=["{trusted}"]')
+        sources = [object_source("auth", hostcore.builtin.auth)]
+        app = create_app(settings, registry=PluginRegistry.load(settings, sources=sources))
+        path = tmp_path / f"{len(outcomes)}.sock"
+        with ServerThread(app, listener=unix_listener(path), lifespan="on"):
+            secret = signing.read_secret(settings.hmac_secret_path())
+            transport = httpx2.HTTPTransport(uds=str(path))
+            with httpx2.Client(transport=transport, base_url="http://hostcore") as client:
+                outcomes[trusted] = [
+                    client.get(
+                        WHOAMI, headers={**signed(secret), "X-Forwarded-For": hop}
+                    ).status_code
+                    for hop in ("::1", "198.51.100.7")
+                ]
+    # We are the proxy: the forwarded address counts, and only a loopback one is local.
+    assert outcomes[f"uid:{me}"] == [200, 401]
+    # Someone else is the proxy: we are a local caller, whatever we forward.
+    assert outcomes[f"uid:{me + 4242}"] == [200, 200]
+
+
+WHOAMI = "/api/v1/auth/whoami"
+
+
+def signed(secret: bytes) -> dict[str, str]:
+    return signing.signed_headers(
+        secret, method="GET", path=WHOAMI, query="", client="tester", body=b""
+    )
