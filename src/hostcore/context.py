@@ -91,8 +91,9 @@ class RequestContext:
     """One request as hostcore sees it.
 
     ``client`` is the caller's address (the peer's, or the forwarded client's
-    behind a trusted proxy; ``"unix"`` for a unix-socket peer); ``local`` says
-    whether the caller is on this host, which HMAC-signed requests require.
+    behind a trusted proxy; ``"unix"`` for a unix-socket peer, ``"unknown"`` for a
+    forwarded hop that is not an address); ``local`` says whether the caller is on
+    this host, which HMAC-signed requests require.
     ``route`` is the template of the route that admitted the request (``None``
     while no route has).
     """
