@@ -165,6 +165,22 @@ def test_a_slow_app_is_not_cut_by_the_client_timeouts() -> None:
     assert json.loads(body_of(response)) == {"bytes": 3}
 
 
+def test_a_client_waiting_for_100_continue_is_not_cut_while_the_app_has_not_asked() -> None:
+    async def late_reader(request: Request) -> JSONResponse:
+        await asyncio.sleep(TIGHT.header_timeout_s + TIGHT.body_timeout_s + 0.5)
+        return JSONResponse({"bytes": len(await request.body())})
+
+    app = Starlette(routes=[Route("/late", late_reader, methods=["POST"])])
+    head = request("/late", {"Connection": "close", "Expect": "100-continue"}, body=b"abc")[:-3]
+    with ServerThread(app, TIGHT) as server, server.connect() as client:
+        client.sendall(head)
+        assert client.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        client.sendall(b"abc")
+        response = read_response(client)
+    assert status_of(response) == 200
+    assert json.loads(body_of(response)) == {"bytes": 3}
+
+
 def test_a_kept_alive_connection_gets_fresh_deadlines_for_each_request(calls: Calls) -> None:
     server_settings = TIGHT.model_copy(update={"keepalive_timeout_s": 5})
     with ServerThread(calls.app(), server_settings) as server, server.connect() as client:

@@ -248,12 +248,15 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         if state.lingering:
             self.transport.close()
             return
-        if self.flow.read_paused:
-            # hostcore stopped reading (backpressure, a pipelined request): not the client.
+        cycle = self.cycle
+        waiting = cycle is not None and cycle.waiting_for_100_continue
+        if self.flow.read_paused or waiting:
+            # hostcore stopped reading (backpressure, a pipelined request), or the client
+            # waits for the app to ask for the body (Expect: 100-continue): not its delay.
             state.deadline = now + self.limits.body_timeout_s
             return
         if state.head_left is None:
-            if self.cycle is not None and self.cycle.response_started:
+            if cycle is not None and cycle.response_started:
                 self._close()  # answered already (say 413) while the body still trickles
             else:
                 self._refuse(RequestTimeout("the request body did not arrive in time"))
