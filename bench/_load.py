@@ -48,11 +48,14 @@ PYTHON = sys.executable
 HEALTH_PATH = "/api/v1/health"
 
 # The uvicorn settings `hostcore serve` uses for one process (src/hostcore/serve.py,
-# run_uvicorn): loop/http auto (uvicorn's defaults), lifespan on, no uvicorn access
-# log, no Server header, no proxy headers (hostcore resolves X-Forwarded-For itself),
-# graceful shutdown 10 s (server.graceful_timeout_s default). Keep in step with serve.py.
-# The bare app gets the same through uvicorn's CLI. One difference remains: hostcore
-# passes log_config=None and installs its own logging; the CLI installs uvicorn's.
+# uvicorn_config): loop auto (uvicorn's default), lifespan on, no uvicorn access log, no
+# Server header, no proxy headers (hostcore resolves X-Forwarded-For itself), graceful
+# shutdown 10 s (server.graceful_timeout_s default), keep-alive 5 s. Keep in step with
+# serve.py. The bare app gets the same through uvicorn's CLI. Two differences remain:
+# hostcore passes log_config=None and installs its own logging (the CLI installs
+# uvicorn's), and hostcore serves with its own protocol (src/hostcore/protocol.py: an
+# httptools protocol with header limits and timeouts) where the bare app has uvicorn's
+# httptools one (--http auto); bench/protocol.py measures that difference alone.
 UVICORN_FLAGS: tuple[str, ...] = (
     "--loop",
     "auto",

@@ -429,3 +429,38 @@ def test_each_client_signs_with_the_file_its_settings_name(tmp_path: Path) -> No
     assert settings.hmac_secret_path("kept") == Path("/etc/kept.secret")
     assert settings.hmac_secret_path("sharing") == tmp_path / "secrets" / "hmac.secret"
     assert settings.hmac_secret_path() == tmp_path / "secrets" / "hmac.secret"
+
+
+def isolated(*overrides: str, config: Path | None = None, **environ: str) -> Settings:
+    return load_settings(
+        config_file=config,
+        overrides=overrides,
+        environ=environ,
+        system_config=NOWHERE,
+        local_config=NOWHERE,
+    )
+
+
+def test_the_socket_mode_is_octal_in_toml_and_in_strings(tmp_path: Path) -> None:
+    from_toml = isolated(config=write(tmp_path / "mode.toml", "[server]\nuds_mode = 0o640\n"))
+    assert from_toml.server.uds_mode == 0o640
+    assert isolated("server.uds_mode=0600").server.uds_mode == 0o600
+    assert isolated(HOSTCORE_SERVER__UDS_MODE="0o660").server.uds_mode == 0o660
+    shown = {key: value for key, value, _ in effective_config(from_toml)}
+    assert shown["server.uds_mode"] == "0o640"
+    with pytest.raises(ConfigError, match=r"server\.uds_mode.*not a file mode"):
+        isolated(config=write(tmp_path / "decimal.toml", "[server]\nuds_mode = 660\n"))
+
+
+def test_trusting_every_peer_of_a_socket_anyone_may_connect_to_is_refused() -> None:
+    with pytest.raises(ConfigError, match="lets every local user connect"):
+        isolated("server.uds_mode=0666")
+    assert isolated("server.uds_mode=0666", 'server.trusted_proxies=["user:www-data"]')
+
+
+def test_a_trusted_proxy_is_unix_a_user_a_group_or_a_network() -> None:
+    good = '["unix", "user:www-data", "uid:33", "group:www-data", "gid:33", "10.0.0.0/8", "::1"]'
+    assert len(isolated(f"server.trusted_proxies={good}").server.trusted_proxies) == 7
+    for bad in ("unix:", "user:", "uid:www-data", "www-data", "10.0.0.0/33"):
+        with pytest.raises(ConfigError, match=r"server\.trusted_proxies"):
+            isolated(f'server.trusted_proxies=["{bad}"]')

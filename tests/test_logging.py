@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import importlib
 import logging
+import logging.handlers
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -128,5 +131,120 @@ def test_only_a_single_process_rotates_in_process(settings: Settings) -> None:
     single = logging_config(settings, debug=False, rotate=True)["handlers"]
     shared = logging_config(settings, debug=False, rotate=False)["handlers"]
     for name in ("app", "debug"):
-        assert single[name]["class"] == "logging.handlers.RotatingFileHandler"
-        assert shared[name]["class"] == "logging.handlers.WatchedFileHandler"
+        assert issubclass(handler_class(single[name]), logging.handlers.RotatingFileHandler)
+        assert issubclass(handler_class(shared[name]), logging.handlers.WatchedFileHandler)
+
+
+def handler_class(handler: dict[str, Any]) -> type[logging.Handler]:
+    module, _, name = handler["class"].rpartition(".")
+    found: type[logging.Handler] = getattr(importlib.import_module(module), name)
+    return found
+
+
+def test_control_characters_a_client_sends_are_escaped_in_the_access_log(
+    settings_factory: Callable[..., Settings], app_factory: Callable[..., FastAPI]
+) -> None:
+    settings = settings_factory("logging.access_log=true")
+    configure_logging(settings)
+    forged = "2030-01-01 00:00:00,000 INFO    [1] hostcore.access [x] GET / 200 0.1ms"
+    with TestClient(app_factory(app_settings=settings)) as client:
+        client.get(f"/nowhere%0D%0A{forged.replace(' ', '%20')}%00%1B[2J")
+    app_log, debug_log = log_files(settings)
+    for path in (app_log, debug_log):
+        access = [m for m in lines(path) if m["logger"] == "hostcore.access"]
+        assert len(access) == 1, "one request, one line"
+        assert access[0]["message"].startswith(rf"GET /nowhere\r\n{forged}\x00\x1b[2J ")
+
+
+def test_a_traceback_still_renders_with_its_lines_indented(settings: Settings) -> None:
+    configure_logging(settings)
+    try:
+        raise ValueError("bad input\n2030-01-01 00:00:00,000 INFO    [1] forged [x] line")
+    except ValueError:
+        logging.getLogger("hostcore.test").exception("it failed")
+    app_log, _ = log_files(settings)
+    text = app_log.read_text()
+    record = text[text.index("it failed") :].splitlines()
+    assert record[1] == "  Traceback (most recent call last):"
+    assert any(line.startswith("    File ") for line in record)
+    assert record[-2:] == [
+        "  ValueError: bad input",
+        "  2030-01-01 00:00:00,000 INFO    [1] forged [x] line",
+    ]
+    assert all(line.startswith("  ") for line in record[1:])
+
+
+JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjbGllbnQ6cGFuZWwifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+
+
+@pytest.mark.parametrize(
+    ("message", "args", "secret"),
+    [
+        ("< %s: %s", ("Authorization", "Bearer opaque-token-1"), "opaque-token-1"),
+        ("< %s: %s", ("Cookie", "session=cookie-value-2"), "cookie-value-2"),
+        ("< %s: %s", ("X-Hostcore-Signature", "ab12cd34ef"), "ab12cd34ef"),
+        ("headers %s", ({"authorization": "Basic dXNlcjpwYXNz"},), "dXNlcjpwYXNz"),
+        ('%s - "WebSocket %s" [accepted]', ("1.2.3.4:5", "/ws?access_token=qtoken-3"), "qtoken-3"),
+        ("token %s", (JWT,), JWT.split(".")[2]),
+    ],
+)
+def test_credentials_never_reach_a_log_at_any_level(
+    settings: Settings, message: str, args: tuple[object, ...], secret: str
+) -> None:
+    configure_logging(settings, debug=True)
+    for level in (logging.DEBUG, logging.INFO, logging.ERROR):
+        logging.getLogger("uvicorn.error").log(level, message, *args)
+    for path in log_files(settings):
+        text = path.read_text()
+        assert "********" in text
+        assert secret not in text
+
+
+def test_websocket_handshake_headers_never_reach_the_debug_log(settings: Settings) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+    from websockets.sync.client import connect
+
+    from tests.server_thread import ServerThread
+
+    async def hello(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("secret-frame-payload")
+        await websocket.close()
+
+    configure_logging(settings, debug=True)
+    app = Starlette(routes=[WebSocketRoute("/ws", hello)])
+    with ServerThread(app) as server:
+        host, port = server.address
+        with connect(
+            f"ws://{host}:{port}/ws?token=query-secret-4",
+            additional_headers={"Authorization": "Bearer header-secret-5"},
+        ) as websocket:
+            assert websocket.recv(timeout=10) == "secret-frame-payload"
+    _, debug_log = log_files(settings)
+    text = debug_log.read_text()
+    assert '"WebSocket /ws?token=********" [accepted]' in text
+    for secret in ("header-secret-5", "query-secret-4", "secret-frame-payload"):
+        assert secret not in text
+
+
+def test_log_files_are_private_when_created_reopened_and_rotated(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    import os
+    import stat
+
+    settings = settings_factory("logging.max_bytes=200", "logging.backup_count=2")
+    previous = os.umask(0o022)
+    try:
+        configure_logging(settings)
+        for n in range(20):
+            logging.getLogger("hostcore.test").info("line %d, long enough to rotate soon", n)
+    finally:
+        os.umask(previous)
+    created = sorted(path for path in settings.log_dir.rglob("*"))
+    assert settings.log_dir / "app.log.1" in created, "the files rotated"
+    for path in created:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

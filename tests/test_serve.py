@@ -6,15 +6,17 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.conftest import free_port, hostcore_command, isolated_environ, wait_for
+from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +184,200 @@ def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
         assert process.wait(timeout=STOP_TIMEOUT_S) == 0
     finally:
         stop_group(process)
+
+
+# --- the socket, errors before the start, reload ----------------------------------------
+
+MAX_REQUESTS = 20_000  # the client below stops at this many, whatever happens
+RELOAD_TIMEOUT_S = 60
+
+
+def fresh_connections(**transport: object) -> httpx2.Client:
+    """A client that opens a connection per request, as nginx does towards its upstream."""
+    return httpx2.Client(
+        transport=httpx2.HTTPTransport(
+            limits=httpx2.Limits(max_keepalive_connections=0),
+            **transport,
+        ),
+        base_url="http://hostcore",
+        timeout=30,
+    )
+
+
+class Hammer:
+    """Requests one after another from a thread, each outcome kept in order."""
+
+    def __init__(self, client: httpx2.Client, path: str) -> None:
+        self.client = client
+        self.path = path
+        self.outcomes: list[int | str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(MAX_REQUESTS):
+            if self.stop.is_set():
+                return
+            try:
+                self.outcomes.append(self.client.get(self.path).status_code)
+            except httpx2.TransportError as exc:
+                self.outcomes.append(repr(exc))
+
+    def __enter__(self) -> Hammer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(RELOAD_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("mode", ["uvicorn", "gunicorn"])
+def test_both_modes_give_the_socket_the_same_mode_group_and_directory(
+    start: object, tmp_path: Path, mode: str
+) -> None:
+    sock = tmp_path / "missing" / "run" / "hostcore.sock"
+    workers = ["--workers", "2"] if mode == "gunicorn" else []
+    server: Server = start(*workers, "--uds", str(sock))  # type: ignore[operator]
+    wait_for(lambda: accepts(sock), 30, f"{mode} to listen on the socket")
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o710
+    with fresh_connections(uds=str(sock)) as client:
+        wait_for(lambda: answers(client, "/api/v1/health"), 30, f"{mode} to answer")
+    server.stop()
+    assert not sock.exists()
+
+
+def test_a_port_in_use_is_one_line_before_the_store_is_touched(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_hostcore(
+            "serve", "--port", str(port), env=isolated_environ(tmp_path), cwd=tmp_path
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"hostcore: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(is another server running there?)"
+    ]
+    assert not (tmp_path / "data" / "hostcore.db").exists(), "no migration ran"
+
+
+def test_a_socket_in_a_directory_hostcore_cannot_create_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_hostcore(
+        "serve",
+        "--uds",
+        str(blocker / "run" / "s.sock"),
+        env=isolated_environ(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"hostcore: cannot prepare the socket directory {blocker}/run")
+
+
+def test_workers_on_an_ipv6_host(start: object) -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    server: Server = start("--workers", "2", "--host", "::1", "--port", str(port))  # type: ignore[operator]
+    with httpx2.Client(base_url=f"http://[::1]:{port}") as client:
+        wait_for(lambda: answers(client, "/api/v1/health"), 30, "gunicorn on [::1]")
+    assert f"on [::1]:{port}" in server.app_log()
+    assert server.stop() == 0
+
+
+def reload_during_requests(
+    server: Server, client: httpx2.Client, config: Path, reload: Callable[[], None]
+) -> list[int | str]:
+    """Change the config while requests flow, reload, and return every request's outcome."""
+    wait_for(lambda: answers(client, "/api/v1/health"), 30, "the server to answer")
+    assert client.get("/docs").status_code == 200
+    with Hammer(client, "/api/v1/health") as hammer:
+        wait_for(lambda: len(hammer.outcomes) >= 20, 30, "requests before the reload")
+        config.write_text("[server]\ndocs = false\n")
+        before = len(hammer.outcomes)
+        reload()
+        wait_for(lambda: client.get("/docs").status_code == 404, RELOAD_TIMEOUT_S, "the reload")
+        after = len(hammer.outcomes)
+        wait_for(lambda: len(hammer.outcomes) >= after + 20, 30, "requests after the reload")
+    assert after > before, "requests were under way while the server reloaded"
+    return hammer.outcomes
+
+
+def test_sighup_reloads_gunicorn_without_failing_a_request(start: object, tmp_path: Path) -> None:
+    config = tmp_path / "hostcore-extra.toml"
+    config.write_text("")
+    sock = tmp_path / "run" / "hostcore.sock"
+    server: Server = start(  # type: ignore[operator]
+        "--workers", "2", "--uds", str(sock), "--config", str(config)
+    )
+    wait_for(lambda: accepts(sock), 30, "gunicorn to listen")
+    with fresh_connections(uds=str(sock)) as client:
+        outcomes = reload_during_requests(
+            server, client, config, lambda: server.process.send_signal(signal.SIGHUP)
+        )
+    assert set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
+    log = server.app_log()
+    assert "configuration reloaded" in log
+    pid_file = tmp_path / "run" / "hostcore.pid"
+    assert pid_file.read_text() == f"{server.process.pid}\n", "hostcore reload finds the master"
+    assert server.stop() == 0
+    assert "Shutting down: Master" in server.app_log(), "gunicorn still logs after a reload"
+    assert not pid_file.exists()
+
+
+def test_hostcore_reload_reloads_one_uvicorn_process_without_failing_a_request(
+    start: object, tmp_path: Path
+) -> None:
+    config = tmp_path / "hostcore-extra.toml"
+    config.write_text("")
+    port = free_port()
+    server: Server = start("--port", str(port), "--config", str(config))  # type: ignore[operator]
+    reloaded: list[subprocess.CompletedProcess[str]] = []
+
+    def reload() -> None:
+        reloaded.append(run_hostcore("reload", env=isolated_environ(tmp_path), cwd=tmp_path))
+
+    with fresh_connections() as client:
+        client.base_url = httpx2.URL(f"http://127.0.0.1:{port}")
+        outcomes = reload_during_requests(server, client, config, reload)
+    assert set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
+    assert reloaded[0].returncode == 0, reloaded[0].stderr
+    assert reloaded[0].stdout == f"hostcore (pid {server.process.pid}): configuration reloaded\n"
+    assert server.process.poll() is None, "the same process serves on"
+
+
+def test_a_refused_reload_is_reported_and_the_server_keeps_its_configuration(
+    start: object, tmp_path: Path
+) -> None:
+    config = tmp_path / "hostcore-extra.toml"
+    config.write_text("")
+    port = free_port()
+    server: Server = start("--port", str(port), "--config", str(config))  # type: ignore[operator]
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        wait_for(lambda: answers(client, "/api/v1/health"), 30, "uvicorn to answer")
+        config.write_text("[server]\ndocs = false\nno_such_key = 1\n")
+        result = run_hostcore("reload", env=isolated_environ(tmp_path), cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            "hostcore: configuration not reloaded, the server keeps its own: invalid "
+            f"configuration: unknown key server.no_such_key (from --config {config})"
+        ]
+        assert client.get("/docs").status_code == 200, "the old configuration serves on"
+    assert "configuration not reloaded" in server.app_log()
+
+
+def test_reload_without_a_running_server_is_one_line(tmp_path: Path) -> None:
+    result = run_hostcore("reload", env=isolated_environ(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"hostcore: no hostcore server is running (no {tmp_path}/run/hostcore.pid)\n"
+    )

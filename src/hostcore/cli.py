@@ -13,7 +13,6 @@ import typer
 from pydantic import BaseModel
 
 from hostcore import __version__
-from hostcore.app import create_app
 from hostcore.cli_support import (
     ConfigOption,
     SetOption,
@@ -25,8 +24,8 @@ from hostcore.cli_support import (
     registry_or_exit,
     run_or_exit,
 )
-from hostcore.config import cli_layers_to_environment, effective_config, load_settings
-from hostcore.errors import ConfigError, PluginError
+from hostcore.config import effective_config, load_settings
+from hostcore.errors import ConfigError, ControlError, PluginError
 from hostcore.plugins import PluginRegistry, PluginSource, installed_sources
 
 T = TypeVar("T")
@@ -81,26 +80,34 @@ def serve(
     if debug:
         overrides.append("debug=true")
     settings = load_or_exit(config, overrides)
-    # Build the app once here so config errors and conflicts stop the start with a
-    # clear message, not inside a worker.
+    from hostcore.serve import CliLayers
+    from hostcore.serve import serve as run
+
     try:
-        create_app(settings)
+        run(settings, CliLayers(config, tuple(overrides)), code_reload=reload)
     except (ConfigError, PluginError) as exc:
         fail(str(exc))
 
-    from hostcore.logging import configure_logging
-    from hostcore.serve import run_gunicorn, run_uvicorn
 
-    multiprocess = settings.server.workers > 1
-    configure_logging(settings, rotate=not multiprocess and not reload)
-    if multiprocess:
-        if reload:
-            fail("--reload works with one worker only")
-        run_gunicorn(settings, debug=settings.debug)
-    else:
-        run_uvicorn(
-            settings, reload=reload, cli_layers=cli_layers_to_environment(config, overrides)
-        )
+@cli.command("reload")
+def reload_(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the server's answer.", min=1)
+    ] = 30,
+) -> None:
+    """Make the running server re-read its configuration (SIGHUP) and say how it went."""
+    from hostcore.control import request_reload
+
+    settings = load_or_exit(config, set_)
+    try:
+        outcome = request_reload(settings.run_dir, timeout_s=timeout)
+    except ControlError as exc:
+        fail(str(exc))
+    if not outcome.applied:
+        fail(f"configuration not reloaded, the server keeps its own: {outcome.detail}", code=1)
+    typer.echo(f"hostcore (pid {outcome.pid}): {outcome.detail}")
 
 
 @cli.command()

@@ -9,8 +9,10 @@ can name the file, variable or flag.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import tempfile
 import tomllib
 import types
@@ -26,8 +28,10 @@ from limits.storage import Storage
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     StringConstraints,
     ValidationError,
@@ -81,18 +85,82 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _octal_mode(value: Any) -> Any:
+    """A file mode as TOML writes it (``0o660``) or as a string (``--set``, environment)."""
+    if isinstance(value, str):
+        try:
+            return int(value.strip().lower().removeprefix("0o"), 8)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an octal file mode such as 0o660") from None
+    if isinstance(value, int) and not 0 <= value <= 0o777:
+        raise ValueError(f"{value} is not a file mode: write 0o660 in TOML, or the string '660'")
+    return value
+
+
+FileMode = Annotated[
+    int,
+    BeforeValidator(_octal_mode),
+    PlainSerializer(lambda mode: f"0o{mode:03o}", return_type=str, when_used="json"),
+]
+_PROXY_IDENTITY = re.compile(r"^(uid|gid):\d+$|^(user|group):[A-Za-z0-9._][A-Za-z0-9._-]*$")
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     uds: Path | None = None
+    uds_mode: FileMode = Field(
+        0o660, description="Mode of the unix socket: 0o660 admits its owner and its group."
+    )
+    uds_group: str | None = Field(
+        None, description="Group of the unix socket (the web server's, e.g. www-data)."
+    )
     workers: int = Field(1, ge=1, le=64, description="More than 1 runs gunicorn.")
     docs: bool = Field(True, description="Serve /docs, /redoc and the OpenAPI document.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="Request line and headers; more get 431."
+    )
+    max_headers: int = Field(100, ge=8, le=1000, description="More header fields get 431.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="To send the request line and headers; slower get 408."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="More, after the headers' deadline, for the body."
+    )
+    keepalive_timeout_s: int = Field(
+        5, ge=1, le=600, description="An idle keep-alive connection is closed after this."
+    )
     graceful_timeout_s: int = Field(10, ge=1, le=600)
     trusted_proxies: list[str] = Field(
         default_factory=lambda: ["unix"],
-        description='Peers whose X-Forwarded-For is believed: "unix" (the socket), IPs, CIDRs.',
+        description='Peers whose X-Forwarded-For is believed: "unix" (any peer the socket '
+        'admits), "user:NAME", "uid:N", "group:NAME", "gid:N" (unix-socket peers), IPs, CIDRs.',
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_entries(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if entry == "unix" or _PROXY_IDENTITY.match(entry):
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is neither unix, user:/uid:/group:/gid:, an IP nor a network"
+                ) from None
+        return entries
+
+    @model_validator(mode="after")
+    def _socket_admits_only_trusted_peers(self) -> ServerSettings:
+        if "unix" in self.trusted_proxies and self.uds_mode & 0o002:
+            raise ValueError(
+                f"uds_mode 0o{self.uds_mode:03o} lets every local user connect, and "
+                'trusted_proxies "unix" would believe their X-Forwarded-For: trust the '
+                'proxy by "user:NAME" or "group:NAME" instead, or drop the bits for others'
+            )
+        return self
 
 
 class LoggingSettings(Section):

@@ -20,9 +20,33 @@ PrincipalKind = Literal["client", "user"]
 NO_REQUEST = "-"
 STATE_KEY = "hostcore"
 UNMATCHED = "<unmatched>"  # no route: the raw path would let anyone grow cardinality
+# The scope extension where hostcore's server protocol puts a unix-socket peer's credentials.
+PEER_EXTENSION = "hostcore.peer"
 
 # The id of the request being served, for every log line written while serving it.
 request_id_var: ContextVar[str] = ContextVar("hostcore_request_id", default=NO_REQUEST)
+
+
+class Peer(NamedTuple):
+    """Who is at the other end of a unix socket, as the kernel says (``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_extension(peer: Peer) -> dict[object, object]:
+    """The scope extension that carries ``peer`` (ASGI extensions are dicts)."""
+    return {"pid": peer.pid, "uid": peer.uid, "gid": peer.gid}
+
+
+def peer_of(scope: Any) -> Peer | None:
+    """The unix-socket peer of a request; None over TCP or under another server."""
+    extensions = scope.get("extensions")
+    found = extensions.get(PEER_EXTENSION) if extensions else None
+    if found is None:
+        return None
+    return Peer(found["pid"], found["uid"], found["gid"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +95,9 @@ class RequestContext:
     """One request as hostcore sees it.
 
     ``client`` is the caller's address (the peer's, or the forwarded client's
-    behind a trusted proxy; ``"unix"`` for a unix-socket peer); ``local`` says
-    whether the caller is on this host, which HMAC-signed requests require.
+    behind a trusted proxy; ``"unix"`` for a unix-socket peer, ``"unknown"`` for a
+    forwarded hop that is not an address); ``local`` says whether the caller is on
+    this host, which HMAC-signed requests require.
     ``route`` is the template of the route that admitted the request (``None``
     while no route has).
     """

@@ -54,6 +54,12 @@ class NotFound(HostcoreError):
     status_code = 404
 
 
+class RequestTimeout(HostcoreError):
+    """The client did not send its request (headers, then body) in time."""
+
+    status_code = 408
+
+
 class Conflict(HostcoreError):
     status_code = 409
 
@@ -64,6 +70,12 @@ class PayloadTooLarge(HostcoreError):
 
 class TooManyRequests(HostcoreError):
     status_code = 429
+
+
+class RequestHeadersTooLarge(HostcoreError):
+    """The request line and headers are too long, or there are too many header fields."""
+
+    status_code = 431
 
 
 class CommandFailed(HostcoreError):
@@ -98,6 +110,10 @@ class ConfigError(Exception):
 
 class PluginError(Exception):
     """Plugins cannot be assembled into an app (conflicts, bad hook results)."""
+
+
+class ControlError(Exception):
+    """The running server cannot be found or told something (``hostcore reload``)."""
 
 
 # --- HTTP mapping: the one handler ------------------------------------------------

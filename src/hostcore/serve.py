@@ -1,30 +1,171 @@
 """Running the app: one uvicorn process, or gunicorn with uvicorn workers.
 
-Workers receive the already-loaded settings through fork (gunicorn's
-``load()`` runs in each worker), so configuration never travels through
-temporary files. ``--reload`` is the exception: uvicorn spawns a fresh
-interpreter, so the CLI's --config/--set travel in one environment variable.
+hostcore binds the listening socket itself (:mod:`hostcore.listen`) and hands it
+to either server, with the same protocol (:mod:`hostcore.protocol`: header
+limits, timeouts, the unix-socket peer's credentials). Workers receive the
+already-loaded settings through fork (gunicorn's ``load()`` runs in each worker),
+so configuration never travels through temporary files. ``--reload`` is the
+exception: uvicorn spawns a fresh interpreter, so the CLI's --config/--set travel
+in one environment variable.
+
+Reload (SIGHUP, or ``hostcore reload``) re-reads the layered configuration: the
+files, and the --config/--set the server started with; the environment is the
+process's own. It is checked as a start checks it, by building the app; one that
+fails is refused, the server keeps the configuration it has and says why (the
+log, and the outcome ``hostcore reload`` prints). One that passes is applied
+without failing a request:
+
+- gunicorn: the master keeps it and replaces its workers (gunicorn's own HUP);
+  new workers build the app from it while the old ones finish their requests.
+- one uvicorn process: the server stops accepting, finishes the requests under
+  way, shuts the app down, then serves the new app on the same socket. One
+  process stays one process (a small device, a developer's terminal) with the pid
+  its supervisor knows; the socket is never closed, so a connection that arrives
+  in between waits in the kernel's queue instead of being refused; and the old
+  app has shut down before the new one starts, so no plugin ever has two
+  instances alive in one process (module state, a D-Bus name, a device). The
+  price is a pause, the drain plus the new app's startup, during which requests
+  wait; none fails. Running gunicorn with one worker would give the same with a
+  second process, and re-executing would add an interpreter's start to the pause.
+
+Where and how the server listens (``server.host``, ``port``, ``uds``,
+``uds_mode``, ``uds_group``, and ``workers`` of one process) and ``run_dir``
+take effect at the next start: the socket is kept.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker
 
 from hostcore.app import create_app
-from hostcore.config import CLI_LAYERS_ENV, Settings
-from hostcore.logging import logging_config
+from hostcore.config import (
+    CLI_LAYERS_ENV,
+    ServerSettings,
+    Settings,
+    cli_layers_to_environment,
+    load_settings,
+)
+from hostcore.control import ServerRecord
+from hostcore.errors import ConfigError, PluginError
+from hostcore.files import checked_file, private_directory
+from hostcore.listen import close_listener, describe, open_listener
+from hostcore.logging import configure_logging, logging_config, prepare_log_dirs
+from hostcore.protocol import server_protocols
 
 log = logging.getLogger(__name__)
 
+LISTENER_KEYS = ("host", "port", "uds", "uds_mode", "uds_group")
+
+
+@dataclass(frozen=True)
+class CliLayers:
+    """The --config and --set the server started with; a reload reads them again."""
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+
+    def load(self) -> Settings:
+        return load_settings(config_file=self.config, overrides=self.overrides)
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    settings: Settings
+    app: FastAPI
+
+
+def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
+    """``hostcore serve``: check, listen, then run until stopped.
+
+    Raises ConfigError or PluginError for anything that stops the start, before the
+    store is touched: a bad configuration, an unsafe file, an address in use.
+    """
+    multiprocess = settings.server.workers > 1
+    if multiprocess and code_reload:
+        raise ConfigError("--reload works with one worker only")
+    configure_logging(settings, rotate=not multiprocess and not code_reload)
+    secure_data_dir(settings)
+    listener = open_listener(settings.server)
+    owner = os.getpid()
+    try:
+        # Build the app once here so config errors and conflicts stop the start with a
+        # clear message, not inside a worker.
+        app = create_app(settings)
+        if code_reload:
+            run_uvicorn_reloading_code(settings, listener, layers)
+            return
+        # The pid file is written once the server takes SIGHUP (see ServerRecord.started).
+        record = ServerRecord(settings.run_dir)
+        try:
+            if multiprocess:
+                run_gunicorn(settings, listener, layers, record, debug=settings.debug)
+            else:
+                run_uvicorn(settings, app, listener, layers, record)
+        finally:
+            record.stopped()
+    finally:
+        if os.getpid() == owner and listener.fileno() != -1:
+            close_listener(listener)
+
+
+def secure_data_dir(settings: Settings) -> None:
+    """The data directory and the secrets in it: private, fixed or refused (hostcore.files)."""
+    private_directory(settings.data_dir, what="data directory")
+    checked_file(settings.data_dir / "master.key", what="master key")
+    checked_file(settings.hmac_secret_path(), what="HMAC secret")
+
+
+def reread(
+    current: Settings, layers: CliLayers, record: ServerRecord, *, kept: Sequence[str]
+) -> Reloaded | None:
+    """The configuration read again and checked by building the app; None when refused."""
+    try:
+        fresh = layers.load()
+        prepare_log_dirs(fresh)
+        secure_data_dir(fresh)
+        app = create_app(fresh)
+    except (ConfigError, PluginError) as exc:
+        first, *rest = str(exc).splitlines() or [""]
+        detail = " ".join([first, "; ".join(line.strip() for line in rest)]).strip()
+        log.error("configuration not reloaded, the server keeps its own: %s", detail)
+        record.reloaded(applied=False, detail=detail)
+        return None
+    unchanged = [key for key in kept if _value(current, key) != _value(fresh, key)]
+    if unchanged:
+        log.warning("%s changed: takes effect at the next start", ", ".join(unchanged))
+    log.info("configuration reloaded")
+    later = f" ({', '.join(unchanged)}: at the next start)" if unchanged else ""
+    record.reloaded(applied=True, detail=f"configuration reloaded{later}")
+    return Reloaded(fresh, app)
+
+
+def _value(settings: Settings, dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+# --- gunicorn ----------------------------------------------------------------------------
+
 
 class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    """The maintained uvicorn worker, with hostcore's own access line instead of uvicorn's."""
+    """The maintained uvicorn worker, with hostcore's protocol and its own access line."""
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 - overrides the base class attribute
         "loop": "auto",
@@ -36,21 +177,48 @@ class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped bas
         "proxy_headers": False,
     }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The base class makes uvicorn's loggers share gunicorn.error's handler list (the
+        # list object itself), and it runs in the master, which builds every worker: a
+        # reload's dictConfig, emptying uvicorn.error, then emptied gunicorn.error too.
+        # hostcore's logging config routes uvicorn's loggers itself.
+        for name, propagate in (("uvicorn.error", True), ("uvicorn.access", False)):
+            logger = logging.getLogger(name)
+            logger.handlers = []
+            logger.propagate = propagate
+        settings = getattr(self.app, "settings", None)
+        server = settings.server if isinstance(settings, Settings) else ServerSettings()
+        for name, value in server_protocols(server).items():
+            setattr(self.config, name, value)
+
 
 class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
-    def __init__(self, settings: Settings, *, debug: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listener_fd: int,
+        layers: CliLayers,
+        record: ServerRecord,
+        debug: bool,
+    ) -> None:
         self.settings = settings
+        self.listener_fd = listener_fd
+        self.layers = layers
+        self.record = record
         self.debug = debug
         super().__init__()
 
     def load_config(self) -> None:
         server = self.settings.server
-        bind = f"unix:{server.uds}" if server.uds else f"{server.host}:{server.port}"
         options: dict[str, Any] = {
-            "bind": [bind],
+            # hostcore bound the socket (mode, group, errors); gunicorn takes it as is.
+            "bind": [f"fd://{self.listener_fd}"],
             "workers": server.workers,
             "worker_class": f"{__name__}.HostcoreUvicornWorker",
             "graceful_timeout": server.graceful_timeout_s,
+            "keepalive": server.keepalive_timeout_s,
             "proc_name": "hostcore",
             "logconfig_dict": logging_config(self.settings, debug=self.debug, rotate=False),
             "accesslog": None,
@@ -58,45 +226,152 @@ class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is un
             # Two servers on one machine (tests, side-by-side installs) must not share
             # gunicorn's default control socket path.
             "control_socket_disable": True,
+            # The master handles SIGHUP from here on: tell `hostcore reload` where it is.
+            "when_ready": lambda _arbiter: self.record.started(),
         }
         for key, value in options.items():
             if key in self.cfg.settings:
                 self.cfg.set(key, value)
 
+    def reload(self) -> None:
+        """gunicorn's HUP: read the configuration again; the new workers get it."""
+        kept = [f"server.{key}" for key in LISTENER_KEYS] + ["run_dir"]
+        reloaded = reread(self.settings, self.layers, self.record, kept=kept)
+        if reloaded is not None:
+            self.settings = reloaded.settings
+        super().reload()
+
     def load(self) -> Any:
         return create_app(self.settings)
 
 
-def run_gunicorn(settings: Settings, *, debug: bool) -> None:
+def run_gunicorn(
+    settings: Settings,
+    listener: socket.socket,
+    layers: CliLayers,
+    record: ServerRecord,
+    *,
+    debug: bool,
+) -> None:
     log.info(
         "starting gunicorn with %d uvicorn workers on %s",
         settings.server.workers,
-        settings.server.uds or f"{settings.server.host}:{settings.server.port}",
+        describe(settings.server),
     )
-    HostcoreGunicorn(settings, debug=debug).run()
+    listener.set_inheritable(True)
+    app = HostcoreGunicorn(
+        settings, listener_fd=listener.detach(), layers=layers, record=record, debug=debug
+    )
+    app.run()
 
 
-def run_uvicorn(settings: Settings, *, reload: bool, cli_layers: str) -> None:
+# --- one uvicorn process -----------------------------------------------------------------
+
+
+def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     server = settings.server
-    common: dict[str, Any] = {
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        "proxy_headers": False,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": server.graceful_timeout_s,
-    }
-    where: dict[str, Any] = (
-        {"uds": str(server.uds)} if server.uds else {"host": server.host, "port": server.port}
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=server.graceful_timeout_s,
+        **server_protocols(server),
     )
-    if reload:
-        os.environ[CLI_LAYERS_ENV] = cli_layers
-        uvicorn.run(
-            "hostcore.asgi:create_app_from_environment",
-            factory=True,
-            reload=True,
-            **where,
-            **common,
-        )
-        return
-    uvicorn.Server(uvicorn.Config(create_app(settings), **where, **common)).run()
+
+
+class _Signals:
+    """SIGHUP asks for a reload; SIGTERM/SIGINT between two servers ask to stop.
+
+    (A running uvicorn server handles SIGTERM/SIGINT itself and hands them on here.)
+    """
+
+    def __init__(self) -> None:
+        self.reload = False
+        self.stop = False
+        self._previous = {
+            sig: signal.signal(sig, self._handle)
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _handle(self, sig: int, _frame: FrameType | None) -> None:
+        if sig == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _ReloadingServer(uvicorn.Server):
+    """A uvicorn server that stops to be replaced when the configuration is reloaded."""
+
+    def __init__(
+        self, config: uvicorn.Config, signals: _Signals, reread: Callable[[], Reloaded | None]
+    ) -> None:
+        super().__init__(config)
+        self.signals = signals
+        self.reread = reread
+        self.replacement: Reloaded | None = None
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.signals.stop:
+            self.should_exit = True
+        elif self.signals.reload and not self.should_exit:
+            self.signals.reload = False
+            self.replacement = await asyncio.to_thread(self.reread)
+            self.should_exit = self.replacement is not None
+        return await super().on_tick(counter)
+
+
+def run_uvicorn(
+    settings: Settings,
+    app: FastAPI,
+    listener: socket.socket,
+    layers: CliLayers,
+    record: ServerRecord,
+) -> None:
+    signals = _Signals()
+    record.started()
+    kept = [f"server.{key}" for key in (*LISTENER_KEYS, "workers")] + ["run_dir"]
+    try:
+        while not signals.stop:
+            again = functools.partial(reread, settings, layers, record, kept=kept)
+            server = _ReloadingServer(uvicorn_config(settings, app), signals, again)
+            log.info("serving on %s", describe(settings.server))
+            # uvicorn closes the socket it is given when it stops: give it a duplicate.
+            server.run(sockets=[listener.dup()])
+            if server.replacement is None:
+                return
+            settings, app = server.replacement.settings, server.replacement.app
+            configure_logging(settings, rotate=True)
+    finally:
+        signals.restore()
+
+
+def run_uvicorn_reloading_code(
+    settings: Settings, listener: socket.socket, layers: CliLayers
+) -> None:
+    """``--reload`` (development): uvicorn restarts a fresh interpreter on code changes,
+    with hostcore's protocol at its default limits."""
+    os.environ[CLI_LAYERS_ENV] = cli_layers_to_environment(layers.config, layers.overrides)
+    listener.set_inheritable(True)
+    uvicorn.run(
+        "hostcore.asgi:create_app_from_environment",
+        factory=True,
+        reload=True,
+        fd=listener.fileno(),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=settings.server.graceful_timeout_s,
+        http="hostcore.protocol:HostcoreHttpProtocol",
+        ws="hostcore.protocol:HostcoreWebSocketProtocol",
+        timeout_keep_alive=settings.server.keepalive_timeout_s,
+    )

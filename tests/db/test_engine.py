@@ -1,12 +1,17 @@
+"""The store: connecting, describing it without its password, and its files being private."""
+
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from hostcore.config import Settings
 from hostcore.db.engine import Database
@@ -75,3 +80,50 @@ def test_the_startup_log_names_the_store_without_its_password(
     stores = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store: ")]
     assert f"store: sqlite+aiosqlite:///{tmp_path / 'hostcore.db'}?password={REDACTED}" in stores
     assert "hunter2" not in caplog.text
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most systems run with: files 0644 unless a mode says otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+async def write_something(db: Database) -> None:
+    async with db.engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+
+
+async def test_the_database_its_wal_and_its_shm_are_0600(tmp_path: Path, usual_umask: None) -> None:
+    path = tmp_path / "data" / "hostcore.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await write_something(db)
+        assert mode(path.parent) == 0o700
+        for name in ("hostcore.db", "hostcore.db-wal", "hostcore.db-shm"):
+            assert mode(path.parent / name) == 0o600, name
+    finally:
+        await db.dispose()
+
+
+async def test_a_readable_database_of_ours_is_tightened(tmp_path: Path, usual_umask: None) -> None:
+    path = tmp_path / "hostcore.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await write_something(db)
+    await db.dispose()
+    for name in ("hostcore.db", "hostcore.db-wal", "hostcore.db-shm"):
+        if (tmp_path / name).exists():
+            (tmp_path / name).chmod(0o644)
+    again = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await write_something(again)
+        for name in ("hostcore.db", "hostcore.db-wal", "hostcore.db-shm"):
+            assert mode(tmp_path / name) == 0o640, name
+    finally:
+        await again.dispose()

@@ -589,20 +589,32 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_make_it_local(serve: Serv
         assert_error(response, 401, "Unauthorized", "accepted only from this host")
 
 
-def test_behind_a_trusted_proxy_the_forwarded_address_decides(
+def test_behind_a_remote_proxy_no_forwarded_address_is_local(
     serve: Serve, settings_factory: Callable[..., Settings]
 ) -> None:
+    # A remote proxy's 127.0.0.1 is that proxy's host, not this one: only a proxy on this
+    # host can vouch for a local client (docs/security.md, "Proxies and the unix socket").
     proxied = settings_factory('server.trusted_proxies=["203.0.113.0/24"]')
     client = serve(proxied, address=REMOTE)
-    local = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": "127.0.0.1"}
-    assert client.get(WHOAMI, headers=local).status_code == 200
-    remote = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": "198.51.100.7"}
-    assert_error(client.get(WHOAMI, headers=remote), 401, "Unauthorized", "only from this host")
+    for forwarded in ("127.0.0.1", "::ffff:127.0.0.1", "unix", "198.51.100.7", "127.0.0.1, ::1"):
+        headers = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": forwarded}
+        response = client.get(WHOAMI, headers=headers)
+        assert_error(response, 401, "Unauthorized", "only from this host")
+    missing = signed(client, "GET", WHOAMI)
+    assert_error(client.get(WHOAMI, headers=missing), 401, "Unauthorized", "only from this host")
+
+
+def test_behind_a_loopback_proxy_a_forwarded_loopback_client_is_local(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    proxied = settings_factory('server.trusted_proxies=["127.0.0.1"]')
+    client = serve(proxied, address=LOOPBACK)
+    for forwarded in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        headers = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": forwarded}
+        assert client.get(WHOAMI, headers=headers).status_code == 200, forwarded
     # The client prepends a loopback hop; the proxy appends the real address.
     spoofed = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": "127.0.0.1, 198.51.100.7"}
     assert_error(client.get(WHOAMI, headers=spoofed), 401, "Unauthorized", "only from this host")
-    missing = signed(client, "GET", WHOAMI)
-    assert_error(client.get(WHOAMI, headers=missing), 401, "Unauthorized", "only from this host")
 
 
 def test_a_loopback_proxy_forwarding_a_remote_client_is_refused(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from hostcore.config import Settings
 from hostcore.errors import ConfigError, Unavailable
+from hostcore.files import PRIVATE_DIRECTORY, checked_file, private_file
 from hostcore.redaction import redact_database_url
 
 NAMING = {
@@ -60,7 +61,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         path = sqlite_path(self.url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_store(path)
         if self.is_sqlite:
             options["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         if path is not None or not self.is_sqlite:
@@ -100,6 +101,20 @@ class Database:
     def describe(self) -> str:
         """The URL without its credentials (password, ``?password=``, …), for logs."""
         return redact_database_url(self.url)
+
+
+def _private_store(path: Path) -> None:
+    """The database file exists before SQLite opens it, so it is 0600 rather than the
+    umask's 0644; SQLite gives its -wal and -shm files the database file's mode. The
+    directory is checked as the data directory when it is one (``hostcore serve``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIRECTORY)
+    except OSError as exc:
+        message = f"cannot create the database directory {path.parent}: {exc.strerror}"
+        raise ConfigError(message) from None
+    private_file(path, what="database")
+    for suffix in ("-wal", "-shm"):
+        checked_file(path.with_name(path.name + suffix), what="database file")
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:

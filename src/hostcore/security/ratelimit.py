@@ -58,8 +58,8 @@ from limits.errors import ConfigurationError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from hostcore.config import RateLimitSettings
-from hostcore.errors import ConfigError
 from hostcore.context import RateLimitResult
+from hostcore.errors import ConfigError
 
 __all__ = ["RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
 

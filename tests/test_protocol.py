@@ -1,0 +1,234 @@
+"""hostcore's HTTP protocol on the wire: header limits, slow clients, peers, graceful stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from hostcore.config import ServerSettings
+from hostcore.context import peer_of
+from tests.conftest import wait_for
+from tests.server_thread import (
+    ServerThread,
+    body_of,
+    read_response,
+    status_of,
+    unix_listener,
+)
+
+TIGHT = ServerSettings(
+    max_header_bytes=2048, max_headers=16, header_timeout_s=0.5, body_timeout_s=0.5
+)
+
+
+class Calls:
+    """What reached the app, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def app(self) -> Starlette:
+        async def echo(request: Request) -> JSONResponse:
+            body = await request.body()
+            peer = peer_of(request.scope)
+            self.seen.append({"path": request.url.path, "body": body, "peer": peer})
+            return JSONResponse({"bytes": len(body), "peer": peer and peer._asdict()})
+
+        async def socket_peer(websocket: WebSocket) -> None:
+            await websocket.accept()
+            peer = peer_of(websocket.scope)
+            await websocket.send_json({"peer": peer and peer._asdict()})
+            await websocket.close()
+
+        return Starlette(
+            routes=[
+                Route("/echo", echo, methods=["GET", "POST"]),
+                WebSocketRoute("/ws", socket_peer),
+            ]
+        )
+
+
+@pytest.fixture
+def calls() -> Calls:
+    return Calls()
+
+
+def request(path: str = "/echo", headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{'POST' if body else 'GET'} {path} HTTP/1.1", "Host: test"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def send_all_tolerating_a_close(client: socket.socket, data: bytes) -> None:
+    """Send until done or until the server, having answered, stops reading."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = client.send(view[:65536])
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        view = view[sent:]
+
+
+def assert_refusal(response: bytes, status: int, error: str) -> None:
+    assert status_of(response) == status, response[:200]
+    assert b"connection: close" in response.lower()
+    assert json.loads(body_of(response))["error"] == error
+
+
+def test_a_header_of_64_mib_gets_431_before_the_app_sees_it(calls: Calls) -> None:
+    with ServerThread(calls.app(), TIGHT) as server, server.connect() as client:
+        head = b"GET /echo HTTP/1.1\r\nHost: test\r\nX-Big: "
+        client.settimeout(20)
+        send_all_tolerating_a_close(client, head + b"a" * (64 * 1024 * 1024))
+        response = read_response(client)
+    assert_refusal(response, 431, "RequestHeadersTooLarge")
+    assert b"exceeds 2048 bytes" in response
+    assert calls.seen == []
+
+
+def test_a_head_just_within_the_byte_limit_reaches_the_app(calls: Calls) -> None:
+    bare = request(headers={"Connection": "close", "X-Fill": ""})
+    fill = "f" * (TIGHT.max_header_bytes - len(bare))
+    with ServerThread(calls.app(), TIGHT) as server:
+        with server.connect() as client:
+            client.sendall(request(headers={"Connection": "close", "X-Fill": fill}))
+            assert status_of(read_response(client)) == 200
+        with server.connect() as client:
+            client.sendall(request(headers={"Connection": "close", "X-Fill": fill + "f"}))
+            assert_refusal(read_response(client), 431, "RequestHeadersTooLarge")
+    assert len(calls.seen) == 1
+
+
+def test_too_many_header_fields_get_431(calls: Calls) -> None:
+    allowed = {f"X-H{n}": "v" for n in range(TIGHT.max_headers - 2)}  # plus Host, Connection
+    with ServerThread(calls.app(), TIGHT) as server:
+        with server.connect() as client:
+            client.sendall(request(headers={"Connection": "close", **allowed}))
+            assert status_of(read_response(client)) == 200
+        with server.connect() as client:
+            client.sendall(request(headers={"Connection": "close", **allowed, "X-One": "more"}))
+            response = read_response(client)
+    assert_refusal(response, 431, "RequestHeadersTooLarge")
+    assert b"more than 16 header fields" in response
+    assert len(calls.seen) == 1
+
+
+def test_headers_that_stop_arriving_get_408_and_a_close(calls: Calls) -> None:
+    with ServerThread(calls.app(), TIGHT) as server, server.connect() as client:
+        client.sendall(b"GET /echo HTTP/1.1\r\nHost: test\r\nX-Slow: dri")
+        response = read_response(client)
+    assert_refusal(response, 408, "RequestTimeout")
+    assert b"headers did not arrive in time" in response
+    assert calls.seen == []
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(calls: Calls) -> None:
+    with ServerThread(calls.app(), TIGHT) as server, server.connect() as client:
+        assert read_response(client) == b""
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_app_a_disconnect(calls: Calls) -> None:
+    with ServerThread(calls.app(), TIGHT) as server, server.connect() as client:
+        client.sendall(request(body=b"x" * 100)[:-90])
+        response = read_response(client)
+    assert_refusal(response, 408, "RequestTimeout")
+    assert b"body did not arrive in time" in response
+    assert calls.seen == [], "the app read a disconnect, not a short body"
+
+
+def test_a_slow_app_is_not_cut_by_the_client_timeouts() -> None:
+    async def slow(request: Request) -> JSONResponse:
+        body = await request.body()
+        await asyncio.sleep(TIGHT.body_timeout_s + TIGHT.header_timeout_s + 0.5)
+        return JSONResponse({"bytes": len(body)})
+
+    app = Starlette(routes=[Route("/slow", slow, methods=["POST"])])
+    with ServerThread(app, TIGHT) as server, server.connect() as client:
+        client.sendall(request("/slow", {"Connection": "close"}, body=b"abc"))
+        response = read_response(client)
+    assert status_of(response) == 200
+    assert json.loads(body_of(response)) == {"bytes": 3}
+
+
+def test_a_client_waiting_for_100_continue_is_not_cut_while_the_app_has_not_asked() -> None:
+    async def late_reader(request: Request) -> JSONResponse:
+        await asyncio.sleep(TIGHT.header_timeout_s + TIGHT.body_timeout_s + 0.5)
+        return JSONResponse({"bytes": len(await request.body())})
+
+    app = Starlette(routes=[Route("/late", late_reader, methods=["POST"])])
+    head = request("/late", {"Connection": "close", "Expect": "100-continue"}, body=b"abc")[:-3]
+    with ServerThread(app, TIGHT) as server, server.connect() as client:
+        client.sendall(head)
+        assert client.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        client.sendall(b"abc")
+        response = read_response(client)
+    assert status_of(response) == 200
+    assert json.loads(body_of(response)) == {"bytes": 3}
+
+
+def test_a_kept_alive_connection_gets_fresh_deadlines_for_each_request(calls: Calls) -> None:
+    server_settings = TIGHT.model_copy(update={"keepalive_timeout_s": 5})
+    with ServerThread(calls.app(), server_settings) as server, server.connect() as client:
+        for n in range(2):
+            client.sendall(request(f"/echo?n={n}", body=b"hello"))
+            assert status_of(client.recv(65536)) == 200
+            # Idle for longer than the header and body timeouts: only keep-alive's applies.
+            time.sleep(TIGHT.header_timeout_s + TIGHT.body_timeout_s)
+        client.sendall(request(headers={"Connection": "close"}))
+        assert status_of(read_response(client)) == 200
+    assert len(calls.seen) == 3
+
+
+def test_a_unix_socket_peer_has_its_credentials_in_the_scope(calls: Calls, tmp_path: Path) -> None:
+    listener = unix_listener(tmp_path / "s.sock")
+    mine = {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+    with ServerThread(calls.app(), listener=listener) as server, server.connect() as client:
+        client.sendall(request(headers={"Connection": "close"}))
+        response = read_response(client)
+    assert json.loads(body_of(response))["peer"] == mine
+
+
+def test_a_websocket_on_the_unix_socket_has_its_peer_in_the_scope(
+    calls: Calls, tmp_path: Path
+) -> None:
+    from websockets.sync.client import unix_connect
+
+    path = tmp_path / "s.sock"
+    with (
+        ServerThread(calls.app(), listener=unix_listener(path)),
+        unix_connect(str(path), uri="ws://test/ws") as websocket,
+    ):
+        answer = json.loads(websocket.recv(timeout=10))
+    assert answer["peer"] == {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+
+
+def test_a_tcp_peer_has_no_credentials(calls: Calls) -> None:
+    with ServerThread(calls.app()) as server, server.connect() as client:
+        client.sendall(request(headers={"Connection": "close"}))
+        assert json.loads(body_of(read_response(client)))["peer"] is None
+
+
+def test_a_graceful_stop_answers_a_connection_accepted_before_it(calls: Calls) -> None:
+    with ServerThread(calls.app()) as server, server.connect() as client:
+        wait_for(lambda: bool(server.server.server_state.connections), 10, "the accept")
+        server.server.should_exit = True
+        wait_for(lambda: not server.server.servers[0].is_serving(), 10, "the stop to begin")
+        client.sendall(request())
+        response = read_response(client)
+    assert status_of(response) == 200
+    assert b"connection: close" in response.lower()
