@@ -244,6 +244,10 @@ def test_both_modes_give_the_socket_the_same_mode_group_and_directory(
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o710
     with fresh_connections(uds=str(sock)) as client:
         wait_for(lambda: answers(client, "/api/v1/health"), 30, f"{mode} to answer")
+        assert client.get("/api/v1/plugins").status_code == 200  # a rate-limited route
+    # Workers share their rate-limit counters through a file; one process keeps its own.
+    shared_counters = tmp_path / "run" / "ratelimit.shm"
+    assert shared_counters.exists() == (mode == "gunicorn")
     server.stop()
     assert not sock.exists()
 

@@ -104,8 +104,9 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
     owner = os.getpid()
     try:
         # Build the app once here so config errors and conflicts stop the start with a
-        # clear message, not inside a worker.
-        app = create_app(settings)
+        # clear message, not inside a worker. One process serves it alone: state the
+        # workers would share (rate-limit counters) stays in its memory.
+        app = create_app(settings, single_process=not multiprocess)
         if code_reload:
             run_uvicorn_reloading_code(settings, listener, layers)
             return
@@ -131,14 +132,22 @@ def secure_data_dir(settings: Settings) -> None:
 
 
 def reread(
-    current: Settings, layers: CliLayers, record: ServerRecord, *, kept: Sequence[str]
+    current: Settings,
+    layers: CliLayers,
+    record: ServerRecord,
+    *,
+    kept: Sequence[str],
+    single_process: bool = False,
 ) -> Reloaded | None:
-    """The configuration read again and checked by building the app; None when refused."""
+    """The configuration read again and checked by building the app; None when refused.
+
+    ``single_process``: the app will be served by this one process alone.
+    """
     try:
         fresh = layers.load()
         prepare_log_dirs(fresh)
         secure_data_dir(fresh)
-        app = create_app(fresh)
+        app = create_app(fresh, single_process=single_process)
     except (ConfigError, PluginError) as exc:
         first, *rest = str(exc).splitlines() or [""]
         detail = " ".join([first, "; ".join(line.strip() for line in rest)]).strip()
@@ -340,7 +349,9 @@ def run_uvicorn(
     kept = [f"server.{key}" for key in (*LISTENER_KEYS, "workers")] + ["run_dir"]
     try:
         while not signals.stop:
-            again = functools.partial(reread, settings, layers, record, kept=kept)
+            again = functools.partial(
+                reread, settings, layers, record, kept=kept, single_process=True
+            )
             server = _ReloadingServer(uvicorn_config(settings, app), signals, again)
             log.info("serving on %s", describe(settings.server))
             # uvicorn closes the socket it is given when it stops: give it a duplicate.
