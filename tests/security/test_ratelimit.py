@@ -15,7 +15,12 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from hostcore.config import RateLimitSettings
-from hostcore.security.ratelimit import RateLimiter, RateLimitResult, SharedMemoryStorage
+from hostcore.security.ratelimit import (
+    ProcessStorage,
+    RateLimiter,
+    RateLimitResult,
+    SharedMemoryStorage,
+)
 
 FORK = multiprocessing.get_context("fork")
 TOKEN = "POST /api/v1/auth/token"
@@ -61,8 +66,8 @@ def storage(request: pytest.FixtureRequest, shm_path: Path) -> Iterator[Storage]
     if request.param == "memory":
         yield MemoryStorage()
         return
-    store = (
-        SharedMemoryStorage(process_only=True, slots=64)
+    store: ProcessStorage | SharedMemoryStorage = (
+        ProcessStorage()
         if request.param == "process"
         else SharedMemoryStorage(path=shm_path, slots=64)
     )
@@ -243,15 +248,27 @@ def test_from_settings_shared_uses_a_private_file_in_run_dir(tmp_path: Path) -> 
 
 
 def test_a_single_process_server_keeps_its_counters_to_itself(tmp_path: Path) -> None:
-    """One process shares with nobody: no file, no lock, and a forked child starts afresh."""
+    """One process shares with nobody: no file, no lock."""
     run_dir = tmp_path / "run"
     limiter = RateLimiter.from_settings(
-        RateLimitSettings(default="2/minute"), run_dir, single_process=True
+        RateLimitSettings(default="3/minute"), run_dir, single_process=True
     )
-    assert limiter.hit("user:alice", SYSTEM).remaining == 1
+    assert isinstance(limiter.storage, ProcessStorage)
+    assert limiter.hit("user:alice", SYSTEM).remaining == 2
     assert not (run_dir / "ratelimit.shm").exists()
-    assert in_children(1, lambda: limiter.hit("user:alice", SYSTEM).remaining) == [1]
-    assert not limiter.hit("user:alice", SYSTEM).remaining, "the child's hit was its own"
+    in_children(1, lambda: limiter.hit("user:alice", SYSTEM).remaining)
+    assert limiter.hit("user:alice", SYSTEM).remaining == 1, "another process's hit was its own"
+
+
+def test_process_storage_stays_within_its_keys_and_forgets_the_earliest_windows(
+    clock: FakeClock,
+) -> None:
+    storage = ProcessStorage(max_keys=4)
+    for n in range(4):
+        storage.incr(f"k{n}", 60 + n)
+    storage.incr("k4", 100)
+    assert storage.get("k0") == 0 and storage.get("k1") == 0, "half, ending first, went"
+    assert [storage.get(f"k{n}") for n in (2, 3, 4)] == [1, 1, 1]
 
 
 def test_from_settings_memory_is_limits_memory_storage(tmp_path: Path) -> None:

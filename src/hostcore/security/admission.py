@@ -78,18 +78,15 @@ def runtime_of(scope: Scope) -> SecurityRuntime:
     return runtime
 
 
-async def admit(
-    connection: HTTPConnection,
-    runtime: SecurityRuntime,
-    requirement: Requirement,
-    key: str,
-    template: str,
-) -> None:
-    """Admit the caller of ``connection`` to the route at ``template`` or raise.
+def admit_at_once(
+    scope: Scope, runtime: SecurityRuntime, requirement: Requirement, key: str, template: str
+) -> bool:
+    """Admit the caller of ``scope`` to the route at ``template`` or raise, when that
+    needs no waiting: no credential, or a bearer token this worker has verified before
+    (the ordinary case). False: the credential needs :func:`admit`.
 
     ``key`` names what the rate limit counts ("GET /api/v1/auth/whoami").
     """
-    scope = connection.scope
     context = context_of(scope)
     if context is None:
         raise HostcoreError("request reached a route without hostcore's request context")
@@ -98,8 +95,45 @@ async def admit(
     if not credentials:
         runtime.count_address(key, context)
         if requirement.public:
-            return
+            return True
         raise Unauthorized(NO_CREDENTIALS)
+    authorization = credentials.get("authorization")
+    if authorization is None:
+        return False
+    try:
+        principal = runtime.authenticator.verify_at_once(authorization)
+    except Unauthorized:
+        runtime.count_address(key, context)
+        raise
+    if principal is None:
+        return False
+    context.principal = principal
+    runtime.count(principal.subject, key, context)
+    requirement.check(principal)
+    return True
+
+
+async def admit(
+    connection: HTTPConnection,
+    runtime: SecurityRuntime,
+    requirement: Requirement,
+    key: str,
+    template: str,
+) -> None:
+    """Admit the caller of ``connection`` to the route at ``template`` or raise: the whole
+    sequence, which may wait (a first check of a token, an HMAC nonce in the store)."""
+    if not admit_at_once(connection.scope, runtime, requirement, key, template):
+        await admit_waiting(connection, runtime, requirement, key)
+
+
+async def admit_waiting(
+    connection: HTTPConnection, runtime: SecurityRuntime, requirement: Requirement, key: str
+) -> None:
+    """The rest of admission, after :func:`admit_at_once` said False."""
+    scope = connection.scope
+    context = context_of(scope)
+    assert context is not None  # admit_at_once has checked
+    credentials = credential_headers(scope)
 
     def check_address() -> None:
         runtime.check_address(key, context)
@@ -161,14 +195,18 @@ def _with_principal(endpoint: Callable[..., Any], names: list[str]) -> Callable[
         @functools.wraps(endpoint)
         async def injected(**values: Any) -> Any:
             found = principal()
-            return await endpoint(**values, **dict.fromkeys(names, found))
+            for name in names:
+                values[name] = found
+            return await endpoint(**values)
 
         return injected
 
     @functools.wraps(endpoint)
     def injected_sync(**values: Any) -> Any:
         found = principal()
-        return endpoint(**values, **dict.fromkeys(names, found))
+        for name in names:
+            values[name] = found
+        return endpoint(**values)
 
     return injected_sync
 
@@ -204,7 +242,9 @@ class AdmittedRoute(APIRoute):
             nonlocal runtime
             if runtime is None:
                 runtime = runtime_of(request.scope)
-            await admit(request, runtime, requirement, keys[request.method], template)
+            key = keys[request.method]
+            if not admit_at_once(request.scope, runtime, requirement, key, template):
+                await admit_waiting(request, runtime, requirement, key)
             return await handler(request)
 
         return admitted
@@ -220,14 +260,18 @@ class AdmittedRoute(APIRoute):
         return super().matches(scope)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods:
-            # A 405 is an unmatched request as far as the limit is concerned.
-            context = context_of(scope)
-            if context is not None:
-                runtime_of(scope).count_address(f"{scope['method']} {self.path}", context)
-            allow = ", ".join(sorted(self.allowed or self.methods))
-            raise HTTPException(status_code=405, headers={"Allow": allow})
-        await super().handle(scope, receive, send)
+        # Starlette's Route.handle, without the layers an included route needs (every
+        # route of hostcore's is flat): the method is allowed, or it is a 405.
+        methods: set[str] | frozenset[str] = self.methods or frozenset()
+        if scope["method"] in methods:
+            await self.app(scope, receive, send)
+            return
+        # A 405 is an unmatched request as far as the limit is concerned.
+        context = context_of(scope)
+        if context is not None:
+            runtime_of(scope).count_address(f"{scope['method']} {self.path}", context)
+        allow = ", ".join(sorted(self.allowed or methods))
+        raise HTTPException(status_code=405, headers={"Allow": allow})
 
 
 class AdmittedWebSocketRoute(APIWebSocketRoute):

@@ -46,6 +46,14 @@ def credential_headers(scope: Scope) -> dict[str, str]:
     return found
 
 
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token
+
+
 class Authenticator:
     """Verifies credentials for one worker, with the keys and secrets it holds."""
 
@@ -67,6 +75,12 @@ class Authenticator:
         """The HMAC secret of every listed client (:mod:`hostcore.security.secret_files`)."""
         self._secrets = await asyncio.to_thread(load_client_secrets, settings)
 
+    def verify_at_once(self, authorization: str) -> Principal | None:
+        """The caller of a bearer token this worker has verified before, at the cost of a
+        lookup; None when the credential needs :meth:`verify` (which may wait)."""
+        token = _bearer_token(authorization)
+        return self.verifier.verify_cached(token)
+
     async def verify(
         self,
         scope: Scope,
@@ -84,10 +98,7 @@ class Authenticator:
         """
         authorization = header("authorization")
         if authorization is not None:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-            return await self.verify_token(token.strip(), before_expensive)
+            return await self.verify_token(_bearer_token(authorization), before_expensive)
         if header(SIGNATURE_HEADER.lower()) is not None:
             if not local:
                 raise Unauthorized("signed requests are accepted only from this host")

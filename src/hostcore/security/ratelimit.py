@@ -28,8 +28,8 @@ the limit), never refuse a request that should pass. The hash is salted per
 file, so clients cannot choose identities that crowd one neighbourhood.
 
 A server of one process (``hostcore serve`` without ``--workers``) has no one to
-share with: its table (``process_only``) is the same hash table in the
-process's own anonymous memory, without the file and without ``flock``.
+share with: :class:`ProcessStorage` applies the same fixed-window rule to a
+dictionary in that process's memory, without the file and without ``flock``.
 
 :class:`RateLimiter` is the typed facade the request pipeline calls: it parses
 the configured limits once and applies limits' fixed-window rule, with the
@@ -61,7 +61,7 @@ from hostcore.config import RateLimitSettings
 from hostcore.context import RateLimitResult
 from hostcore.errors import ConfigError
 
-__all__ = ["RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
+__all__ = ["ProcessStorage", "RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
 
 _MAGIC = b"hcrlimit"
 _VERSION = 1
@@ -94,22 +94,16 @@ _KEY_CACHE_SIZE = 4096
 
 
 class _Table:
-    """One process's view of the shared file; entering it takes the exclusive lock.
-    Without a file (``fd`` None) the table is this process's alone, and unlocked."""
+    """One process's view of the shared file; entering it takes the exclusive lock."""
 
-    def __init__(self, fd: int | None, slots: int, salt: bytes) -> None:
+    def __init__(self, fd: int, slots: int, salt: bytes) -> None:
         self.fd = fd
         self.slots = slots
         self.salt = salt
         self.window = min(slots, _PROBE_LIMIT)
         self.generation = _generation
         self._hashes: dict[str, int] = {}
-        size = _HEADER_SIZE + slots * _SLOT_SIZE
-        self.mm = (
-            mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            if fd is None
-            else mmap.mmap(fd, size)
-        )
+        self.mm = mmap.mmap(fd, _HEADER_SIZE + slots * _SLOT_SIZE)
         self._view = memoryview(self.mm)
         self._region = self._view[_HEADER_SIZE:]
         # Two views of the same bytes: the hash and count words as integers, the
@@ -117,10 +111,6 @@ class _Table:
         self.words = self._region.cast("Q")
         self.floats = self._region.cast("d")
         self._lock = threading.Lock()
-
-    @classmethod
-    def private(cls, slots: int) -> _Table:
-        return cls(None, slots, os.urandom(_SALT_SIZE))
 
     @classmethod
     def open(cls, path: Path, slots: int) -> _Table:
@@ -141,8 +131,6 @@ class _Table:
 
     def __enter__(self) -> _Table:
         self._lock.acquire()
-        if self.fd is None:
-            return self
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
@@ -157,8 +145,7 @@ class _Table:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            if self.fd is not None:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self._lock.release()
 
@@ -218,8 +205,7 @@ class _Table:
         for view in (self.words, self.floats, self._region, self._view):
             view.release()
         self.mm.close()
-        if self.fd is not None:
-            os.close(self.fd)
+        os.close(self.fd)
 
 
 def _check_private(fd: int, path: Path) -> None:
@@ -280,8 +266,7 @@ class SharedMemoryStorage(Storage):
     Built directly (``SharedMemoryStorage(path=..., slots=4096)``) or from a URI
     such as ``hostcore-shm:///run/hostcore/ratelimit.shm?slots=8192``. The slot
     count applies when the file is created; an existing file keeps its own.
-    ``process_only=True`` keeps the table in this process's memory instead (no
-    path). Supports only the fixed-window strategy.
+    Supports only the fixed-window strategy.
     """
 
     # limits declares it as an instance attribute; its metaclass reads it from the class body.
@@ -294,15 +279,12 @@ class SharedMemoryStorage(Storage):
         *,
         path: Path | None = None,
         slots: int = DEFAULT_SLOTS,
-        process_only: bool = False,
         **options: float | str | bool,
     ) -> None:
         if uri is not None:
             path, slots = _parse_uri(uri, slots)
-        if (path is None) != process_only:
-            raise ValueError(
-                "SharedMemoryStorage needs a path or a hostcore-shm:// URI, or process_only"
-            )
+        if path is None:
+            raise ValueError("SharedMemoryStorage needs a path or a hostcore-shm:// URI")
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"slots must be between 1 and {MAX_SLOTS}, got {slots}")
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
@@ -437,6 +419,81 @@ def parse_limit(text: str) -> RateLimitItem:
     return items[0]
 
 
+class ProcessStorage(Storage):
+    """Fixed-window counters in this process's memory: the storage of a server that is one
+    process. The same rule as :class:`SharedMemoryStorage` (a window starts at its first
+    hit; one ending more than its length from now means the clock stepped back), in a
+    dictionary. Past ``max_keys`` the expired windows go, then the half that ends first:
+    like the table's eviction, that can only under-count.
+    """
+
+    STORAGE_SCHEME = ["hostcore-process"]  # noqa: RUF012 - read by limits' metaclass
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        *,
+        max_keys: int = 65536,
+        **options: float | str | bool,
+    ) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.max_keys = max_keys
+        self._windows: dict[str, list[float]] = {}  # key -> [count, window end]
+        self._lock = threading.Lock()
+
+    @property
+    def base_exceptions(self) -> tuple[type[Exception], ...]:
+        return (ValueError,)
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        return self.incr_window(key, expiry, amount)[0]
+
+    def incr_window(self, key: str, expiry: float, amount: int = 1) -> tuple[int, float]:
+        with self._lock:
+            now = time.time()
+            window = self._windows.get(key)
+            if window is None or not now < window[1] <= now + expiry:
+                if window is None and len(self._windows) >= self.max_keys:
+                    self._evict(now)
+                window = self._windows[key] = [0, now + expiry]
+            window[0] += amount
+            return int(window[0]), window[1]
+
+    def _evict(self, now: float) -> None:
+        live = {key: w for key, w in self._windows.items() if w[1] > now}
+        if len(live) >= self.max_keys:
+            by_end = sorted(live, key=lambda key: live[key][1])
+            for key in by_end[: len(by_end) // 2]:
+                del live[key]
+        self._windows = live
+
+    def get(self, key: str) -> int:
+        window = self._windows.get(key)
+        return int(window[0]) if window is not None and window[1] > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        window = self._windows.get(key)
+        now = time.time()
+        return window[1] if window is not None and window[1] > now else now
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int:
+        with self._lock:
+            live = sum(1 for window in self._windows.values() if window[1] > time.time())
+            self._windows = {}
+        return live
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._windows.pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to release (the interface of SharedMemoryStorage)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Limit:
     item: RateLimitItem
@@ -470,7 +527,7 @@ class RateLimiter:
         self._keys: dict[tuple[str, str], tuple[_Limit, str]] = {}
         self._count_in_window = (
             storage.incr_window
-            if isinstance(storage, SharedMemoryStorage)
+            if isinstance(storage, SharedMemoryStorage | ProcessStorage)
             else self._incr_then_expiry
         )
 
@@ -487,7 +544,7 @@ class RateLimiter:
         """
         storage: Storage
         if settings.storage == "shared" and single_process:
-            storage = SharedMemoryStorage(process_only=True)
+            storage = ProcessStorage()
         elif settings.storage == "shared":
             storage = SharedMemoryStorage(path=run_dir / SHARED_FILE_NAME)
         elif settings.storage == "memory":

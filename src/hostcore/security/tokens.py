@@ -219,7 +219,17 @@ class TokenVerifier:
             self._cache[token] = cached
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        elif now > cached.expires_at + self.settings.leeway_s:
+        return self._still_valid(token, cached, now)
+
+    def verify_cached(self, token: str) -> Principal | None:
+        """The principal of a token this worker has verified in full before, with what
+        can change checked again; None when the token would need a full check."""
+        cached = self._cache.get(token)
+        return None if cached is None else self._still_valid(token, cached, time.time())
+
+    def _still_valid(self, token: str, cached: _Verified, now: float) -> Principal:
+        """What can change since a token was verified: expiry, its key, revocation."""
+        if now > cached.expires_at + self.settings.leeway_s:
             del self._cache[token]
             raise Unauthorized("token has expired")
         key = self.keys.get(cached.kid)
