@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -120,10 +121,29 @@ def _private_store(path: Path) -> None:
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     def apply(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return apply
+
+
+def _wal(cursor: Any, patience_s: float) -> None:
+    """WAL mode, a property of the file. Switching needs the file to itself, and SQLite
+    does not wait for that: two processes opening a new store at once (workers, the
+    CLI) may find it locked, and the one that lost finds WAL set by the other."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, by whichever module
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            cursor.execute("PRAGMA journal_mode")
+            mode = cursor.fetchone()
+            if mode is not None and str(mode[0]).lower() == "wal":
+                return
+            time.sleep(0.02)  # in the driver's thread, at connect time

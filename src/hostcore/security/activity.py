@@ -8,14 +8,17 @@ How a batch reaches the store is the hot part, measured with
 ``bench/auth.py``: it runs once per few hundred requests, but every request
 pays for it.
 
-- A SQLite file gets its own plain ``sqlite3`` connection, used from the event
-  loop: each slice of at most ``SLICE_ROWS`` rows is one ``executemany`` in one
-  transaction (about 4 us a row here, half a millisecond a slice). Handing the
-  batch to a thread instead (the aiosqlite driver) cost the server 3-4 times the
-  writing itself: the driver takes the GIL back after every row, and each
-  hand-over waits for the loop's thread. The connection never waits for a lock
-  (``busy_timeout=0``): when another process is writing, the slice is retried
-  moments later, and the WAL checkpoint, which may ``fsync``, runs in a thread.
+- A SQLite file gets its own plain ``sqlite3`` connection, used from a thread:
+  each slice of at most ``SLICE_ROWS`` rows is ONE multi-row ``INSERT`` in one
+  transaction. SQLite runs a statement with the GIL released, so inserting the
+  rows (the B-tree work, several microseconds a row) happens beside the event
+  loop, not on it, and the thread takes the GIL back once per slice. (An
+  ``executemany``, in a thread or through the aiosqlite driver, takes it back
+  after every row, and each hand-over waits for the loop's thread; on the loop
+  it cost every request the row's insert.) The connection never waits for a
+  lock (``busy_timeout=0``): when another process is writing, the slice is
+  retried moments later. The WAL checkpoint, which may ``fsync``, runs in a
+  thread with its own connection.
 - Any other store (PostgreSQL, in-memory SQLite) goes through the engine's
   driver with ``executemany``.
 
@@ -84,9 +87,6 @@ def _insert_sql(paramstyle: str) -> str:
     return f"INSERT INTO activity ({', '.join(_COLUMNS)}) VALUES ({values})"  # noqa: S608
 
 
-_SQLITE_INSERT_SQL = _insert_sql("qmark")
-
-
 class StoreBusy(Exception):
     """Another connection holds the write lock; try again shortly."""
 
@@ -118,28 +118,43 @@ def _prune_sqlite(connection: sqlite3.Connection, cutoff: float, max_rows: int, 
     return int(aged + counted)
 
 
+def _multi_row_insert(rows: int) -> str:
+    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    return f"INSERT INTO activity ({', '.join(_COLUMNS)}) VALUES " + ", ".join([one] * rows)  # noqa: S608
+
+
 class _SqliteWriter:
-    """Slices of rows into one SQLite file, on the event loop, never waiting for a lock."""
+    """Slices of rows into one SQLite file, never waiting for a lock. Its methods block:
+    call them from a thread, one at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = None
         self._slices = 0
+        self._insert_sql: dict[int, str] = {}
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             # The schema (and WAL mode, a property of the file) come from the migrations.
-            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            # Used from worker threads, one call at a time (the recorder awaits each).
+            connection = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint()
             self._connection = connection
         return self._connection
 
     def write(self, rows: list[ActivityRecord]) -> None:
+        """One transaction, one statement: the GIL is released while SQLite inserts."""
         connection = self._connect()
+        sql = self._insert_sql.get(len(rows))
+        if sql is None:
+            sql = self._insert_sql[len(rows)] = _multi_row_insert(len(rows))
+        values = [value for row in rows for value in row]
         _begin(connection)
         try:
-            connection.executemany(_SQLITE_INSERT_SQL, rows)
+            connection.execute(sql, values)
             connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -265,11 +280,12 @@ class ActivityRecorder:
         if self._sqlite is not None:
             removed = 0
             while removed < limit:
-                step = self._sqlite.prune(cutoff, max_rows, min(SLICE_ROWS, limit - removed))
+                step = await asyncio.to_thread(
+                    self._sqlite.prune, cutoff, max_rows, min(SLICE_ROWS, limit - removed)
+                )
                 removed += step
                 if not step:
                     break
-                await asyncio.sleep(0)  # let requests run between slices
             return removed
         async with self.db.session() as session, session.begin():
             return await apply_retention(session, self.settings, limit=limit)
@@ -280,13 +296,11 @@ class ActivityRecorder:
         written = 0
         while self._buffer:
             batch = self._buffer[:SLICE_ROWS]
-            self._sqlite.write(batch)  # raises with the rows still buffered
+            await asyncio.to_thread(self._sqlite.write, batch)  # raises with the rows buffered
             del self._buffer[: len(batch)]
             written += len(batch)
             if self._sqlite.checkpoint_due():
                 await asyncio.to_thread(self._sqlite.checkpoint)
-            else:
-                await asyncio.sleep(0)  # let requests run between slices
         return written
 
     async def _flush_engine(self) -> int:
