@@ -99,11 +99,14 @@ class RequestContextMiddleware:
             return
         given_id: bytes | None = None
         length: bytes | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 given_id = value
             elif name == b"content-length":
                 length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         client, local = self.caller(scope)
         context = RequestContext(self.request_ids.of(given_id), client, local)
         attach(scope, context)
@@ -121,10 +124,12 @@ class RequestContextMiddleware:
                 await error_response(refusal, scope["method"], scope["path"])(
                     scope, receive, response.send
                 )
-            elif length is None:
+            elif chunked:
+                # No Content-Length to check in advance: count the body as it comes.
                 body = _BodyLimit(receive, self.max_body_bytes, scope, response)
                 await self.app(scope, body.receive, response.send)
             else:
+                # With neither header a request has no body (RFC 9112 §6.3).
                 await self.app(scope, receive, response.send)
         except Exception as exc:
             if not response.closed:

@@ -60,7 +60,8 @@ IDLE_PRUNE_EVERY_S = 60.0
 
 
 class ActivityRecord(NamedTuple):
-    """One request; a tuple because one is made per request."""
+    """One request, field by field. The request path records a plain tuple of these
+    fields (an :data:`ActivityRow`): one is made per request."""
 
     at: float
     request_id: str
@@ -72,6 +73,7 @@ class ActivityRecord(NamedTuple):
     client: str | None
 
 
+ActivityRow = tuple[float, str, str | None, str, str, int, float, str | None]
 _COLUMNS = ActivityRecord._fields
 _PLACEHOLDERS: dict[str, Callable[[int], str]] = {
     "qmark": lambda n: "?",
@@ -145,7 +147,7 @@ class _SqliteWriter:
             self._connection = connection
         return self._connection
 
-    def write(self, rows: list[ActivityRecord]) -> None:
+    def write(self, rows: list[ActivityRow]) -> None:
         """One transaction, one statement: the GIL is released while SQLite inserts."""
         connection = self._connect()
         sql = self._insert_sql.get(len(rows))
@@ -205,7 +207,7 @@ class ActivityRecorder:
     def __init__(self, db: Database, settings: ActivitySettings) -> None:
         self.db = db
         self.settings = settings
-        self._buffer: list[ActivityRecord] = []
+        self._buffer: list[ActivityRow] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -216,7 +218,7 @@ class ActivityRecorder:
         path = sqlite_path(db.url)
         self._sqlite = _SqliteWriter(path) if path is not None else None
 
-    def record(self, entry: ActivityRecord) -> None:
+    def record(self, entry: ActivityRow) -> None:
         if len(self._buffer) >= MAX_BUFFER:
             # The store is far behind; losing rows beats exhausting memory.
             self.dropped += 1

@@ -51,7 +51,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostcore.context import UNMATCHED, Principal, context_of, current_context
+from hostcore.context import UNMATCHED, context_of, current_context
 from hostcore.errors import (
     WS_POLICY_VIOLATION,
     WS_TRY_AGAIN_LATER,
@@ -184,28 +184,25 @@ def _handler_dependant(dependant: Any) -> Any:
 def _with_principal(endpoint: Callable[..., Any], names: list[str]) -> Callable[..., Any]:
     """``endpoint``, given the admitted principal as each of ``names``."""
 
-    def principal() -> Principal | None:
+    def give_principal(values: dict[str, Any]) -> None:
         context = current_context.get()
         if context is None or context.route is None:
             raise NotAdmitted("this route was not admitted by hostcore")
-        return context.principal
+        for name in names:
+            values[name] = context.principal
 
     if inspect.iscoroutinefunction(endpoint):
 
         @functools.wraps(endpoint)
         async def injected(**values: Any) -> Any:
-            found = principal()
-            for name in names:
-                values[name] = found
+            give_principal(values)
             return await endpoint(**values)
 
         return injected
 
     @functools.wraps(endpoint)
     def injected_sync(**values: Any) -> Any:
-        found = principal()
-        for name in names:
-            values[name] = found
+        give_principal(values)
         return endpoint(**values)
 
     return injected_sync

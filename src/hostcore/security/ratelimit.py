@@ -584,7 +584,7 @@ class RateLimiter:
 
     def hit(self, identity: str, route_key: str) -> RateLimitResult:
         """Count one request by ``identity`` to ``route_key`` (``"POST /api/v1/auth/token"``)."""
-        limit, key = self._key(identity, route_key)
+        limit, key = self._keys.get((identity, route_key)) or self._key(identity, route_key)
         count, reset_at = self._count_in_window(key, limit.expiry)
         amount = limit.amount
         if count <= amount:

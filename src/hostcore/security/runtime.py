@@ -23,7 +23,7 @@ from hostcore.config import Settings
 from hostcore.context import UNMATCHED, PrincipalKind, RateLimitResult, RequestContext
 from hostcore.db.engine import Database
 from hostcore.errors import TooManyRequests, Unavailable
-from hostcore.security.activity import ActivityRecord, ActivityRecorder
+from hostcore.security.activity import ActivityRecorder
 from hostcore.security.authentication import Authenticator
 from hostcore.security.issuing import Issuer
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey
@@ -127,17 +127,15 @@ class SecurityRuntime:
         route = context.route or _route_of(scope)
         # Bounded to the column sizes: one odd request must not break a batch.
         self.activity.record(
-            ActivityRecord._make(
-                (
-                    time.time(),
-                    context.request_id,
-                    principal.subject if principal is not None else None,
-                    scope.get("method", "WS")[:10],
-                    route[:256],
-                    status,
-                    round(duration_ms, 3),
-                    context.client,
-                )
+            (
+                time.time(),
+                context.request_id,
+                principal.subject if principal is not None else None,
+                scope.get("method", "WS")[:10],
+                route[:256],
+                status,
+                round(duration_ms, 3),
+                context.client,
             )
         )
 
