@@ -423,11 +423,11 @@ REMAINING_DIFFERENCES = [
     "WhoAmIRead that FastAPI validates and serializes (~90 bytes); stats returns the sample "
     "encoded once per sample (~1.2 KB) with an ETag.",
     "everything else is hostcore's per-request and background work, the cost under test: "
-    "its middleware (request id, client address, body limit, response headers, activity "
-    "record), Starlette's match among all of hostcore's routes, admission (bearer token, "
-    "cached after its first check; rate limit, shared mmap storage, flock per hit; scope "
-    "check), the activity writer, and whatever else its lifespan runs (stats sampler, "
-    "security upkeep).",
+    "its server protocol (request head limits and timeouts), its middleware (request id, "
+    "client address, body limit, response headers, activity record), Starlette's match "
+    "among all of hostcore's routes, admission (bearer token, cached after its first "
+    "check; rate limit, counted in the one process's memory; scope check), the activity "
+    "writer, and whatever else its lifespan runs (stats sampler, security upkeep).",
 ]
 
 
