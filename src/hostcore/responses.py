@@ -48,16 +48,23 @@ CONDITIONAL_GET: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """A value encoded once: its JSON bytes and a strong entity tag (a digest of them)."""
+    """A value encoded once: its JSON bytes and a strong entity tag (a digest of them),
+    with the response headers that go with them, encoded once too."""
 
     body: bytes
     etag: str
     media_type: str = "application/json"
+    # ETag and Cache-Control (a 304 carries these), then Content-Type and -Length.
+    revalidation_headers: tuple[tuple[bytes, bytes], ...] = ()
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
-    def of(cls, model: BaseModel) -> Encoded:
+    def of(cls, model: BaseModel, media_type: str = "application/json") -> Encoded:
         body = model.model_dump_json().encode()
-        return cls(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
+        etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+        revalidation = ((b"etag", etag.encode()), (b"cache-control", b"no-cache"))
+        content = ((b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body)))
+        return cls(body, etag, media_type, revalidation, revalidation + content)
 
     def matches(self, if_none_match: str) -> bool:
         """Whether an ``If-None-Match`` value names this body (RFC 9110 §13.1.2: weak
@@ -68,12 +75,23 @@ class Encoded:
         return self.etag in tags
 
 
+class EncodedResponse(Response):
+    """A response whose body and headers were encoded in advance (an :class:`Encoded`):
+    nothing is rendered or encoded per request."""
+
+    def __init__(self, encoded: Encoded, *, not_modified: bool = False) -> None:
+        self.status_code = 304 if not_modified else 200
+        self.background = None
+        self.body = b"" if not_modified else encoded.body
+        headers = encoded.revalidation_headers if not_modified else encoded.headers
+        self.raw_headers = list(headers)  # a copy: whoever sends it may add to it
+
+
 def revalidated(connection: HTTPConnection, encoded: Encoded) -> Response:
     """``encoded`` with its ETag, or 304 when the request's If-None-Match names it."""
-    headers = {"ETag": encoded.etag, "Cache-Control": "no-cache"}
     for name, value in connection.scope["headers"]:
         if name == IF_NONE_MATCH:
             if len(value) <= _MAX_IF_NONE_MATCH and encoded.matches(value.decode("latin-1")):
-                return Response(status_code=304, headers=headers)
+                return EncodedResponse(encoded, not_modified=True)
             break
-    return Response(encoded.body, media_type=encoded.media_type, headers=headers)
+    return EncodedResponse(encoded)
