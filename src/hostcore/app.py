@@ -36,7 +36,7 @@ from hostcore.security.deps import AUTHENTICATED, PUBLIC, declared_permissions
 from hostcore.security.runtime import SecurityRuntime
 
 CORE = "hostcore core"
-UNAVAILABLE = "<unavailable>"  # the rate-limit key of requests to a failed plugin
+REFUSED = "<refused>"  # the rate-limit key of requests the middleware answers itself
 STARTUP_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
 CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
@@ -265,6 +265,8 @@ def create_app(
         try:
             yield {}
         finally:
+            # A reload builds a new app in this process: let the old one be collected.
+            gc.unfreeze()
             await _stop_plugins(app, registry, started)
             await security.stop()
             await db.dispose()
@@ -303,7 +305,7 @@ def create_app(
     _install_exception_handlers(app, registry)
 
     def count_refused(context: RequestContext) -> None:
-        security.count_address(f"ANY {UNAVAILABLE}", context)
+        security.count_address(f"ANY {REFUSED}", context)
 
     app.add_middleware(
         RequestContextMiddleware,

@@ -21,6 +21,7 @@ from hostcore.cli_support import (
     load_or_exit,
     one_line,
     opened_database,
+    refuse_a_stranger_to_the_data_dir,
     registry_or_exit,
     run_or_exit,
 )
@@ -175,6 +176,7 @@ def _with_database(
     from hostcore.db.migrate import lineages
 
     settings = load_or_exit(config, overrides)
+    refuse_a_stranger_to_the_data_dir(settings)
     registry = registry_or_exit(settings)
 
     async def run() -> T:

@@ -10,6 +10,8 @@ needed at run time failed (the server or the store cannot be reached).
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -90,6 +92,27 @@ def run_or_exit(work: Coroutine[Any, Any, T]) -> T:
         fail(exc.detail, RUNTIME_ERROR)
     except HostcoreError as exc:
         fail(exc.detail)
+
+
+def refuse_a_stranger_to_the_data_dir(settings: Settings) -> None:
+    """Stop a command that would create the server's files (keys, secrets, the store)
+    as another user than the one who owns the data directory: the server could not
+    read what, say, root made. Run it as the owner (``sudo -u hostcore hostcore …``)."""
+    try:
+        owner = settings.data_dir.stat().st_uid
+    except FileNotFoundError:
+        return  # a first run makes the directory, and owns it
+    except OSError as exc:
+        fail(f"cannot read the data directory {settings.data_dir}: {exc.strerror}")
+    if owner != os.geteuid():
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        fail(
+            f"the data directory {settings.data_dir} belongs to {name}: run this command as "
+            f"that user (sudo -u {name} hostcore …), so the files it creates stay theirs"
+        )
 
 
 @asynccontextmanager

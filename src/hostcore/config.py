@@ -308,14 +308,14 @@ def _usable_rate_limit_storage(value: str) -> str:
         raise PydanticCustomError(
             "rate_limit_storage",
             "{value} is an asynchronous limits storage; use a synchronous one",
-            {"value": repr(value)},
+            {"value": repr(redact_url(value))},
         )
     if scheme not in _sync_storage_schemes():
         raise PydanticCustomError(
             "rate_limit_storage",
             'unknown storage scheme in {value}: use "shared", "memory" or the URL of '
             "a limits storage such as redis://localhost:6379",
-            {"value": repr(value)},
+            {"value": repr(redact_url(value))},
         )
     return value
 

@@ -33,15 +33,16 @@ FILE_LIMIT = 0o640
 log = logging.getLogger(__name__)
 
 
-def private_directory(path: Path, *, what: str) -> None:
-    """Create ``path`` (0700; missing parents get the umask's modes) or check the one found."""
+def private_directory(path: Path, *, what: str, limit: int = DIRECTORY_LIMIT) -> None:
+    """Create ``path`` (0700; missing parents get the umask's modes) or check the one found
+    (at most ``limit``: a layout may let others pass through, never list or write)."""
     try:
         path.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the {what} {path}: {exc.strerror}") from None
     if not path.is_dir():
         raise ConfigError(f"the {what} {path} is not a directory")
-    _limit(path, DIRECTORY_LIMIT, what)
+    _limit(path, limit, what)
 
 
 def private_file(path: Path, *, what: str) -> None:

@@ -40,6 +40,7 @@ import websockets
 from hostcore.config import Settings
 from hostcore.context import request_id_var
 from hostcore.files import private_directory, private_file, private_opener
+from hostcore.redaction import REDACTED, is_credential_parameter, redact_url
 
 FILTERS = ["request_id", "websocket_chatter"]
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s [%(request_id)s] %(message)s"
@@ -53,9 +54,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-REDACTED = "********"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line separators and lone surrogates (which no file can hold).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _CREDENTIALS = [
     # A header as a line ("Authorization: Bearer x"), an assignment or a dict item.
@@ -68,27 +69,34 @@ _CREDENTIALS = [
     ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
-    (
-        re.compile(
-            r"(?i)([?&;][^=&\s]*(?:token|secret|password|passphrase|signature|key)[^=&\s]*=)"
-            r"[^&\s'\"]*"
-        ),
-        rf"\1{REDACTED}",
-    ),
 ]
 _WEBSOCKETS_SOURCE = str(Path(websockets.__file__).parent)
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+_LOOSE_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s'\"]*)")
 
 
 def redact(text: str) -> str:
-    """``text`` with every credential it contains replaced by ``********``."""
+    """``text`` with every credential it contains replaced by ``********``: URL
+    credentials by the rules ``config show`` uses (:mod:`hostcore.redaction`), query
+    parameters even outside a URL, headers, bearer and basic credentials, JWTs."""
+    text = redact_url(text)
+    text = _LOOSE_PARAMETER.sub(_parameter, text)
     for pattern, replacement in _CREDENTIALS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _parameter(match: re.Match[str]) -> str:
+    if is_credential_parameter(match["name"]):
+        return f"{match['head']}{REDACTED}"
+    return match[0]
 
 
 class SafeFormatter(logging.Formatter):

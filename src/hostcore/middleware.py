@@ -16,6 +16,7 @@ Pure ASGI, because it runs on every request. In order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -126,7 +127,7 @@ class RequestContextMiddleware:
                 )
             elif chunked:
                 # No Content-Length to check in advance: count the body as it comes.
-                body = _BodyLimit(receive, self.max_body_bytes, scope, response)
+                body = _BodyLimit(receive, self.max_body_bytes, scope, response, self._counted)
                 await self.app(scope, body.receive, response.send)
             else:
                 # With neither header a request has no body (RFC 9112 §6.3).
@@ -144,10 +145,27 @@ class RequestContextMiddleware:
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext
     ) -> None:
-        if self.unavailable(scope["path"]) is not None:
-            await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
-            return
-        await self.app(scope, receive, send)
+        """A websocket is recorded like a request once it ends: 101 when its handshake was
+        accepted, 403 when it was closed before (what the server answers then)."""
+        started = time.perf_counter()
+        accepted = False
+
+        async def watched(message: Message) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept":
+                accepted = True
+            await send(message)
+
+        try:
+            if self.unavailable(scope["path"]) is not None:
+                if self.count_refused is not None:
+                    with contextlib.suppress(TooManyRequests):
+                        self.count_refused(context)
+                await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
+                return
+            await self.app(scope, receive, watched)
+        finally:
+            self._record(scope, context, 101 if accepted else 403, started)
 
     async def _liveness(self, scope: Scope, send: Send, context: RequestContext) -> None:
         """Liveness, answered before routing: probes ask often, and it must answer even
@@ -163,13 +181,16 @@ class RequestContextMiddleware:
     def _refusal(
         self, scope: Scope, context: RequestContext, raw_length: bytes | None
     ) -> Exception | None:
+        """Why hostcore answers this request itself, if it does. A refusal counts against
+        the caller's address like any request (429 once it is over the limit)."""
+        refusal = self._why_refused(scope, raw_length)
+        if refusal is None:
+            return None
+        return self._counted(refusal, context)
+
+    def _why_refused(self, scope: Scope, raw_length: bytes | None) -> Exception | None:
         unavailable = self.unavailable(scope["path"])
         if unavailable is not None:
-            if self.count_refused is not None:
-                try:
-                    self.count_refused(context)
-                except TooManyRequests as exc:
-                    return exc
             return unavailable
         if raw_length is None:
             return None
@@ -181,6 +202,14 @@ class RequestContextMiddleware:
                 f"request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
             )
         return None
+
+    def _counted(self, refusal: Exception, context: RequestContext) -> Exception:
+        if self.count_refused is not None:
+            try:
+                self.count_refused(context)
+            except TooManyRequests as exc:
+                return exc
+        return refusal
 
     def _record(self, scope: Scope, context: RequestContext, status: int, started: float) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
@@ -222,13 +251,21 @@ class _BodyLimit:
     """A body without Content-Length (chunked) is counted as it arrives; past the limit
     the client gets 413 and the app sees a disconnect."""
 
-    __slots__ = ("_receive", "limit", "received", "response", "scope")
+    __slots__ = ("_receive", "counted", "limit", "received", "response", "scope")
 
-    def __init__(self, receive: Receive, limit: int, scope: Scope, response: _Response) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        limit: int,
+        scope: Scope,
+        response: _Response,
+        counted: Callable[[Exception, RequestContext], Exception],
+    ) -> None:
         self._receive = receive
         self.limit = limit
         self.scope = scope
         self.response = response
+        self.counted = counted
         self.received = 0
 
     async def receive(self) -> Message:
@@ -239,7 +276,8 @@ class _BodyLimit:
         if self.received <= self.limit:
             return message
         if not self.response.status:
-            refusal = PayloadTooLarge(f"request body exceeds {self.limit} bytes")
+            too_large = PayloadTooLarge(f"request body exceeds {self.limit} bytes")
+            refusal = self.counted(too_large, self.response.context)
             await error_response(refusal, self.scope["method"], self.scope["path"])(
                 self.scope, self._receive, self.response.send
             )

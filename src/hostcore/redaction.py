@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, SecretBytes, SecretStr
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 REDACTED = "********"
 
@@ -39,6 +40,8 @@ CREDENTIAL_PARAMETERS = frozenset(
     }
 )
 
+_CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "key", "signature")
+
 # "scheme://user:" then the password, up to the last "@" before any query: a password
 # with an unencoded "@" or "/" is hidden whole.
 _USERINFO_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)[^?#\s]*@", re.I)
@@ -54,9 +57,16 @@ def redact_url(text: str) -> str:
 
 
 def _redact_parameter(match: re.Match[str]) -> str:
-    if unquote_plus(match["name"]).lower() in CREDENTIAL_PARAMETERS:
+    if is_credential_parameter(unquote_plus(match["name"])):
         return f"{match['head']}{REDACTED}"
     return match[0]
+
+
+def is_credential_parameter(name: str) -> bool:
+    """Whether a query parameter (or similar name) carries a credential: one of the
+    known names, or any name that says it holds a password, secret, token or key."""
+    lowered = name.lower()
+    return lowered in CREDENTIAL_PARAMETERS or any(word in lowered for word in _CREDENTIAL_WORDS)
 
 
 def redact_database_url(url: URL | str) -> str:
@@ -67,6 +77,10 @@ def redact_database_url(url: URL | str) -> str:
     redacted before parsing, in case it is malformed in a way that moves the
     boundary of its password.
     """
+    # SQLAlchemy only when a database URL is shown: config and logging import this module.
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     text = url.render_as_string(hide_password=False) if isinstance(url, URL) else redact_url(url)
     try:
         parsed = make_url(text)

@@ -62,10 +62,11 @@ from hostcore.config import (
 )
 from hostcore.control import ServerRecord
 from hostcore.errors import ConfigError, PluginError
-from hostcore.files import checked_file, private_directory
+from hostcore.files import DIRECTORY_LIMIT, checked_file, private_directory
 from hostcore.listen import close_listener, describe, open_listener
 from hostcore.logging import configure_logging, logging_config, prepare_log_dirs
 from hostcore.protocol import server_protocols
+from hostcore.security.secret_files import PASSABLE_DIRECTORY, group_reads_a_secret
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,12 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
 
 
 def secure_data_dir(settings: Settings) -> None:
-    """The data directory and the secrets in it: private, fixed or refused (hostcore.files)."""
-    private_directory(settings.data_dir, what="data directory")
+    """The data directory and the secrets in it: private, fixed or refused (hostcore.files).
+    Passable (0711) when a group reads a secret in it (hostcore.security.secret_files)."""
+    limit = (
+        DIRECTORY_LIMIT | PASSABLE_DIRECTORY if group_reads_a_secret(settings) else DIRECTORY_LIMIT
+    )
+    private_directory(settings.data_dir, what="data directory", limit=limit)
     checked_file(settings.data_dir / "master.key", what="master key")
     checked_file(settings.hmac_secret_path(), what="HMAC secret")
 
@@ -151,16 +156,24 @@ def reread(
     except (ConfigError, PluginError) as exc:
         first, *rest = str(exc).splitlines() or [""]
         detail = " ".join([first, "; ".join(line.strip() for line in rest)]).strip()
-        log.error("configuration not reloaded, the server keeps its own: %s", detail)
-        record.reloaded(applied=False, detail=detail)
+        _refused(record, detail)
         return None
-    unchanged = [key for key in kept if _value(current, key) != _value(fresh, key)]
-    if unchanged:
-        log.warning("%s changed: takes effect at the next start", ", ".join(unchanged))
+    except Exception as exc:  # a reload must never take the running server down
+        log.exception("building the app from the new configuration failed")
+        _refused(record, f"building the app failed: {type(exc).__name__}")
+        return None
+    changed = [key for key in kept if _value(current, key) != _value(fresh, key)]
+    if changed:
+        log.warning("%s changed: takes effect at the next start", ", ".join(changed))
     log.info("configuration reloaded")
-    later = f" ({', '.join(unchanged)}: at the next start)" if unchanged else ""
+    later = f" ({', '.join(changed)}: at the next start)" if changed else ""
     record.reloaded(applied=True, detail=f"configuration reloaded{later}")
     return Reloaded(fresh, app)
+
+
+def _refused(record: ServerRecord, detail: str) -> None:
+    log.error("configuration not reloaded, the server keeps its own: %s", detail)
+    record.reloaded(applied=False, detail=detail)
 
 
 def _value(settings: Settings, dotted: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -68,7 +68,14 @@ class Database:
         if path is not None or not self.is_sqlite:
             options["pool_size"] = pool_size
             options["max_overflow"] = pool_size
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        try:
+            self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        except (ImportError, ArgumentError, ValueError) as exc:
+            # A URL whose driver is not installed (postgresql:// without +asyncpg, or
+            # asyncpg missing), or options the dialect refuses.
+            raise ConfigError(
+                f"database.url {self.describe()} cannot be used: {type(exc).__name__}: {exc}"
+            ) from None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

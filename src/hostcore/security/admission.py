@@ -305,10 +305,15 @@ class CountedByAddress:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = context_of(scope)
-        if context is not None and scope["type"] == "http":
+        if context is not None:
             context.route = self.prefix
-            runtime_of(scope).count_address(f"{scope['method']} {self.prefix}", context)
+            runtime_of(scope).count_address(f"{_method(scope)} {self.prefix}", context)
         await self.app(scope, receive, send)
+
+
+def _method(scope: Scope) -> str:
+    method: str = scope.get("method", "WS")  # a websocket handshake has none
+    return method
 
 
 def counting_unmatched(not_found: ASGIApp) -> ASGIApp:
@@ -317,8 +322,8 @@ def counting_unmatched(not_found: ASGIApp) -> ASGIApp:
 
     async def unmatched(scope: Scope, receive: Receive, send: Send) -> None:
         context = context_of(scope)
-        if context is not None and scope["type"] == "http":
-            runtime_of(scope).count_address(f"{scope['method']} {UNMATCHED}", context)
+        if context is not None:
+            runtime_of(scope).count_address(f"{_method(scope)} {UNMATCHED}", context)
         await not_found(scope, receive, send)
 
     return unmatched

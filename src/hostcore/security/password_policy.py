@@ -12,6 +12,7 @@ from importlib import resources
 
 from hostcore.config import AuthSettings
 from hostcore.errors import BadRequest
+from hostcore.security.passwords import encodable
 
 MAX_PASSWORD = 1024
 # A username this short is part of too many good passwords to refuse them all.
@@ -38,6 +39,8 @@ class PasswordPolicy:
         """BadRequest naming the first rule ``password`` breaks for ``username``."""
         if not self.min_length <= len(password) <= MAX_PASSWORD:
             raise BadRequest(f"password must be {self.min_length} to {MAX_PASSWORD} characters")
+        if not encodable(password):
+            raise BadRequest("password must be valid Unicode text")
         folded = password.casefold()
         name = username.casefold()
         if folded == name or (len(name) >= MIN_CONTAINED_USERNAME and name in folded):

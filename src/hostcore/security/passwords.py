@@ -47,6 +47,15 @@ class Checked:
     rehashed: str | None = None
 
 
+def encodable(password: str) -> bool:
+    """False for text argon2 cannot take: a lone surrogate has no UTF-8 form."""
+    try:
+        password.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def hash_password(password: str) -> str:
     return HASHER.hash(password)
 
@@ -73,6 +82,9 @@ def verify(password_hash: str | None, password: str) -> Checked:
     One argon2 computation either way; a second one only after a match with an
     outdated hash, to make its replacement.
     """
+    if not encodable(password):
+        # No stored hash was made from it; still one argon2 run, like any miss.
+        password_hash, password = None, ""
     try:
         HASHER.verify(dummy_hash() if password_hash is None else password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

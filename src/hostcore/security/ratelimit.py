@@ -60,6 +60,7 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from hostcore.config import RateLimitSettings
 from hostcore.context import RateLimitResult
 from hostcore.errors import ConfigError
+from hostcore.redaction import redact_url
 
 __all__ = ["ProcessStorage", "RateLimitResult", "RateLimiter", "SharedMemoryStorage", "parse_limit"]
 
@@ -552,12 +553,14 @@ class RateLimiter:
         else:
             try:
                 found = storage_from_string(settings.storage)
-            except ConfigurationError as exc:
+            except (ConfigurationError, ValueError) as exc:
                 # A known scheme whose library is not installed (redis://, memcached://).
-                raise ConfigError(f"ratelimit.storage {settings.storage!r}: {exc}") from None
+                shown = redact_url(settings.storage)
+                raise ConfigError(f"ratelimit.storage {shown!r}: {exc}") from None
             if not isinstance(found, Storage):
                 raise ConfigError(
-                    f"ratelimit.storage {settings.storage!r} is asynchronous; use a sync one"
+                    f"ratelimit.storage {redact_url(settings.storage)!r} is asynchronous; "
+                    "use a sync one"
                 )
             storage = found
         return cls(storage, settings.default, settings.routes)

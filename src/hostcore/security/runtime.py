@@ -23,6 +23,7 @@ from hostcore.config import Settings
 from hostcore.context import UNMATCHED, PrincipalKind, RateLimitResult, RequestContext
 from hostcore.db.engine import Database
 from hostcore.errors import TooManyRequests, Unavailable
+from hostcore.redaction import redact_url
 from hostcore.security.activity import ActivityRecorder
 from hostcore.security.authentication import Authenticator
 from hostcore.security.issuing import Issuer
@@ -36,9 +37,17 @@ from hostcore.security.upkeep import Upkeep
 
 class SecurityRuntime:
     """``single_process``: this process is the whole server (no other worker shares
-    its rate limits)."""
+    its rate limits). ``serving`` False: a command line tool, which neither counts nor
+    records requests (and so never creates the server's rate-limit file)."""
 
-    def __init__(self, settings: Settings, db: Database, *, single_process: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        single_process: bool = False,
+        serving: bool = True,
+    ) -> None:
         self.settings = settings
         self.auth = settings.auth
         self.db = db
@@ -54,11 +63,13 @@ class SecurityRuntime:
             RateLimiter.from_settings(
                 settings.ratelimit, settings.run_dir, single_process=single_process
             )
-            if settings.ratelimit.enabled
+            if settings.ratelimit.enabled and serving
             else None
         )
         self.activity = (
-            ActivityRecorder(db, settings.activity) if settings.activity.enabled else None
+            ActivityRecorder(db, settings.activity)
+            if settings.activity.enabled and serving
+            else None
         )
 
     # --- lifecycle ---------------------------------------------------------------
@@ -73,7 +84,8 @@ class SecurityRuntime:
     async def prepare(self) -> None:
         """Secrets, the signing key and known revocations; what the CLI needs too."""
         if self.ratelimiter is not None and not self.ratelimiter.storage.check():
-            raise Unavailable(f"rate-limit storage {self.settings.ratelimit.storage!r} is unusable")
+            shown = redact_url(self.settings.ratelimit.storage)
+            raise Unavailable(f"rate-limit storage {shown!r} is unusable")
         await self.issuer.load(self.settings.data_dir / "master.key")
         await self.authenticator.load_secrets(self.settings)
         await self.upkeep.load_revocations()

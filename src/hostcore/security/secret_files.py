@@ -56,6 +56,17 @@ class KeptSecret:
     group: str | None
 
 
+def group_reads_a_secret(settings: Settings) -> bool:
+    """Whether a secret hostcore keeps is group-readable: then the data directory and the
+    secrets directory are passable (0711) rather than private (0700)."""
+    auth = settings.auth
+    return any(
+        (auth.secret_group if client.shared_secret else client.secret_group) is not None
+        for client in auth.clients.values()
+        if client.secret_file is None
+    )
+
+
 def load_client_secrets(settings: Settings) -> dict[str, bytes]:
     """Every listed client's HMAC secret, creating the files hostcore keeps."""
     auth = settings.auth

@@ -26,6 +26,7 @@ from hostcore.cli_support import (
     fail,
     load_or_exit,
     opened_database,
+    refuse_a_stranger_to_the_data_dir,
     registry_or_exit,
     run_or_exit,
 )
@@ -53,6 +54,7 @@ def with_store(
     from hostcore.db.migrate import lineages, migration_lock, upgrade
 
     settings = load_or_exit(config, overrides)
+    refuse_a_stranger_to_the_data_dir(settings)
     registry = registry_or_exit(settings)
 
     async def run() -> T:
@@ -68,7 +70,7 @@ def with_store(
 
 def _security_runtime(settings: Settings, db: Database) -> SecurityRuntime:
     try:
-        return SecurityRuntime(settings, db)
+        return SecurityRuntime(settings, db, serving=False)
     except ValueError as exc:  # e.g. a rate-limit storage whose client library is missing
         raise ConfigError(str(exc)) from exc
 
