@@ -14,8 +14,7 @@ from hostcore.config import Settings
 from hostcore.errors import NotFound, PluginError
 from hostcore.hookspecs import hookimpl
 from hostcore.security.deps import Public
-from tests.conftest import failed_plugin_reason
-from tests.plugin_fakes import Broken, Echo, Mounting
+from tests.helpers import Broken, Echo, Mounting, bearer, failed_plugin_reason
 
 AppFactory = Callable[..., FastAPI]
 ClientFor = Callable[[FastAPI], TestClient]
@@ -392,8 +391,6 @@ def test_a_router_with_frontend_routes_fails_the_plugin(
 
 def test_an_app_starts_again_in_another_event_loop(app_factory: AppFactory) -> None:
     """Each TestClient runs its own loop: the second start must not trip over the first."""
-    from tests.conftest import bearer
-
     app = app_factory({"echo": Echo()})
     for _ in range(2):
         with TestClient(app) as client:

@@ -21,7 +21,7 @@ from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, object_source
-from tests.plugin_fakes import Echo, Lifecycle, Mounting, Teapot
+from tests.helpers import Echo, Lifecycle, Mounting, Teapot
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("hostcore_"))

@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 
 from hostcore import meta
 from hostcore.hookspecs import hookimpl
-from tests.conftest import bearer
-from tests.plugin_fakes import Broken, Echo
+from tests.helpers import Broken, Echo, bearer
 
 ANONYMOUS = {"Authorization": ""}
 

@@ -15,7 +15,7 @@ from hostcore.context import context_of
 from hostcore.hookspecs import hookimpl
 from hostcore.middleware import RequestContextMiddleware, RequestIds
 from hostcore.security.deps import Public
-from tests.plugin_fakes import Echo
+from tests.helpers import Echo
 
 AppFactory = Callable[..., FastAPI]
 ClientFor = Callable[[FastAPI], TestClient]

@@ -15,6 +15,7 @@ from hostcore.hookspecs import hookimpl
 from hostcore.routing import add_routes_flat
 from hostcore.security.admission import AdmittedRoute
 from hostcore.security.deps import Authenticated, Public, RequireScope
+from tests.helpers import bearer
 
 PREFIX = "/api/v1/nest"
 
@@ -109,8 +110,6 @@ def test_the_openapi_document_is_the_one_include_router_gives(
 def test_included_routes_are_flat_admitted_and_keep_their_routers_declarations(
     app_factory: Callable[..., FastAPI], client_for: Callable[..., TestClient]
 ) -> None:
-    from tests.conftest import bearer
-
     app = app_factory({"nest": Nest()})
     flat = [r for r in app.router.routes if getattr(r, "path", "").startswith(PREFIX)]
     assert len(flat) == 5 and all(isinstance(r, AdmittedRoute) for r in flat)

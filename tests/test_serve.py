@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -16,11 +15,19 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore, wait_for
+from tests.helpers import (
+    STOP_TIMEOUT_S,
+    accepts,
+    answers,
+    free_port,
+    hostcore_command,
+    isolated_environ,
+    run_hostcore,
+    stop_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-STOP_TIMEOUT_S = 20
 
 
 class Server:
@@ -56,40 +63,6 @@ def start(tmp_path: Path) -> Iterator[object]:
     yield run
     for process in started:
         stop_group(process)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and every worker it forked, even when a test failed midway."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            continue
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-
-
-def accepts(path: Path) -> bool:
-    """A plain connect: httpx2 leaks its socket when a unix-socket connect fails."""
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
-
-
-def answers(client: httpx2.Client, url: str) -> bool:
-    try:
-        return client.get(url).status_code == 200
-    except httpx2.TransportError:
-        return False
 
 
 def test_gunicorn_with_two_workers_on_a_unix_socket(start: object, tmp_path: Path) -> None:

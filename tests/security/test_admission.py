@@ -19,8 +19,7 @@ from hostcore.errors import Forbidden
 from hostcore.hookspecs import hookimpl
 from hostcore.security.admission import AdmittedRoute
 from hostcore.security.deps import Authenticated, OptionalPrincipal, Public, RequireScope
-from tests.conftest import bearer
-from tests.security.conftest import assert_error, runtime_of
+from tests.helpers import assert_error, bearer, runtime_of
 
 ANONYMOUS = {"Authorization": ""}
 

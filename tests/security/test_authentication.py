@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 import hostcore.builtin.auth
 from hostcore.config import Settings
 from hostcore.security.authentication import credential_headers
-from tests.conftest import bearer
-from tests.security.conftest import b64url, b64url_json, runtime_of
+from tests.helpers import b64url, b64url_json, bearer, runtime_of
 
 WHOAMI = "/api/v1/auth/whoami"
 

@@ -26,8 +26,7 @@ from fastapi.testclient import TestClient
 from hostcore.config import Settings
 from hostcore.security import passwords
 from hostcore.security.logins import CheckLimiter
-from tests.conftest import wait_for
-from tests.security.conftest import add_user, assert_error, runtime_of
+from tests.helpers import add_user, assert_error, runtime_of, wait_for
 
 TOKEN = "/api/v1/auth/token"
 HEALTH = "/api/v1/health"

@@ -36,16 +36,18 @@ from hostcore.db.engine import Database
 from hostcore.hookspecs import hookimpl
 from hostcore.security import tokens
 from hostcore.security.deps import RequireScope
-from tests.conftest import bearer, failed_plugin_reason
-from tests.security.conftest import (
+from tests.helpers import (
     LOOPBACK,
     REMOTE,
     Probe,
     add_user,
     assert_error,
+    authorization,
     b64url,
     b64url_decode,
     b64url_json,
+    bearer,
+    failed_plugin_reason,
     hmac_secret,
     runtime_of,
     signed,
@@ -140,13 +142,6 @@ def swap_payload(token: str, **changes: Any) -> str:
     return f"{head}.{b64url_json(claims(**changes))}.{signature}"
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-# --- bearer tokens ----------------------------------------------------------------------
-
-
 def test_no_credentials_is_401(shared: TestClient) -> None:
     response = shared.get(WHOAMI)
     assert_error(response, 401, "Unauthorized", "no credentials")
@@ -163,14 +158,14 @@ def test_authorization_header_must_be_bearer(shared: TestClient, header: str) ->
 
 @pytest.mark.parametrize("token", ["abc", "abc.def", "a.b.c", "bm90IGpzb24.e30.", "!!!.@@@.###"])
 def test_malformed_token(shared: TestClient, token: str) -> None:
-    response = shared.get(WHOAMI, headers=auth(token))
+    response = shared.get(WHOAMI, headers=authorization(token))
     assert_error(response, 401, "Unauthorized", "token is malformed")
 
 
 def test_overlong_token_is_refused(shared: TestClient) -> None:
     client = shared
     token = mint(client, padding="x" * 5000)
-    assert_error(client.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "too long")
+    assert_error(client.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "too long")
 
 
 # (how the token is forged, the detail the server answers)
@@ -238,7 +233,7 @@ FORGERIES: dict[str, tuple[Callable[[TestClient], str], str]] = {
 def test_forged_or_invalid_token_is_refused(shared: TestClient, case: str) -> None:
     forge, detail = FORGERIES[case]
     client = shared
-    response = client.get(WHOAMI, headers=auth(forge(client)))
+    response = client.get(WHOAMI, headers=authorization(forge(client)))
     assert_error(response, 401, "Unauthorized", detail)
 
 
@@ -246,31 +241,33 @@ def test_forged_or_invalid_token_is_refused(shared: TestClient, case: str) -> No
 def test_hs256_signed_with_the_public_key_is_refused(shared: TestClient, variant: str) -> None:
     client = shared
     token = hs256_with(client, public_key_variants(client)[variant])
-    response = client.get(WHOAMI, headers=auth(token))
+    response = client.get(WHOAMI, headers=authorization(token))
     assert_error(response, 401, "Unauthorized", "token algorithm does not match its signing key")
 
 
 def test_crafting_helpers_produce_tokens_the_server_accepts(shared: TestClient) -> None:
     """The forgeries above fail for the one reason they name, not for a broken helper."""
     client = shared
-    assert client.get(WHOAMI, headers=auth(mint(client))).json()["subject"] == "client:tester"
+    assert (
+        client.get(WHOAMI, headers=authorization(mint(client))).json()["subject"] == "client:tester"
+    )
     hand_made = by_hand(client, {"alg": "EdDSA", "typ": "JWT", "kid": signing_kid(client)})
-    assert client.get(WHOAMI, headers=auth(hand_made)).status_code == 200
+    assert client.get(WHOAMI, headers=authorization(hand_made)).status_code == 200
     within_leeway = mint(client, exp=int(time.time()) - 5)
-    assert client.get(WHOAMI, headers=auth(within_leeway)).status_code == 200
+    assert client.get(WHOAMI, headers=authorization(within_leeway)).status_code == 200
     as_list = mint(client, aud=["other", "hostcore"])
-    assert client.get(WHOAMI, headers=auth(as_list)).status_code == 200
+    assert client.get(WHOAMI, headers=authorization(as_list)).status_code == 200
     longest = mint(client, exp=int(time.time()) + 7 * 86400)
-    assert client.get(WHOAMI, headers=auth(longest)).status_code == 200
+    assert client.get(WHOAMI, headers=authorization(longest)).status_code == 200
     user = mint(client, sub="user:alice", role="viewer", scopes=["probe:read"])
-    assert client.get(WHOAMI, headers=auth(user)).json()["subject"] == "user:alice"
+    assert client.get(WHOAMI, headers=authorization(user)).json()["subject"] == "user:alice"
 
 
 def test_a_failed_token_is_not_cached_as_good(shared: TestClient) -> None:
     client = shared
     token = flip_signature(mint(client))
     for _ in range(3):
-        assert client.get(WHOAMI, headers=auth(token)).status_code == 401
+        assert client.get(WHOAMI, headers=authorization(token)).status_code == 401
 
 
 def test_revoked_token_is_refused_at_once_by_the_revoking_worker(serve: Serve) -> None:
@@ -278,10 +275,10 @@ def test_revoked_token_is_refused_at_once_by_the_revoking_worker(serve: Serve) -
     admin = bearer(client)
     token = bearer(client)["Authorization"].removeprefix("Bearer ")
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
-    assert client.get(WHOAMI, headers=auth(token)).status_code == 200  # now cached
+    assert client.get(WHOAMI, headers=authorization(token)).status_code == 200  # now cached
     revoked = client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin)
     assert revoked.json() == {"revoked": 1}
-    assert_error(client.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "revoked")
+    assert_error(client.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "revoked")
     again = client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin)
     assert_error(again, 404, "NotFound", f"no live token {jti}")
 
@@ -325,7 +322,9 @@ def test_a_token_inside_its_expiry_leeway_can_be_revoked(
     client = serve()
     admin = bearer(client)
     token, jti = issued_in_the_past(client, seconds_ago=65, ttl_s=60)  # expired 5 s ago
-    assert client.get(WHOAMI, headers=auth(token)).status_code == 200, "the leeway accepts it"
+    assert client.get(WHOAMI, headers=authorization(token)).status_code == 200, (
+        "the leeway accepts it"
+    )
     if how == "jti":
         revoked = client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin)
     elif how == "subject":
@@ -334,9 +333,11 @@ def test_a_token_inside_its_expiry_leeway_can_be_revoked(
         revoked = client.delete("/api/v1/auth/tokens", params={"confirm": True}, headers=admin)
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked"] >= 1
-    assert_error(client.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "revoked")
+    assert_error(client.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "revoked")
     restarted = serve(settings)
-    assert_error(restarted.get(WHOAMI, headers=auth(token)), 401, "Unauthorized", "revoked")
+    assert_error(
+        restarted.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "revoked"
+    )
 
 
 # --- scopes ----------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def test_narrowing_a_roles_scopes_in_config_narrows_its_users_live_tokens(
         "/api/v1/auth/token",
         json={"username": "olga", "password": "correct-horse-battery-staple"},
     )
-    token = auth(login.json()["access_token"])
+    token = authorization(login.json()["access_token"])
     assert wide.post(PROBE_WRITE, headers=token).status_code == 200
 
     narrow = serve(settings_factory('auth.roles.operator=["*:read"]'))
@@ -644,11 +645,11 @@ def test_failed_attempts_count_against_the_address(
     assert client.get(WHOAMI, headers=in_use).status_code == 200
     remaining = []
     for _ in range(3):
-        response = client.get(WHOAMI, headers=auth("garbage"))
+        response = client.get(WHOAMI, headers=authorization("garbage"))
         assert response.status_code == 401
         remaining.append(response.headers["x-ratelimit-remaining"])
     assert remaining == ["2", "1", "0"]
-    refused = client.get(WHOAMI, headers=auth("garbage"))
+    refused = client.get(WHOAMI, headers=authorization("garbage"))
     assert_error(refused, 429, "TooManyRequests", "rate limit of 3 exceeded")
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-ratelimit-limit"] == "3"

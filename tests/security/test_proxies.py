@@ -18,7 +18,7 @@ from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, object_source
 from hostcore.security import hmac as signing
 from hostcore.security.proxies import ProxyResolver, address_identity, is_local
-from tests.server_thread import ServerThread, unix_listener
+from tests.helpers import ServerThread, unix_listener
 
 NGINX = Peer(pid=4242, uid=33, gid=33)
 STRANGER = Peer(pid=4343, uid=1000, gid=1000)

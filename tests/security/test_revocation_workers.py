@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from hostcore.security import hmac as signing
-from tests.security.conftest import RATE_LIMIT, RealServer, Sent
+from tests.helpers import RATE_LIMIT, RealServer, Sent
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.security import hmac as signing
-from tests.security.conftest import assert_error, signed
+from tests.helpers import assert_error, mode, signed
 
 WHOAMI = "/api/v1/auth/whoami"
 Serve = Callable[..., TestClient]
@@ -30,10 +29,6 @@ NOBODY = 65534
 GROUP = "staff"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def whoami(client: TestClient, name: str, secret: bytes) -> tuple[int, str]:

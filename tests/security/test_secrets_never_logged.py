@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hostcore.security import hmac as signing
 from hostcore.security.keys import MasterKey
-from tests.security.conftest import RealServer, b64url
+from tests.helpers import RealServer, b64url
 
 pytestmark = pytest.mark.integration
 

@@ -22,17 +22,22 @@ from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.security.runtime import SecurityRuntime
-from tests.conftest import bearer, isolated_environ, run_hostcore
-from tests.security.conftest import add_user, assert_error, b64url, runtime_of, signed
+from tests.helpers import (
+    add_user,
+    assert_error,
+    authorization,
+    b64url,
+    bearer,
+    isolated_environ,
+    run_hostcore,
+    runtime_of,
+    signed,
+)
 
 TOKEN = "/api/v1/auth/token"
 WHOAMI = "/api/v1/auth/whoami"
 Serve = Callable[..., TestClient]
 PASSWORD = "correct-horse-battery-staple"
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def kid_of(token: str) -> str:
@@ -70,10 +75,13 @@ def test_user_login_gives_a_token_with_the_roles_scopes(serve: Serve) -> None:
     assert issued["subject"] == "user:alice"
     assert issued["scopes"] == ["*:read"]
     assert issued["expires_in"] == 3600
-    whoami = client.get(WHOAMI, headers=auth(issued["access_token"])).json()
+    whoami = client.get(WHOAMI, headers=authorization(issued["access_token"])).json()
     assert whoami["subject"] == "user:alice" and whoami["kind"] == "user"
-    assert client.get("/api/v1/probe/read", headers=auth(issued["access_token"])).status_code == 200
-    write = client.post("/api/v1/probe/write", headers=auth(issued["access_token"]))
+    assert (
+        client.get("/api/v1/probe/read", headers=authorization(issued["access_token"])).status_code
+        == 200
+    )
+    write = client.post("/api/v1/probe/write", headers=authorization(issued["access_token"]))
     assert_error(write, 403, "Forbidden", "this needs the scope probe:write")
 
 
@@ -130,7 +138,10 @@ def test_a_client_gets_its_own_token_by_a_signed_request(serve: Serve) -> None:
     assert issued["subject"] == "client:tester"
     assert issued["scopes"] == ["probe:read"]
     assert issued["expires_in"] == 600
-    assert client.get("/api/v1/probe/read", headers=auth(issued["access_token"])).status_code == 200
+    assert (
+        client.get("/api/v1/probe/read", headers=authorization(issued["access_token"])).status_code
+        == 200
+    )
 
 
 def test_unauthenticated_token_request_is_refused(serve: Serve) -> None:
@@ -178,7 +189,7 @@ def test_a_user_token_cannot_mint_a_client_token_of_the_same_name(
     client = serve(settings_factory('auth.roles.reader=["*:read"]'))
     add_user(client, "tester", PASSWORD, "reader")
     login = client.post(TOKEN, json={"username": "tester", "password": PASSWORD}).json()
-    response = client.post(TOKEN, json={}, headers=auth(login["access_token"]))
+    response = client.post(TOKEN, json={}, headers=authorization(login["access_token"]))
     assert_error(response, 403, "Forbidden", "needs the scope auth:admin")
 
 
@@ -197,7 +208,7 @@ def test_a_token_cannot_outlive_itself_by_minting_a_successor(serve: Serve) -> N
     runtime = runtime_of(client)
     assert client.portal is not None
     parent = client.portal.call(runtime.issue, "client", "tester", ["probe:read"], 60)
-    response = client.post(TOKEN, json={}, headers=auth(parent.access_token))
+    response = client.post(TOKEN, json={}, headers=authorization(parent.access_token))
     if response.status_code == 200:
         assert response.json()["expires_at"] <= parent.expires_at, response.json()
     else:
@@ -231,10 +242,13 @@ def test_token_issue_cli_prints_a_token_the_api_accepts(serve: Serve, tmp_path: 
     assert issued["scopes"] == ["x:y"]
     token = issued["access_token"]
     assert kid_of(token) == runtime_of(client).signing_key.kid  # type: ignore[union-attr]
-    whoami = client.get(WHOAMI, headers=auth(token))
+    whoami = client.get(WHOAMI, headers=authorization(token))
     assert whoami.json()["scopes"] == ["x:y"]
     assert_error(
-        client.get("/api/v1/probe/read", headers=auth(token)), 403, "Forbidden", "probe:read"
+        client.get("/api/v1/probe/read", headers=authorization(token)),
+        403,
+        "Forbidden",
+        "probe:read",
     )
     listed = client.get(
         "/api/v1/auth/tokens", params={"subject": "client:tester"}, headers=bearer(client)
@@ -279,7 +293,7 @@ def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(
     assert client.get(WHOAMI, headers=before).status_code == 200, "old token still verifies"
     fresh = post_signed(client, {}).json()["access_token"]
     assert kid_of(fresh) == new["kid"]
-    assert client.get(WHOAMI, headers=auth(fresh)).status_code == 200
+    assert client.get(WHOAMI, headers=authorization(fresh)).status_code == 200
 
     jwks = client.get("/.well-known/jwks.json").json()
     assert {key["kid"] for key in jwks["keys"]} == {old_kid, new["kid"]}

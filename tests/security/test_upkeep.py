@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.security import tokens, upkeep
-from tests.conftest import bearer, wait_for
-from tests.security.conftest import runtime_of
+from tests.helpers import bearer, runtime_of, wait_for
 
 Serve = Callable[..., TestClient]
 DAY = 86400.0

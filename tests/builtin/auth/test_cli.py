@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from hostcore.security import hmac as signing
-from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore
+from tests.helpers import (
+    assert_one_line_error,
+    free_port,
+    hostcore_command,
+    isolated_environ,
+    run_hostcore,
+)
 
 
 def hostcore(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -68,16 +74,6 @@ def test_call_names_the_secret_file_a_client_lacks(tmp_path: Path) -> None:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return isolated_environ(tmp_path)
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], status: int, *fragments: str
-) -> None:
-    assert result.returncode == status, (result.stdout, result.stderr)
-    assert result.stderr.startswith("hostcore: "), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
 
 
 @pytest.mark.parametrize(

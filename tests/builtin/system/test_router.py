@@ -14,9 +14,9 @@ from hostcore.app import create_app
 from hostcore.config import Settings
 from hostcore.logging import RequestIdFilter
 from tests.builtin.system.fakes import FakeServices
-from tests.conftest import bearer
+from tests.builtin.system.trees import RPI
+from tests.helpers import bearer
 
-RPI = Path(__file__).resolve().parents[2] / "fixtures" / "system" / "rpi"
 UNITS = '["ssh.service","nginx.service","systemd-timesyncd.service","ghost.service"]'
 TIMEOUT_S = 0.5
 
