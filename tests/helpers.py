@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx2
+import jwt
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
@@ -53,6 +54,12 @@ from hostcore.security.runtime import SecurityRuntime
 ROOT = Path(__file__).resolve().parent.parent
 NOWHERE = Path("/nonexistent/hostcore.toml")
 STOP_TIMEOUT_S = 20
+TOKEN_PATH = "/api/v1/auth/token"
+
+AppFactory = Callable[..., FastAPI]
+"""The ``app_factory`` fixture: ``app_factory({name: plugin}, app_settings=...)``."""
+ClientFor = Callable[[FastAPI], TestClient]
+"""The ``client_for`` fixture: a running TestClient holding an all-scopes token."""
 
 # --- processes and waiting -------------------------------------------------------------
 
@@ -178,6 +185,24 @@ def authorization(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def kid_of(token: str) -> str:
+    """The signing key a token names (its header is not verified)."""
+    kid: str = jwt.get_unverified_header(token)["kid"]
+    return kid
+
+
+def post_signed(
+    client: TestClient, body: dict[str, object], name: str = "tester"
+) -> httpx2.Response:
+    """``POST /api/v1/auth/token`` with ``body``, HMAC-signed as client ``name``."""
+    content = json.dumps(body).encode()
+    headers = {
+        **signed(client, "POST", TOKEN_PATH, body=content, name=name),
+        "content-type": "application/json",
+    }
+    return client.post(TOKEN_PATH, content=content, headers=headers)
+
+
 def add_user(client: TestClient, username: str, password: str, role: str) -> None:
     """A user in the app's store, added as ``hostcore user add`` would."""
     runtime = runtime_of(client)
@@ -260,6 +285,11 @@ def b64url_decode(text: str) -> bytes:
 
 LOOPBACK = ("127.0.0.1", 50123)
 REMOTE = ("203.0.113.5", 1234)
+WHOAMI = "/api/v1/auth/whoami"
+PROBE_READ = "/api/v1/probe/read"
+PROBE_WRITE = "/api/v1/probe/write"
+Serve = Callable[..., TestClient]
+"""The ``serve`` fixture: ``serve(settings, address=...)`` starts an auth-and-probe app."""
 
 
 class EchoSettings(BaseModel):

@@ -7,7 +7,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,40 +122,6 @@ def test_reload_hands_cli_layers_to_the_reloaded_process(start: object, tmp_path
         wait_for(lambda: answers(client, "/api/v1/health"), 30, "uvicorn --reload to answer")
         assert client.get("/docs").status_code == 404, "--set reached the reloaded process"
     server.stop()
-
-
-def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
-    sock = tmp_path / "asgi.sock"
-    env = isolated_environ(tmp_path, HOSTCORE_SERVER__DOCS="false")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "uvicorn_worker.UvicornWorker",
-            "--bind",
-            f"unix:{sock}",
-            "--no-control-socket",
-            "hostcore.asgi:app",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: accepts(sock), 30, "gunicorn to listen")
-        transport = httpx2.HTTPTransport(uds=str(sock))
-        with httpx2.Client(transport=transport, base_url="http://hostcore") as client:
-            wait_for(lambda: answers(client, "/api/v1/health"), 30, "the app to answer")
-            assert client.get("/docs").status_code == 404, "the environment layer was read"
-        assert (tmp_path / "log" / "app.log").is_file()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-    finally:
-        stop_group(process)
 
 
 # --- the socket, errors before the start, reload ----------------------------------------

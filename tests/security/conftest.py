@@ -1,12 +1,16 @@
-"""Fixtures of the security suite: the real two-worker server the integration tests share."""
+"""Fixtures of the security suite: a migrated store of a test's own, and the real two-worker
+server the integration tests share."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from hostcore.db.engine import Database
+from hostcore.db.migrate import lineages, migration_lock, upgrade
 from tests.helpers import (
     SERVER_CONFIG,
     RealServer,
@@ -17,6 +21,16 @@ from tests.helpers import (
     stop_group,
     wait_for,
 )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite store with hostcore's tables, for the security modules used without an app."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    async with migration_lock(database):
+        await upgrade(database, lineages({}))
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture(scope="session")

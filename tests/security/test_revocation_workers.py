@@ -14,11 +14,10 @@ import jwt
 import pytest
 
 from hostcore.security import hmac as signing
-from tests.helpers import RATE_LIMIT, RealServer, Sent
+from tests.helpers import RATE_LIMIT, WHOAMI, RealServer, Sent
 
 pytestmark = pytest.mark.integration
 
-WHOAMI = "/api/v1/auth/whoami"
 TOKEN = "/api/v1/auth/token"
 REVOCATION_DEADLINE_S = 1.0
 MAX_BURSTS = 15

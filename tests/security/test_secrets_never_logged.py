@@ -20,12 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hostcore.security import hmac as signing
 from hostcore.security.keys import MasterKey
-from tests.helpers import RealServer, b64url
+from tests.helpers import WHOAMI, RealServer, b64url
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "/api/v1/auth/token"
-WHOAMI = "/api/v1/auth/whoami"
 
 
 def spellings(secret: bytes) -> list[bytes]:
