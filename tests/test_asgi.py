@@ -9,7 +9,10 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from fastapi import FastAPI
 
+import hostcore.app
+import hostcore.asgi
 from tests.helpers import (
     STOP_TIMEOUT_S,
     accepts,
@@ -21,11 +24,30 @@ from tests.helpers import (
 
 
 def test_app_factory_reads_nothing_at_import() -> None:
-    import hostcore.app
-    import hostcore.asgi
-
     assert "_app" in vars(hostcore.asgi) and hostcore.asgi._app is None
     assert callable(hostcore.app.create_app)
+
+
+def test_the_app_is_built_on_the_first_lookup_and_only_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[FastAPI] = []
+
+    def build() -> FastAPI:
+        built.append(FastAPI())
+        return built[-1]
+
+    monkeypatch.setattr(hostcore.asgi, "_app", None)
+    monkeypatch.setattr(hostcore.asgi, "create_app_from_environment", build)
+    assert built == []
+    first = hostcore.asgi.app
+    assert hostcore.asgi.app is first
+    assert built == [first]
+
+
+def test_any_other_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match=r"'hostcore\.asgi' has no attribute 'application'"):
+        hostcore.asgi.application  # noqa: B018 - the lookup is the test
 
 
 @pytest.mark.integration

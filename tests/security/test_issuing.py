@@ -127,3 +127,64 @@ def test_a_revocation_committed_late_is_still_enforced(serve: Serve, settings: S
     time.sleep(1.0)
     response = client.get(WHOAMI, headers=victim)
     assert_error(response, 401, "Unauthorized", "token has been revoked")
+
+
+# --- issuing --------------------------------------------------------------------------------
+
+
+def test_a_token_lives_token_ttl_s_by_default_and_never_beyond_max_token_ttl_s(
+    serve: Serve,
+) -> None:
+    client = serve()
+    runtime = runtime_of(client)
+    assert client.portal is not None
+    default = client.portal.call(runtime.issue, "client", "tester", ["*"])
+    assert default.expires_at - default.issued_at == runtime.auth.token_ttl_s
+    longest = client.portal.call(runtime.issue, "client", "tester", ["*"], 10**8)
+    assert longest.expires_at - longest.issued_at == runtime.auth.max_token_ttl_s
+
+
+def test_every_issued_token_is_recorded_with_its_key_never_the_token(
+    serve: Serve, settings: Settings
+) -> None:
+    client = serve()
+    runtime = runtime_of(client)
+    assert client.portal is not None
+    info = client.portal.call(runtime.issue, "client", "tester", ["probe:read"], 600)
+    with sqlite3.connect(settings.data_dir / "hostcore.db") as db:
+        rows = db.execute(
+            "SELECT jti, subject, kind, scopes, kid, expires_at FROM tokens WHERE jti = ?",
+            (info.jti,),
+        ).fetchall()
+        everything = repr(db.execute("SELECT * FROM tokens").fetchall())
+    assert rows == [(info.jti, "client:tester", "client", "probe:read", info.kid, info.expires_at)]
+    assert info.kid == kid_of(info.access_token)
+    assert info.access_token not in everything
+
+
+def test_the_newest_key_signs_and_every_key_that_still_verifies_is_known(serve: Serve) -> None:
+    client = serve()
+    runtime = runtime_of(client)
+    assert client.portal is not None and runtime.signing_key is not None
+    first = runtime.signing_key.kid
+    second = client.portal.call(runtime.rotate_key).kid
+    assert runtime.signing_key.kid == second
+    assert set(runtime.verifier.keys) == {first, second}
+
+
+def test_a_key_that_verifies_nothing_any_more_is_dropped_by_the_worker(
+    serve: Serve, settings: Settings
+) -> None:
+    client = serve()
+    runtime = runtime_of(client)
+    assert client.portal is not None and runtime.signing_key is not None
+    old = runtime.signing_key.kid
+    client.portal.call(runtime.rotate_key)
+    with sqlite3.connect(settings.data_dir / "hostcore.db") as db:
+        db.execute("UPDATE signing_keys SET verify_until = 1 WHERE kid = ?", (old,))
+    assert old in runtime.verifier.keys, "until the worker looks again"
+    client.portal.call(runtime.issuer.wipe_retired)
+    assert old not in runtime.verifier.keys
+    with sqlite3.connect(settings.data_dir / "hostcore.db") as db:
+        wiped = db.execute("SELECT private_key FROM signing_keys WHERE kid = ?", (old,)).fetchone()
+    assert wiped == (b"",)

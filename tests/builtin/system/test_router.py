@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hostcore.app import create_app
 from hostcore.config import Settings
 from hostcore.logging import RequestIdFilter
-from tests.builtin.system.fakes import FakeServices
+from tests.builtin.system.fakes import FakeServices, bus_calls
 from tests.builtin.system.trees import RPI
 from tests.helpers import bearer
 
@@ -37,13 +37,6 @@ def api(system_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(system_settings), raise_server_exceptions=False) as client:
         client.headers.update(bearer(client))
         yield client
-
-
-def bus_calls(services: FakeServices) -> int:
-    return sum(
-        len(fake.calls)
-        for fake in (services.systemd, services.logind, services.hostnamed, services.timedated)
-    )
 
 
 def test_info_from_a_pi_tree(api: TestClient) -> None:
