@@ -13,6 +13,7 @@ private D-Bus) and ``tests/builtin/system/trees.py`` (captured /proc and /sys tr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -92,6 +93,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float, what: str) -> None:
+    """``wait_for`` for a test on the event loop: other tasks run while it polls."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
 
 
 def hostcore_command(*args: str) -> list[str]:

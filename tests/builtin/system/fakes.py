@@ -493,7 +493,8 @@ class FakeServices:
 
     ``absent`` names (``"systemd1"``, ``"login1"``, ``"hostname1"``,
     ``"timedate1"``) are never connected. A name in ``unresponsive`` (a set
-    that may change while running) gets no answer to any method call.
+    that may change while running) gets no answer to any method call; each such
+    call is noted in ``swallowed``, so a test can wait until one is hanging.
     """
 
     def __init__(
@@ -509,6 +510,8 @@ class FakeServices:
             raise ValueError(f"unknown fake services {sorted(unknown)}; known: {SERVICE_KEYS}")
         self.address = address
         self.unresponsive: set[str] = set(unresponsive)
+        # (service key, member) of each call an unresponsive fake received and never answered.
+        self.swallowed: list[tuple[str, str]] = []
         self.absent: frozenset[str] = frozenset(absent)
         self.systemd = FakeSystemd(units)
         self.logind = FakeLogind()
@@ -596,7 +599,10 @@ class FakeServices:
     def _muter(self, key: str) -> Callable[[Message], bool]:
         def swallow(message: Message) -> bool:
             # True marks the message handled, so no reply is ever sent.
-            return message.message_type is MessageType.METHOD_CALL and key in self.unresponsive
+            if message.message_type is MessageType.METHOD_CALL and key in self.unresponsive:
+                self.swallowed.append((key, str(message.member)))
+                return True
+            return False
 
         return swallow
 
