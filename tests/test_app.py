@@ -1,3 +1,7 @@
+"""create_app and its plugins: a plugin that fails is answered 503 while the rest serve on,
+mounts and routes may not overlap, hooks must return what they promise, a plugin may not
+take over hostcore's exception handlers, and every route declares who may call it."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hostcore.errors import NotFound, PluginError
 from hostcore.hookspecs import hookimpl
@@ -25,11 +29,6 @@ from tests.helpers import (
     bearer,
     failed_plugin_reason,
 )
-
-
-@pytest.fixture
-def client(app_factory: AppFactory, client_for: ClientFor) -> TestClient:
-    return client_for(app_factory({"echo": Echo()}))
 
 
 def test_failed_plugin_answers_503_and_the_rest_keep_serving(
@@ -144,17 +143,9 @@ def test_a_raising_routes_hook_fails_only_that_plugin(
     assert client.get("/api/v1/echo/word").status_code == 200
 
 
-# --- errors ------------------------------------------------------------------------
-
-
-# --- docs and landing page --------------------------------------------------------------
-
-
 def test_failed_plugin_websockets_are_closed(
     app_factory: AppFactory, client_for: ClientFor
 ) -> None:
-    from starlette.websockets import WebSocket
-
     class Streaming(Broken):
         @hookimpl
         def hostcore_routes(self) -> APIRouter:

@@ -1,4 +1,5 @@
-"""A plugin's routes join the app flat, included routers too, as include_router serves them."""
+"""A plugin's routes join the app flat, included routers too, as include_router serves them;
+a router with its own lifespan or frontend routes fails its plugin."""
 
 from __future__ import annotations
 

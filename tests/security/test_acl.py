@@ -1,4 +1,5 @@
-"""Scopes with wildcards: what a grant allows, and narrowing a token's scopes to a grant."""
+"""Scopes with wildcards: what a grant allows (also as a route checks it), and narrowing a
+token's scopes to a grant."""
 
 from __future__ import annotations
 

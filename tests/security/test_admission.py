@@ -1,5 +1,6 @@
 """Admission: once per request, for the route Starlette chose, before the body is read and
-before any plugin code runs; every route (hostcore's own too) goes through it."""
+before any plugin code runs; every route (hostcore's own too, and websockets) goes through
+it, and is counted once, under its template."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The Authenticator on its own: credentials to a principal, and what it costs a guesser."""
+"""The Authenticator: credentials to a principal (the bearer header, HMAC-signed requests:
+stale, replayed, tampered, for another path or client, from a remote peer), and what a
+guess costs."""
 
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ def with_unknown_kid(client: TestClient, n: int) -> str:
     header = {"alg": "EdDSA", "typ": "JWT", "kid": f"made-up-{n}"}
     signing_input = f"{b64url_json(header)}.{b64url_json({'sub': 'client:tester'})}"
     return f"{signing_input}.{b64url(key.signing.sign(signing_input.encode()))}"
+
+
+# --- what a guess costs ------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""User login: the password check off the event loop and bounded, the lockout, the rehash.
+"""User login: the password check off the event loop and bounded, one cost and one answer
+for every failure, the lockout, the rehash.
 
 Argon2 is held inside a check by replacing ``PasswordHasher.verify`` with one
 that waits for the test, so the tests observe order (what finished while a
@@ -212,6 +213,26 @@ def test_logins_from_one_address_are_rate_limited_by_default(serve: Serve) -> No
 # --- one cost, one answer ----------------------------------------------------------------
 
 
+def test_failed_logins_all_say_the_same(serve: Serve) -> None:
+    client = serve()
+    add_user(client, "alice", PASSWORD, "admin")
+    attempts = {
+        "wrong password": {"username": "alice", "password": "not-her-password"},
+        "unknown user": {"username": "mallory", "password": PASSWORD},
+        "impossible name": {"username": "Robert'); DROP", "password": PASSWORD},
+        "empty password": {"username": "alice", "password": ""},
+    }
+    bodies = {}
+    for case, body in attempts.items():
+        response = client.post(TOKEN, json=body)
+        assert response.status_code == 401, (case, response.text)
+        bodies[case] = response.json()
+    assert all(
+        body == {"error": "Unauthorized", "detail": "invalid username or password"}
+        for body in bodies.values()
+    ), bodies
+
+
 def test_a_failed_login_costs_one_check_against_a_hash_of_the_same_parameters(
     serve: Serve, held: HeldChecks, settings_factory: Callable[..., Settings]
 ) -> None:
@@ -294,26 +315,3 @@ def test_a_login_replaces_a_hash_made_with_other_parameters(
     )
     assert login(client, "alice", PASSWORD).status_code == 200
     assert stored_hash(settings, "alice") == renewed, "a current hash is kept"
-
-
-# --- one answer for every failed login ------------------------------------------------
-
-
-def test_failed_logins_all_say_the_same(serve: Serve) -> None:
-    client = serve()
-    add_user(client, "alice", PASSWORD, "admin")
-    attempts = {
-        "wrong password": {"username": "alice", "password": "not-her-password"},
-        "unknown user": {"username": "mallory", "password": PASSWORD},
-        "impossible name": {"username": "Robert'); DROP", "password": PASSWORD},
-        "empty password": {"username": "alice", "password": ""},
-    }
-    bodies = {}
-    for case, body in attempts.items():
-        response = client.post(TOKEN, json=body)
-        assert response.status_code == 401, (case, response.text)
-        bodies[case] = response.json()
-    assert all(
-        body == {"error": "Unauthorized", "detail": "invalid username or password"}
-        for body in bodies.values()
-    ), bodies
