@@ -1,11 +1,15 @@
+"""Fixtures for every test: settings from explicit layers, apps, clients, fake daemons.
+
+Helpers the fixtures and tests share (tokens, signed headers, plugins) are in
+``tests/helpers.py``.
+"""
+
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +19,8 @@ from fastapi.testclient import TestClient
 from hostcore.app import create_app
 from hostcore.config import Settings, load_settings
 from hostcore.plugins import PluginRegistry, PluginSource, object_source
-
-ROOT = Path(__file__).resolve().parent.parent
-NOWHERE = Path("/nonexistent/hostcore.toml")
-
-
-def isolated_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """An environment for hostcore subprocesses: own dirs, no HOSTCORE_* from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTCORE_")}
-    env.update(
-        HOSTCORE_DATA_DIR=str(tmp_path / "data"),
-        HOSTCORE_LOG_DIR=str(tmp_path / "log"),
-        HOSTCORE_RUN_DIR=str(tmp_path / "run"),
-        HOSTCORE_AUTH__CLIENTS__TESTER__SCOPES='["*"]',
-    )
-    env.update(extra)
-    return env
+from tests.builtin.system.fakes import FakeServices, FakeServicesFactory, PrivateBus, UnitState
+from tests.helpers import LOOPBACK, NOWHERE, auth_and_probe, bearer, isolated_environ
 
 
 @pytest.fixture
@@ -88,58 +78,91 @@ def client_for() -> Iterator[Callable[[FastAPI], TestClient]]:
         client.__exit__(None, None, None)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture
+def serve(
+    settings: Settings, app_factory: Callable[..., FastAPI]
+) -> Iterator[Callable[..., TestClient]]:
+    """An app with the auth and probe plugins, its lifespan running, called from ``address``."""
+    clients: list[TestClient] = []
+
+    def make(
+        app_settings: Settings | None = None, *, address: tuple[str, int] = LOOPBACK
+    ) -> TestClient:
+        app = app_factory(auth_and_probe(), app_settings=app_settings or settings)
+        client = TestClient(app, raise_server_exceptions=False, client=address)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def hostcore_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hostcore", *args]
-
-
-def run_hostcore(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        hostcore_command(*args),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One auth-and-probe app for a module's tests that change nothing another test could
+    notice."""
+    root = tmp_path_factory.mktemp("shared-app")
+    settings = load_settings(
+        environ=isolated_environ(root), system_config=NOWHERE, local_config=NOWHERE
     )
+    sources = [object_source(name, obj) for name, obj in auth_and_probe().items()]
+    app = create_app(settings, registry=PluginRegistry.load(settings, sources=sources))
+    with TestClient(app, raise_server_exceptions=False, client=LOOPBACK) as client:
+        yield client
 
 
-def bearer(
-    client: TestClient, scopes: list[str] | None = None, name: str = "tester"
-) -> dict[str, str]:
-    """Authorization headers with a real token minted by the running app."""
-    runtime = client.app.state.security  # type: ignore[attr-defined]
-    assert client.portal is not None, "use the client inside its context (client_for)"
-    info = client.portal.call(runtime.issue, "client", name, scopes or ["*"])
-    return {"Authorization": f"Bearer {info.access_token}"}
+# --- a private D-Bus standing in for the system bus, with fake daemons on it ----------------
 
 
-def failed_plugin_reason(client: TestClient, name: str) -> str:
-    """Why plugin ``name`` failed (as auth:admin sees it), after checking its paths answer 503."""
-    admin = bearer(client, ["auth:admin"])
-    listing = {p["name"]: p for p in client.get("/api/v1/plugins", headers=admin).json()}
-    assert listing[name]["state"] == "failed", listing[name]
-    refused = client.get(f"/api/v1/{name}/anything")
-    assert refused.status_code == 503
-    assert refused.json()["error"] == "PluginUnavailable"
-    reason: str = listing[name]["reason"]
-    assert reason not in refused.json()["detail"], "exception texts are for auth:admin only"
-    return reason
+@pytest.fixture
+def private_bus_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """The running daemon, for tests that stop or restart it.
+
+    ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test; it is stopped at teardown,
+    whatever happened.
+    """
+    if shutil.which("dbus-daemon") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide dbus-daemon (.ci/run installs the dbus package)")
+        pytest.skip("dbus-daemon is not installed (apt-get install dbus)")
+    daemon = PrivateBus()
+    try:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", daemon.start())
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def private_bus(private_bus_daemon: PrivateBus) -> str:
+    """The address of a private bus that is the system bus for this test."""
+    return private_bus_daemon.address
+
+
+@pytest.fixture
+def fake_services_factory(private_bus: str) -> Iterator[FakeServicesFactory]:
+    """``make(unresponsive={"hostname1"}, absent={"timedate1"}, units={...})``: started fakes
+    of systemd, logind, hostnamed and timedated."""
+    with contextlib.ExitStack() as stops:  # each one stopped even if another fails to
+
+        def make(
+            *,
+            unresponsive: Collection[str] = (),
+            absent: Collection[str] = (),
+            units: dict[str, UnitState] | None = None,
+        ) -> FakeServices:
+            services = FakeServices(
+                private_bus, unresponsive=unresponsive, absent=absent, units=units
+            )
+            stops.callback(services.stop)
+            return services.start()
+
+        yield make
+
+
+@pytest.fixture
+def fake_services(fake_services_factory: FakeServicesFactory) -> FakeServices:
+    """All four fakes, answering."""
+    return fake_services_factory()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hostcore import __version__
-from tests.conftest import isolated_environ, run_hostcore
+from tests.helpers import assert_one_line_error, isolated_environ, run_hostcore
 
 
 @pytest.fixture
@@ -131,16 +131,6 @@ def test_help_keeps_text_in_square_brackets(
     result = run_hostcore(*args, "--help", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert expected in " ".join(result.stdout.split())
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], status: int, *fragments: str
-) -> None:
-    assert result.returncode == status, (result.stdout, result.stderr)
-    assert result.stderr.startswith("hostcore: "), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
 
 
 @pytest.mark.parametrize(

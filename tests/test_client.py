@@ -21,8 +21,7 @@ from hostcore.client import HostcoreClient
 from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.security import hmac as signing
-from tests.conftest import free_port, wait_for
-from tests.test_serve import accepts
+from tests.helpers import accepts, free_port, wait_for
 
 SECRET = secrets.token_hex(32).encode()
 START_TIMEOUT_S = 5

@@ -1,4 +1,5 @@
-"""The one mapping from errors to JSON: what a 422 may and may not say."""
+"""The one mapping from errors to JSON: what a 422 may and may not say, and the answers an
+app gives for an unknown route, a wrong method, a bad input and a domain error."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 from typing import Annotated, Any
 
 import pytest
+from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
+from fastapi.testclient import TestClient
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from hostcore.errors import error_payload
+from hostcore.hookspecs import hookimpl
+from hostcore.security.deps import Public
+from tests.helpers import AppFactory, ClientFor, Echo
 
 SECRET = "hunter2-correct-horse"
 
@@ -113,3 +119,68 @@ def test_the_summary_says_what_the_field_list_says() -> None:
         "invalid request: body.quoted: Invalid value; "
         "body.count: Input should be greater than or equal to 1000"
     )
+
+
+# --- the answers of an app ------------------------------------------------------------
+
+
+@pytest.fixture
+def client(app_factory: AppFactory, client_for: ClientFor) -> TestClient:
+    return client_for(app_factory({"echo": Echo()}))
+
+
+def test_404_is_json(client: TestClient) -> None:
+    response = client.get("/api/v1/nothing/here")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "NotFound",
+        "detail": "no route matches GET /api/v1/nothing/here",
+    }
+
+
+def test_405_is_json_and_keeps_allow(client: TestClient) -> None:
+    response = client.delete("/api/v1/health")
+    assert response.status_code == 405
+    assert response.json()["error"] == "MethodNotAllowed"
+    assert response.headers["allow"] == "GET"
+
+
+def test_422_keeps_the_field_list_without_echoing_input(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    class Strict:
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            router = APIRouter(dependencies=[Public])
+
+            @router.get("/n")
+            async def n(count: int) -> dict[str, int]:
+                return {"count": count}
+
+            return router
+
+    client = client_for(app_factory({"strict": Strict()}))
+    response = client.get("/api/v1/strict/n", params={"count": "$(reboot)"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "ValidationError"
+    assert body["errors"] == [
+        {
+            "loc": ["query", "count"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        }
+    ]
+    assert "$(reboot)" not in response.text
+
+
+def test_domain_error_maps_to_its_status(client: TestClient) -> None:
+    response = client.get("/api/v1/echo/missing")
+    assert response.status_code == 404
+    assert response.json() == {"error": "NotFound", "detail": "there is no such thing"}
+
+
+def test_422_is_documented_with_its_field_list(client: TestClient) -> None:
+    from hostcore.errors import error_responses
+
+    assert error_responses(422)[422]["model"].__name__ == "ValidationErrorRead"

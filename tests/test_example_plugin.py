@@ -16,7 +16,7 @@ from hostcore.app import create_app
 from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, PluginState
-from tests.conftest import ROOT, bearer, isolated_environ, run_hostcore
+from tests.helpers import ROOT, bearer, isolated_environ, run_hostcore
 
 EXAMPLE = ROOT / "examples" / "hostcore-hello"
 

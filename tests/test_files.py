@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from pathlib import Path
 
 import pytest
 
 from hostcore import files
 from hostcore.errors import ConfigError
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+from tests.helpers import mode
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from hostcore.config import ServerSettings
 from hostcore.errors import ConfigError
 from hostcore.listen import close_listener, describe, open_listener
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 def mode(path: Path) -> int:

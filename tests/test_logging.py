@@ -16,6 +16,7 @@ from hostcore.config import Settings
 from hostcore.hookspecs import hookimpl
 from hostcore.logging import configure_logging, log_files, request_id_var
 from hostcore.security.deps import Public
+from tests.helpers import ServerThread
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) +\[(?P<pid>\d+)\] "
@@ -205,8 +206,6 @@ def test_websocket_handshake_headers_never_reach_the_debug_log(settings: Setting
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
     from websockets.sync.client import connect
-
-    from tests.server_thread import ServerThread
 
     async def hello(websocket: WebSocket) -> None:
         await websocket.accept()

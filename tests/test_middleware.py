@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
@@ -15,10 +15,7 @@ from hostcore.context import context_of
 from hostcore.hookspecs import hookimpl
 from hostcore.middleware import RequestContextMiddleware, RequestIds
 from hostcore.security.deps import Public
-from tests.plugin_fakes import Echo
-
-AppFactory = Callable[..., FastAPI]
-ClientFor = Callable[[FastAPI], TestClient]
+from tests.helpers import AppFactory, ClientFor, Echo
 
 
 @pytest.fixture

@@ -37,16 +37,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from hostcore.app import create_app
 from hostcore.config import Settings, load_settings
-from tests.builtin.system.conftest import (  # noqa: F401 - fixtures, requested by name
-    fake_services,
-    fake_services_factory,
-    private_bus,
-    private_bus_daemon,
-)
 from tests.builtin.system.fakes import FakeServices
-from tests.conftest import NOWHERE, bearer, isolated_environ
+from tests.builtin.system.trees import RPI
+from tests.helpers import NOWHERE, bearer, isolated_environ
 
-RPI = Path(__file__).resolve().parent / "fixtures" / "system" / "rpi"
 UNITS = '["ssh.service","nginx.service","systemd-timesyncd.service","ghost.service"]'
 BASE_URL = "http://testserver"
 NOT_CHECKED = [
@@ -75,7 +69,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
 @pytest.fixture
 def api(
     settings_factory: Callable[..., Settings],
-    fake_services: FakeServices,  # noqa: F811 - the imported fixture, requested
+    fake_services: FakeServices,
 ) -> Iterator[TestClient]:
     settings = settings_factory(
         f"plugins.system.root={RPI}",

@@ -8,7 +8,7 @@ from hostcore.config import Settings
 from hostcore.errors import ConfigError, PluginError
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, PluginSource, PluginState, object_source
-from tests.plugin_fakes import Echo, Plain
+from tests.helpers import Echo, Plain
 
 
 def exploding_source(name: str) -> PluginSource:

@@ -19,14 +19,7 @@ from starlette.websockets import WebSocket
 
 from hostcore.config import ServerSettings
 from hostcore.context import peer_of
-from tests.conftest import wait_for
-from tests.server_thread import (
-    ServerThread,
-    body_of,
-    read_response,
-    status_of,
-    unix_listener,
-)
+from tests.helpers import ServerThread, body_of, read_response, status_of, unix_listener, wait_for
 
 TIGHT = ServerSettings(
     max_header_bytes=2048, max_headers=16, header_timeout_s=0.5, body_timeout_s=0.5

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, isolated_environ
+from tests.helpers import ROOT, free_port, isolated_environ
 
 pytestmark = pytest.mark.integration
 

@@ -1,20 +1,25 @@
-"""A plugin's routes join the app flat, included routers too, as include_router serves them."""
+"""A plugin's routes join the app flat, included routers too, as include_router serves them;
+a router with its own lifespan or frontend routes fails its plugin."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from starlette.responses import PlainTextResponse
 
 from hostcore.errors import PluginError, error_responses
 from hostcore.hookspecs import hookimpl
 from hostcore.routing import add_routes_flat
 from hostcore.security.admission import AdmittedRoute
 from hostcore.security.deps import Authenticated, Public, RequireScope
+from tests.helpers import AppFactory, ClientFor, Echo, bearer, failed_plugin_reason
 
 PREFIX = "/api/v1/nest"
 
@@ -109,8 +114,6 @@ def test_the_openapi_document_is_the_one_include_router_gives(
 def test_included_routes_are_flat_admitted_and_keep_their_routers_declarations(
     app_factory: Callable[..., FastAPI], client_for: Callable[..., TestClient]
 ) -> None:
-    from tests.conftest import bearer
-
     app = app_factory({"nest": Nest()})
     flat = [r for r in app.router.routes if getattr(r, "path", "").startswith(PREFIX)]
     assert len(flat) == 5 and all(isinstance(r, AdmittedRoute) for r in flat)
@@ -166,3 +169,65 @@ def test_an_included_router_with_a_lifespan_is_refused() -> None:
     router.include_router(inner)
     with pytest.raises(PluginError, match="hostcore_startup"):
         add_routes_flat(FastAPI(), router, prefix=PREFIX)
+
+
+# --- routers a plugin may not return --------------------------------------------------
+
+
+class RouterWithLifespan:
+    """A router that brings its own lifespan: hostcore would not run it, so it refuses."""
+
+    @hookimpl
+    def hostcore_routes(self) -> APIRouter:
+        @asynccontextmanager
+        async def lifespan(app: object) -> AsyncIterator[None]:
+            yield
+
+        router = APIRouter(lifespan=lifespan)
+
+        @router.get("/word", dependencies=[Public])
+        async def word() -> dict[str, str]:
+            return {"word": "hi"}
+
+        return router
+
+
+def test_a_router_with_its_own_lifespan_fails_the_plugin(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    client = client_for(app_factory({"life": RouterWithLifespan()}))
+    assert "hostcore_startup" in failed_plugin_reason(client, "life")
+
+
+class RouterWithFrontend:
+    """router.frontend(...) routes live outside router.routes: hostcore refuses them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @hookimpl
+    def hostcore_routes(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/word", dependencies=[Public])
+        async def word() -> dict[str, str]:
+            return {"word": "hi"}
+
+        router.frontend("/ui", directory=self.directory)
+        return router
+
+
+def test_a_router_with_frontend_routes_fails_the_plugin(
+    app_factory: AppFactory, client_for: ClientFor, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    client = client_for(app_factory({"front": RouterWithFrontend(tmp_path)}))
+    assert "hostcore_static_mounts" in failed_plugin_reason(client, "front")
+
+
+def test_plugin_routes_are_flat_with_the_plugin_tag(app_factory: AppFactory) -> None:
+    app = app_factory({"echo": Echo()})
+    paths = [getattr(route, "path", "") for route in app.router.routes]
+    assert "/api/v1/echo/word" in paths, "one list, matched once: no nested router"
+    operation = app.openapi()["paths"]["/api/v1/echo/word"]["get"]
+    assert operation["tags"][0] == "echo"

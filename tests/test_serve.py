@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,11 +14,19 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore, wait_for
+from tests.helpers import (
+    STOP_TIMEOUT_S,
+    accepts,
+    answers,
+    free_port,
+    hostcore_command,
+    isolated_environ,
+    run_hostcore,
+    stop_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-STOP_TIMEOUT_S = 20
 
 
 class Server:
@@ -56,40 +62,6 @@ def start(tmp_path: Path) -> Iterator[object]:
     yield run
     for process in started:
         stop_group(process)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and every worker it forked, even when a test failed midway."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            continue
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-
-
-def accepts(path: Path) -> bool:
-    """A plain connect: httpx2 leaks its socket when a unix-socket connect fails."""
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
-
-
-def answers(client: httpx2.Client, url: str) -> bool:
-    try:
-        return client.get(url).status_code == 200
-    except httpx2.TransportError:
-        return False
 
 
 def test_gunicorn_with_two_workers_on_a_unix_socket(start: object, tmp_path: Path) -> None:
@@ -150,40 +122,6 @@ def test_reload_hands_cli_layers_to_the_reloaded_process(start: object, tmp_path
         wait_for(lambda: answers(client, "/api/v1/health"), 30, "uvicorn --reload to answer")
         assert client.get("/docs").status_code == 404, "--set reached the reloaded process"
     server.stop()
-
-
-def test_asgi_import_string_for_external_servers(tmp_path: Path) -> None:
-    sock = tmp_path / "asgi.sock"
-    env = isolated_environ(tmp_path, HOSTCORE_SERVER__DOCS="false")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "uvicorn_worker.UvicornWorker",
-            "--bind",
-            f"unix:{sock}",
-            "--no-control-socket",
-            "hostcore.asgi:app",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: accepts(sock), 30, "gunicorn to listen")
-        transport = httpx2.HTTPTransport(uds=str(sock))
-        with httpx2.Client(transport=transport, base_url="http://hostcore") as client:
-            wait_for(lambda: answers(client, "/api/v1/health"), 30, "the app to answer")
-            assert client.get("/docs").status_code == 404, "the environment layer was read"
-        assert (tmp_path / "log" / "app.log").is_file()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-    finally:
-        stop_group(process)
 
 
 # --- the socket, errors before the start, reload ----------------------------------------

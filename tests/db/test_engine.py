@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hostcore.config import Settings
 from hostcore.db.engine import Database
 from hostcore.errors import Unavailable
 from hostcore.redaction import REDACTED
-from tests.conftest import free_port
+from tests.helpers import free_port, mode
 
 
 async def test_check_connects_to_a_usable_store(tmp_path: Path) -> None:
@@ -80,10 +79,6 @@ def test_the_startup_log_names_the_store_without_its_password(
     stores = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store: ")]
     assert f"store: sqlite+aiosqlite:///{tmp_path / 'hostcore.db'}?password={REDACTED}" in stores
     assert "hunter2" not in caplog.text
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from hostcore.db.migrate import (
     migration_lock,
     upgrade,
 )
-from tests.conftest import bearer, hostcore_command, isolated_environ
+from tests.helpers import bearer, hostcore_command, isolated_environ
 
 EXAMPLE_MIGRATIONS = (
     Path(__file__).resolve().parents[2] / "examples/hostcore-hello/src/hostcore_hello/migrations"

@@ -1,5 +1,6 @@
 """Admission: once per request, for the route Starlette chose, before the body is read and
-before any plugin code runs; every route (hostcore's own too) goes through it."""
+before any plugin code runs; every route (hostcore's own too, and websockets) goes through
+it, and is counted once, under its template."""
 
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ from typing import Annotated, Any
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 import hostcore.builtin.auth
 from hostcore.config import Settings
-from hostcore.context import Principal
-from hostcore.errors import Forbidden
 from hostcore.hookspecs import hookimpl
 from hostcore.security.admission import AdmittedRoute
 from hostcore.security.deps import Authenticated, OptionalPrincipal, Public, RequireScope
-from tests.conftest import bearer
-from tests.security.conftest import assert_error, runtime_of
+from tests.helpers import PROBE_READ, Serve, assert_error, bearer, runtime_of, signed
 
 ANONYMOUS = {"Authorization": ""}
 
@@ -303,19 +303,6 @@ def test_plugin_routes_get_fastapis_overrides_and_the_plugins_handlers(
     assert client.get("/api/v1/over/value", headers=ANONYMOUS).status_code == 401
 
 
-def test_a_declaration_never_authenticates_on_its_own() -> None:
-    """Served by a plain FastAPI app (no hostcore admission), a declared route fails closed."""
-    app = FastAPI()
-
-    @app.get("/who")
-    async def who(principal: Authenticated) -> dict[str, str]:
-        return {"subject": principal.subject}
-
-    with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/who", headers={"Authorization": "Bearer anything"})
-    assert response.status_code == 500
-
-
 def test_hostcores_own_routes_are_limited_by_address(
     settings_factory: Callable[..., Settings], admitted_client: Callable[..., TestClient]
 ) -> None:
@@ -376,10 +363,48 @@ def test_admitted_and_refused_requests_are_recorded_under_their_route(
     assert activity_rows(client, "lost-1") == [(None, "GET", "<unmatched>", 404)]
 
 
-def test_forbidden_is_raised_for_the_first_missing_scope() -> None:
-    from hostcore.security.deps import requirement_of
+# --- websockets -----------------------------------------------------------------------
 
-    requirement = requirement_of(["public", "a:read", "b:write"])
-    principal = Principal(kind="client", name="x", scopes=frozenset({"a:read"}))
-    with pytest.raises(Forbidden, match="b:write"):
-        requirement.check(principal)
+
+def test_websocket_route_with_a_scope_admits_a_token_holder(serve: Serve) -> None:
+    client = serve()
+    with client.websocket_connect("/api/v1/probe/ws", headers=bearer(client)) as socket:
+        assert socket.receive_json() == {"hello": "probe"}
+    headers = signed(client, "GET", "/api/v1/probe/ws")
+    with client.websocket_connect("/api/v1/probe/ws", headers=headers) as socket:
+        assert socket.receive_json() == {"hello": "probe"}
+
+
+@pytest.mark.parametrize("credential", ["none", "junk token", "missing scope"])
+def test_websocket_refusal_is_a_clean_close(serve: Serve, credential: str) -> None:
+    client = serve()
+    headers = {
+        "none": {},
+        "junk token": {"Authorization": "Bearer junk"},
+        "missing scope": bearer(client, ["other:read"]),
+    }[credential]
+    with (
+        pytest.raises((WebSocketDisconnect, WebSocketDenialResponse)) as refused,
+        client.websocket_connect("/api/v1/probe/ws", headers=headers) as socket,
+    ):
+        socket.receive_json()
+    if isinstance(refused.value, WebSocketDenialResponse):
+        assert refused.value.status_code in (401, 403)
+    else:
+        assert refused.value.code in (1008, 4401, 4403)
+
+
+# --- one template, one count ----------------------------------------------------------
+
+
+def test_principal_limit_is_per_route(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    limited = settings_factory('ratelimit.routes={"GET /api/v1/probe/items/{name}": "2/minute"}')
+    client = serve(limited)
+    headers = bearer(client)
+    statuses = [
+        client.get(f"/api/v1/probe/items/n{n}", headers=headers).status_code for n in range(3)
+    ]
+    assert statuses == [200, 200, 429], "one template counts every item"
+    assert client.get(PROBE_READ, headers=headers).status_code == 200

@@ -18,7 +18,16 @@ from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, object_source
 from hostcore.security import hmac as signing
 from hostcore.security.proxies import ProxyResolver, address_identity, is_local
-from tests.server_thread import ServerThread, unix_listener
+from tests.helpers import (
+    LOOPBACK,
+    REMOTE,
+    WHOAMI,
+    Serve,
+    ServerThread,
+    assert_error,
+    signed,
+    unix_listener,
+)
 
 NGINX = Peer(pid=4242, uid=33, gid=33)
 STRANGER = Peer(pid=4343, uid=1000, gid=1000)
@@ -131,7 +140,7 @@ def test_on_the_unix_socket_the_kernel_not_a_header_names_the_proxy(
             with httpx2.Client(transport=transport, base_url="http://hostcore") as client:
                 outcomes[trusted] = [
                     client.get(
-                        WHOAMI, headers={**signed(secret), "X-Forwarded-For": hop}
+                        WHOAMI, headers={**signed_whoami(secret), "X-Forwarded-For": hop}
                     ).status_code
                     for hop in ("::1", "198.51.100.7")
                 ]
@@ -141,10 +150,56 @@ def test_on_the_unix_socket_the_kernel_not_a_header_names_the_proxy(
     assert outcomes[f"uid:{me + 4242}"] == [200, 200]
 
 
-WHOAMI = "/api/v1/auth/whoami"
-
-
-def signed(secret: bytes) -> dict[str, str]:
+def signed_whoami(secret: bytes) -> dict[str, str]:
     return signing.signed_headers(
         secret, method="GET", path=WHOAMI, query="", client="tester", body=b""
     )
+
+
+# --- signed requests through proxies: who is local ------------------------------------
+
+
+def test_forwarded_for_from_an_untrusted_peer_does_not_make_it_local(serve: Serve) -> None:
+    client = serve(address=REMOTE)
+    for forwarded in ("127.0.0.1", "::1", "127.0.0.1, 127.0.0.1"):
+        headers = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": forwarded}
+        response = client.get(WHOAMI, headers=headers)
+        assert_error(response, 401, "Unauthorized", "accepted only from this host")
+
+
+def test_behind_a_remote_proxy_no_forwarded_address_is_local(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    # A remote proxy's 127.0.0.1 is that proxy's host, not this one: only a proxy on this
+    # host can vouch for a local client (docs/security.md, "Proxies and the unix socket").
+    proxied = settings_factory('server.trusted_proxies=["203.0.113.0/24"]')
+    client = serve(proxied, address=REMOTE)
+    for forwarded in ("127.0.0.1", "::ffff:127.0.0.1", "unix", "198.51.100.7", "127.0.0.1, ::1"):
+        headers = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": forwarded}
+        response = client.get(WHOAMI, headers=headers)
+        assert_error(response, 401, "Unauthorized", "only from this host")
+    missing = signed(client, "GET", WHOAMI)
+    assert_error(client.get(WHOAMI, headers=missing), 401, "Unauthorized", "only from this host")
+
+
+def test_behind_a_loopback_proxy_a_forwarded_loopback_client_is_local(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    proxied = settings_factory('server.trusted_proxies=["127.0.0.1"]')
+    client = serve(proxied, address=LOOPBACK)
+    for forwarded in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        headers = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": forwarded}
+        assert client.get(WHOAMI, headers=headers).status_code == 200, forwarded
+    # The client prepends a loopback hop; the proxy appends the real address.
+    spoofed = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": "127.0.0.1, 198.51.100.7"}
+    assert_error(client.get(WHOAMI, headers=spoofed), 401, "Unauthorized", "only from this host")
+
+
+def test_a_loopback_proxy_forwarding_a_remote_client_is_refused(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    proxied = settings_factory('server.trusted_proxies=["127.0.0.1"]')
+    client = serve(proxied, address=LOOPBACK)
+    remote = {**signed(client, "GET", WHOAMI), "X-Forwarded-For": "198.51.100.7"}
+    assert_error(client.get(WHOAMI, headers=remote), 401, "Unauthorized", "only from this host")
+    assert client.get(WHOAMI, headers=signed(client, "GET", WHOAMI)).status_code == 200

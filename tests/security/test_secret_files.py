@@ -11,29 +11,23 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.security import hmac as signing
-from tests.security.conftest import assert_error, signed
+from tests.helpers import WHOAMI, Serve, assert_error, hmac_secret, mode, signed
 
-WHOAMI = "/api/v1/auth/whoami"
-Serve = Callable[..., TestClient]
 NOBODY = 65534
 GROUP = "staff"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def whoami(client: TestClient, name: str, secret: bytes) -> tuple[int, str]:
@@ -186,3 +180,24 @@ def test_the_groups_follow_the_configuration_at_every_start(
     assert not as_nobody("cat", str(panel), group=gid)
     assert mode(before.data_dir) == 0o700 and mode(before.data_dir / "secrets") == 0o700
     assert mode(panel) == 0o600
+
+
+# --- each client signs with its own file ----------------------------------------------
+
+
+def test_client_with_a_secret_file_is_not_signed_by_another_clients_secret(
+    serve: Serve, settings_factory: Callable[..., Settings], tmp_path: Any
+) -> None:
+    own = tmp_path / "deployer.secret"
+    own.write_text("d" * 64 + "\n")
+    own.chmod(0o600)
+    client = serve(
+        settings_factory(
+            'auth.clients.deployer.scopes=["probe:read"]',
+            f"auth.clients.deployer.secret_file={own}",
+        )
+    )
+    others = signed(client, "GET", WHOAMI, name="deployer", secret=hmac_secret(client))
+    assert_error(client.get(WHOAMI, headers=others), 401, "Unauthorized", "invalid")
+    mine = signed(client, "GET", WHOAMI, name="deployer", secret=b"d" * 64)
+    assert client.get(WHOAMI, headers=mine).json()["subject"] == "client:deployer"

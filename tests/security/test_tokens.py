@@ -1,353 +1,323 @@
-"""Getting tokens (login, signed request, CLI, admin for others), keys and their rotation.
+"""Bearer tokens: what the verifier accepts and refuses (forged, tampered, expired, for
+someone else, beyond the configured lifetime), revocation inside the expiry leeway, and
+scopes narrowed by the configuration for tokens already issued.
 
-Also: no private key material in any HTTP answer, and a revocation that is
-committed late (the store was busy) still reaches the workers.
+Crafted tokens are signed with the server's real private key, so each is refused for
+the one reason its case names.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import sqlite3
-import threading
+import hashlib
+import hmac
 import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
-import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
-from hostcore.security.runtime import SecurityRuntime
-from tests.conftest import bearer, isolated_environ, run_hostcore
-from tests.security.conftest import add_user, assert_error, b64url, runtime_of, signed
+from hostcore.security import tokens
+from tests.helpers import (
+    PROBE_READ,
+    PROBE_WRITE,
+    WHOAMI,
+    Serve,
+    add_user,
+    assert_error,
+    authorization,
+    b64url,
+    b64url_decode,
+    b64url_json,
+    bearer,
+    runtime_of,
+)
 
-TOKEN = "/api/v1/auth/token"
-WHOAMI = "/api/v1/auth/whoami"
-Serve = Callable[..., TestClient]
-PASSWORD = "correct-horse-battery-staple"
+# --- crafted tokens -------------------------------------------------------------------
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def kid_of(token: str) -> str:
-    kid: str = jwt.get_unverified_header(token)["kid"]
-    return kid
-
-
-def signed_post(
-    client: TestClient, body: dict[str, object], name: str = "tester"
-) -> dict[str, str]:
-    content = json.dumps(body).encode()
-    return {
-        **signed(client, "POST", TOKEN, body=content, name=name),
-        "content-type": "application/json",
+def claims(**changes: Any) -> dict[str, Any]:
+    """Valid claims for client tester; a change to None drops the claim."""
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "iss": "hostcore",
+        "aud": "hostcore",
+        "sub": "client:tester",
+        "jti": str(uuid.uuid4()),
+        "scopes": ["*"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
     }
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not None}
 
 
-def post_signed(
-    client: TestClient, body: dict[str, object], name: str = "tester"
-) -> httpx2.Response:
-    content = json.dumps(body).encode()
-    return client.post(TOKEN, content=content, headers=signed_post(client, body, name))
+def mint(client: TestClient, kid: str | None = "", **changes: Any) -> str:
+    """A token signed with the server's real private key: only the claims are wrong."""
+    key = runtime_of(client).signing_key
+    assert key is not None
+    headers = {"kid": key.kid if kid == "" else kid} if kid is not None else {}
+    return jwt.encode(claims(**changes), key.signing, algorithm=key.algorithm, headers=headers)
 
 
-# --- users -------------------------------------------------------------------------------
+def signing_kid(client: TestClient) -> str:
+    key = runtime_of(client).signing_key
+    assert key is not None
+    return key.kid
 
 
-def test_user_login_gives_a_token_with_the_roles_scopes(serve: Serve) -> None:
-    client = serve()
-    add_user(client, "alice", PASSWORD, "viewer")
-    response = client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    issued = response.json()
-    assert issued["token_type"] == "bearer"
-    assert issued["subject"] == "user:alice"
-    assert issued["scopes"] == ["*:read"]
-    assert issued["expires_in"] == 3600
-    whoami = client.get(WHOAMI, headers=auth(issued["access_token"])).json()
-    assert whoami["subject"] == "user:alice" and whoami["kind"] == "user"
-    assert client.get("/api/v1/probe/read", headers=auth(issued["access_token"])).status_code == 200
-    write = client.post("/api/v1/probe/write", headers=auth(issued["access_token"]))
-    assert_error(write, 403, "Forbidden", "this needs the scope probe:write")
+def by_hand(client: TestClient, header: dict[str, Any]) -> str:
+    """Valid claims and a real Ed25519 signature under a header PyJWT would not write."""
+    key = runtime_of(client).signing_key
+    assert key is not None
+    signing_input = f"{b64url_json(header)}.{b64url_json(claims())}"
+    return f"{signing_input}.{b64url(key.signing.sign(signing_input.encode()))}"
 
 
-def test_failed_logins_all_say_the_same(serve: Serve) -> None:
-    client = serve()
-    add_user(client, "alice", PASSWORD, "admin")
-    attempts = {
-        "wrong password": {"username": "alice", "password": "not-her-password"},
-        "unknown user": {"username": "mallory", "password": PASSWORD},
-        "impossible name": {"username": "Robert'); DROP", "password": PASSWORD},
-        "empty password": {"username": "alice", "password": ""},
-    }
-    bodies = {}
-    for case, body in attempts.items():
-        response = client.post(TOKEN, json=body)
-        assert response.status_code == 401, (case, response.text)
-        bodies[case] = response.json()
-    assert all(
-        body == {"error": "Unauthorized", "detail": "invalid username or password"}
-        for body in bodies.values()
-    ), bodies
+def unsigned(client: TestClient, *, with_kid: bool) -> str:
+    header: dict[str, str] = {"alg": "none", "typ": "JWT"}
+    if with_kid:
+        key = runtime_of(client).signing_key
+        assert key is not None
+        header["kid"] = key.kid
+    return f"{b64url_json(header)}.{b64url_json(claims())}."
 
 
-def test_user_cannot_ask_for_more_than_the_role_grants(serve: Serve) -> None:
-    client = serve()
-    add_user(client, "victor", PASSWORD, "viewer")
-    response = client.post(
-        TOKEN, json={"username": "victor", "password": PASSWORD, "scopes": ["auth:admin"]}
+def public_key_variants(client: TestClient) -> dict[str, bytes]:
+    """What an attacker can read from the JWKS and try as an HMAC key."""
+    jwk = client.get("/.well-known/jwks.json").json()["keys"][0]
+    raw = b64url_decode(jwk["x"])
+    pem = Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert_error(response, 403, "Forbidden", "user victor may not have the scopes: auth:admin")
-    widened = client.post(
-        TOKEN, json={"username": "victor", "password": PASSWORD, "scopes": ["*:*"]}
+    return {"raw": raw, "pem": pem, "jwk-x": jwk["x"].encode()}
+
+
+def hs256_with(client: TestClient, secret: bytes) -> str:
+    """Algorithm confusion, by hand: PyJWT refuses a PEM as an HMAC key, an attacker does not."""
+    key = runtime_of(client).signing_key
+    assert key is not None
+    signing_input = f"{b64url_json({'alg': 'HS256', 'typ': 'JWT', 'kid': key.kid})}."
+    signing_input += b64url_json(claims())
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def flip_signature(token: str) -> str:
+    head, payload, signature = token.split(".")
+    raw = bytearray(b64url_decode(signature))
+    raw[len(raw) // 2] ^= 0x01
+    return f"{head}.{payload}.{b64url(bytes(raw))}"
+
+
+def swap_payload(token: str, **changes: Any) -> str:
+    """Keep header and signature, replace the claims (e.g. widen the scopes)."""
+    head, _, signature = token.split(".")
+    return f"{head}.{b64url_json(claims(**changes))}.{signature}"
+
+
+# --- what the verifier refuses --------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["abc", "abc.def", "a.b.c", "bm90IGpzb24.e30.", "!!!.@@@.###"])
+def test_malformed_token(shared: TestClient, token: str) -> None:
+    response = shared.get(WHOAMI, headers=authorization(token))
+    assert_error(response, 401, "Unauthorized", "token is malformed")
+
+
+def test_overlong_token_is_refused(shared: TestClient) -> None:
+    client = shared
+    token = mint(client, padding="x" * 5000)
+    assert_error(client.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "too long")
+
+
+# (how the token is forged, the detail the server answers)
+FORGERIES: dict[str, tuple[Callable[[TestClient], str], str]] = {
+    "alg none, real kid": (
+        lambda c: unsigned(c, with_kid=True),
+        "token algorithm does not match its signing key",
+    ),
+    "alg none, no kid": (
+        lambda c: unsigned(c, with_kid=False),
+        "token names an unknown signing key",
+    ),
+    "unknown kid": (lambda c: mint(c, kid="0123456789abcdef"), "unknown signing key"),
+    "no kid": (lambda c: mint(c, kid=None), "unknown signing key"),
+    "numeric kid": (lambda c: by_hand(c, {"alg": "EdDSA", "kid": 7}), "token is malformed"),
+    "kid of a list": (
+        lambda c: by_hand(c, {"alg": "EdDSA", "kid": [signing_kid(c)]}),
+        "token is malformed",
+    ),
+    "flipped signature byte": (lambda c: flip_signature(mint(c)), "token signature is invalid"),
+    "widened payload": (
+        lambda c: swap_payload(mint(c, scopes=["probe:read"]), scopes=["*"]),
+        "token signature is invalid",
+    ),
+    "expired": (
+        lambda c: mint(
+            c, iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200, exp=int(time.time()) - 3600
+        ),
+        "token has expired",
+    ),
+    "expired beyond the leeway": (
+        lambda c: mint(c, exp=int(time.time()) - 31 - 2),
+        "token has expired",
+    ),
+    "not yet valid": (lambda c: mint(c, nbf=int(time.time()) + 3600), "token is not valid yet"),
+    "issued in the future": (
+        lambda c: mint(c, iat=int(time.time()) + 3600, nbf=int(time.time()) + 3600),
+        "not valid yet",
+    ),
+    "wrong audience": (lambda c: mint(c, aud="someone-else"), "token is for another audience"),
+    "wrong issuer": (lambda c: mint(c, iss="evil"), "token is from another issuer"),
+    "no jti": (lambda c: mint(c, jti=None), "token lacks the jti claim"),
+    "no exp": (lambda c: mint(c, exp=None), "token lacks the exp claim"),
+    "no scopes": (lambda c: mint(c, scopes=None), "token lacks the scopes claim"),
+    "scopes not a list": (lambda c: mint(c, scopes="*"), "token scopes are malformed"),
+    "subject of another kind": (lambda c: mint(c, sub="robot:tester"), "subject is malformed"),
+    "client not on the list": (lambda c: mint(c, sub="client:ghost"), "no longer allowed"),
+    "lifetime beyond max_token_ttl_s": (
+        lambda c: mint(c, exp=int(time.time()) + 7 * 86400 + 1),
+        "token lifetime is longer than auth.max_token_ttl_s",
+    ),
+    "lifetime beyond max_token_ttl_s, issued long ago": (
+        lambda c: mint(c, iat=int(time.time()) - 30 * 86400, nbf=int(time.time()) - 30 * 86400),
+        "token lifetime is longer than auth.max_token_ttl_s",
+    ),
+    "user token without a role": (lambda c: mint(c, sub="user:alice"), "lacks the role claim"),
+    "user token of a role no longer configured": (
+        lambda c: mint(c, sub="user:alice", role="ghost"),
+        "role ghost is no longer configured",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGERIES))
+def test_forged_or_invalid_token_is_refused(shared: TestClient, case: str) -> None:
+    forge, detail = FORGERIES[case]
+    client = shared
+    response = client.get(WHOAMI, headers=authorization(forge(client)))
+    assert_error(response, 401, "Unauthorized", detail)
+
+
+@pytest.mark.parametrize("variant", ["raw", "pem", "jwk-x"])
+def test_hs256_signed_with_the_public_key_is_refused(shared: TestClient, variant: str) -> None:
+    client = shared
+    token = hs256_with(client, public_key_variants(client)[variant])
+    response = client.get(WHOAMI, headers=authorization(token))
+    assert_error(response, 401, "Unauthorized", "token algorithm does not match its signing key")
+
+
+def test_crafting_helpers_produce_tokens_the_server_accepts(shared: TestClient) -> None:
+    """The forgeries above fail for the one reason they name, not for a broken helper."""
+    client = shared
+    assert (
+        client.get(WHOAMI, headers=authorization(mint(client))).json()["subject"] == "client:tester"
     )
-    assert_error(widened, 403, "Forbidden", "may not have the scopes: *:*")
-    narrower = client.post(
-        TOKEN, json={"username": "victor", "password": PASSWORD, "scopes": ["probe:read"]}
-    )
-    assert narrower.json()["scopes"] == ["probe:read"]
+    hand_made = by_hand(client, {"alg": "EdDSA", "typ": "JWT", "kid": signing_kid(client)})
+    assert client.get(WHOAMI, headers=authorization(hand_made)).status_code == 200
+    within_leeway = mint(client, exp=int(time.time()) - 5)
+    assert client.get(WHOAMI, headers=authorization(within_leeway)).status_code == 200
+    as_list = mint(client, aud=["other", "hostcore"])
+    assert client.get(WHOAMI, headers=authorization(as_list)).status_code == 200
+    longest = mint(client, exp=int(time.time()) + 7 * 86400)
+    assert client.get(WHOAMI, headers=authorization(longest)).status_code == 200
+    user = mint(client, sub="user:alice", role="viewer", scopes=["probe:read"])
+    assert client.get(WHOAMI, headers=authorization(user)).json()["subject"] == "user:alice"
 
 
-def test_login_with_a_client_name_is_refused(serve: Serve) -> None:
-    client = serve()
-    response = client.post(TOKEN, json={"username": "a", "password": PASSWORD, "client": "tester"})
-    assert_error(response, 400, "BadRequest", "needs username and password, and no client")
+def test_a_failed_token_is_not_cached_as_good(shared: TestClient) -> None:
+    client = shared
+    token = flip_signature(mint(client))
+    for _ in range(3):
+        assert client.get(WHOAMI, headers=authorization(token)).status_code == 401
 
 
-# --- clients --------------------------------------------------------------------------------
+# --- revocation inside the expiry leeway ----------------------------------------------
 
 
-def test_a_client_gets_its_own_token_by_a_signed_request(serve: Serve) -> None:
-    client = serve()
-    response = post_signed(client, {"scopes": ["probe:read"], "ttl_s": 600})
-    issued = response.json()
-    assert issued["subject"] == "client:tester"
-    assert issued["scopes"] == ["probe:read"]
-    assert issued["expires_in"] == 600
-    assert client.get("/api/v1/probe/read", headers=auth(issued["access_token"])).status_code == 200
-
-
-def test_unauthenticated_token_request_is_refused(serve: Serve) -> None:
-    client = serve()
-    assert_error(client.post(TOKEN, json={}), 401, "Unauthorized", "no credentials")
-    assert_error(
-        client.post(TOKEN, json={"client": "tester"}), 401, "Unauthorized", "no credentials"
-    )
-
-
-def test_token_for_scopes_the_client_lacks_is_403(
-    serve: Serve, settings_factory: Callable[..., Settings]
-) -> None:
-    client = serve(settings_factory('auth.clients.panel.scopes=["probe:read"]'))
-    response = post_signed(client, {"scopes": ["probe:write"]}, name="panel")
-    assert_error(response, 403, "Forbidden", "may not have the scopes: probe:write")
-    wildcard = post_signed(client, {"scopes": ["probe:*"]}, name="panel")
-    assert_error(wildcard, 403, "Forbidden", "may not have the scopes: probe:*")
-
-
-def test_token_for_another_client_needs_auth_admin(
-    serve: Serve, settings_factory: Callable[..., Settings]
-) -> None:
-    client = serve(settings_factory('auth.clients.panel.scopes=["probe:read"]'))
-    panel = bearer(client, ["probe:read"], name="panel")
-    refused = client.post(TOKEN, json={"client": "tester"}, headers=panel)
-    assert_error(refused, 403, "Forbidden", "needs the scope auth:admin")
-    signed_refused = post_signed(client, {"client": "tester"}, name="panel")
-    assert_error(signed_refused, 403, "Forbidden", "needs the scope auth:admin")
-
-    admin = bearer(client, ["auth:admin"])
-    minted = client.post(TOKEN, json={"client": "panel"}, headers=admin)
-    assert minted.status_code == 200, minted.text
-    assert minted.json()["subject"] == "client:panel"
-    assert minted.json()["scopes"] == ["probe:read"]
-    beyond = client.post(TOKEN, json={"client": "panel", "scopes": ["probe:write"]}, headers=admin)
-    assert_error(beyond, 403, "Forbidden", "client panel may not have the scopes: probe:write")
-    ghost = client.post(TOKEN, json={"client": "ghost"}, headers=admin)
-    assert_error(ghost, 404, "NotFound", "no client ghost")
-
-
-def test_a_user_token_cannot_mint_a_client_token_of_the_same_name(
-    serve: Serve, settings_factory: Callable[..., Settings]
-) -> None:
-    client = serve(settings_factory('auth.roles.reader=["*:read"]'))
-    add_user(client, "tester", PASSWORD, "reader")
-    login = client.post(TOKEN, json={"username": "tester", "password": PASSWORD}).json()
-    response = client.post(TOKEN, json={}, headers=auth(login["access_token"]))
-    assert_error(response, 403, "Forbidden", "needs the scope auth:admin")
-
-
-def test_a_narrow_token_cannot_mint_a_wider_one(serve: Serve) -> None:
-    client = serve()
-    narrow = bearer(client, ["probe:read"])
-    for scopes in (["*"], ["probe:write"], ["probe:*"], ["auth:admin"]):
-        response = client.post(TOKEN, json={"scopes": scopes}, headers=narrow)
-        assert_error(response, 403, "Forbidden", "may not have the scopes")
-    same = client.post(TOKEN, json={}, headers=narrow)
-    assert same.json()["scopes"] == ["probe:read"], "by default: what the credential has"
-
-
-def test_a_token_cannot_outlive_itself_by_minting_a_successor(serve: Serve) -> None:
-    client = serve()
+def issued_in_the_past(client: TestClient, seconds_ago: float, ttl_s: int) -> tuple[str, str]:
+    """A token issued and recorded as the issuer does, ``seconds_ago``: (token, jti)."""
     runtime = runtime_of(client)
-    assert client.portal is not None
-    parent = client.portal.call(runtime.issue, "client", "tester", ["probe:read"], 60)
-    response = client.post(TOKEN, json={}, headers=auth(parent.access_token))
-    if response.status_code == 200:
-        assert response.json()["expires_at"] <= parent.expires_at, response.json()
+    key = runtime.signing_key
+    assert key is not None and client.portal is not None
+    info = tokens.encode(
+        key, runtime.auth, "client", "tester", ["*"], ttl_s, now=time.time() - seconds_ago
+    )
+
+    async def record() -> None:
+        async with runtime.db.session() as session, session.begin():
+            await tokens.record(session, info, "client")
+
+    client.portal.call(record)
+    return info.access_token, info.jti
+
+
+@pytest.mark.parametrize("how", ["jti", "subject", "everything"])
+def test_a_token_inside_its_expiry_leeway_can_be_revoked(
+    serve: Serve, settings: Settings, how: str
+) -> None:
+    client = serve()
+    admin = bearer(client)
+    token, jti = issued_in_the_past(client, seconds_ago=65, ttl_s=60)  # expired 5 s ago
+    assert client.get(WHOAMI, headers=authorization(token)).status_code == 200, (
+        "the leeway accepts it"
+    )
+    if how == "jti":
+        revoked = client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin)
+    elif how == "subject":
+        revoked = client.delete("/api/v1/auth/tokens/by-subject/client:tester", headers=admin)
     else:
-        assert_error(response, 403, "Forbidden", "")
-
-
-def test_ttl_is_bounded(serve: Serve, settings_factory: Callable[..., Settings]) -> None:
-    client = serve(settings_factory("auth.max_token_ttl_s=600"))
-    too_long = post_signed(client, {"ttl_s": 601})
-    assert_error(too_long, 400, "BadRequest", "ttl_s may be at most 600")
-    too_short = post_signed(client, {"ttl_s": 5})
-    assert too_short.status_code == 422
-
-
-def test_token_issue_cli_prints_a_token_the_api_accepts(serve: Serve, tmp_path: Path) -> None:
-    client = serve()
-    result = run_hostcore(
-        "token",
-        "issue",
-        "--client",
-        "tester",
-        "--scope",
-        "x:y",
-        env=isolated_environ(tmp_path),
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    issued = json.loads(result.stdout)
-    assert issued["token_type"] == "bearer"
-    assert issued["subject"] == "client:tester"
-    assert issued["scopes"] == ["x:y"]
-    token = issued["access_token"]
-    assert kid_of(token) == runtime_of(client).signing_key.kid  # type: ignore[union-attr]
-    whoami = client.get(WHOAMI, headers=auth(token))
-    assert whoami.json()["scopes"] == ["x:y"]
+        revoked = client.delete("/api/v1/auth/tokens", params={"confirm": True}, headers=admin)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] >= 1
+    assert_error(client.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "revoked")
+    restarted = serve(settings)
     assert_error(
-        client.get("/api/v1/probe/read", headers=auth(token)), 403, "Forbidden", "probe:read"
+        restarted.get(WHOAMI, headers=authorization(token)), 401, "Unauthorized", "revoked"
     )
-    listed = client.get(
-        "/api/v1/auth/tokens", params={"subject": "client:tester"}, headers=bearer(client)
-    ).json()
-    assert issued["jti"] in {row["jti"] for row in listed}
-    assert token not in json.dumps(listed), "the store keeps the jti, never the token"
 
 
-# --- keys -----------------------------------------------------------------------------------
-
-PUBLIC_JWK_FIELDS = {"kty", "crv", "x", "kid", "alg", "use"}
-KEY_FIELDS = {"kid", "algorithm", "created_at", "retired_at", "verify_until", "active"}
+# --- scopes narrowed by the configuration ---------------------------------------------
 
 
-def private_material(runtime: SecurityRuntime) -> list[str]:
-    """Every spelling of every private key this worker holds."""
-    spellings = []
-    for key in runtime.verifier.keys.values():
-        raw = key.signing.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        spellings += [raw.hex(), b64url(raw), base64.b64encode(raw).decode()]
-    return spellings
-
-
-def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key(
-    serve: Serve,
+def test_narrowing_a_clients_scopes_in_config_narrows_its_live_tokens(
+    serve: Serve, settings_factory: Callable[..., Settings]
 ) -> None:
-    client = serve()
-    runtime = runtime_of(client)
-    before = bearer(client)
-    old_kid = kid_of(before["Authorization"].removeprefix("Bearer "))
+    wide = serve(settings_factory('auth.clients.panel.scopes=["probe:read", "probe:write"]'))
+    token = bearer(wide, ["probe:read", "probe:write"], name="panel")
+    everything = bearer(wide, ["probe:*"], name="panel")
+    assert wide.post(PROBE_WRITE, headers=token).status_code == 200
 
-    rotated = client.post("/api/v1/auth/keys/rotate", headers=before)
-    assert rotated.status_code == 200, rotated.text
-    new = rotated.json()
-    assert set(new) == KEY_FIELDS
-    assert new["active"] is True and new["kid"] != old_kid
-
-    assert client.get(WHOAMI, headers=before).status_code == 200, "old token still verifies"
-    fresh = post_signed(client, {}).json()["access_token"]
-    assert kid_of(fresh) == new["kid"]
-    assert client.get(WHOAMI, headers=auth(fresh)).status_code == 200
-
-    jwks = client.get("/.well-known/jwks.json").json()
-    assert {key["kid"] for key in jwks["keys"]} == {old_kid, new["kid"]}
-    assert all(set(key) == PUBLIC_JWK_FIELDS for key in jwks["keys"]), jwks
-
-    keys = {key["kid"]: key for key in client.get("/api/v1/auth/keys", headers=before).json()}
-    old = keys[old_kid]
-    assert old["active"] is False and old["retired_at"] is not None
-    grace = runtime.auth.max_token_ttl_s + runtime.auth.leeway_s
-    assert old["verify_until"] == pytest.approx(old["retired_at"] + grace)
-    assert keys[new["kid"]]["active"] is True
+    # The same store, restarted with a narrower grant (a config change and a reload).
+    narrow = serve(settings_factory('auth.clients.panel.scopes=["probe:read"]'))
+    for headers in (token, everything):
+        assert narrow.get(PROBE_READ, headers=headers).status_code == 200
+        assert_error(narrow.post(PROBE_WRITE, headers=headers), 403, "Forbidden", "probe:write")
+        assert narrow.get(WHOAMI, headers=headers).json()["scopes"] == ["probe:read"]
+    minted = narrow.post("/api/v1/auth/token", json={"scopes": ["probe:write"]}, headers=token)
+    assert_error(minted, 403, "Forbidden", "may not have the scopes: probe:write")
 
 
-def test_no_http_answer_carries_private_key_material(serve: Serve) -> None:
-    client = serve()
-    admin = bearer(client)
-    answers = [client.post("/api/v1/auth/keys/rotate", headers=admin).text]
-    answers += [client.get("/.well-known/jwks.json").text]
-    answers += [client.get("/api/v1/auth/keys", headers=admin).text]
-    answers += [client.get("/api/v1/auth/tokens", headers=admin).text]
-    for key in client.get("/.well-known/jwks.json").json()["keys"]:
-        assert "d" not in key
-    secrets = private_material(runtime_of(client))
-    assert len(secrets) == 6, "two keys, three spellings each"
-    for answer in answers:
-        for secret in secrets:
-            assert secret not in answer
-
-
-def test_rotation_needs_auth_admin(serve: Serve) -> None:
-    client = serve()
-    reader = bearer(client, ["*:read"])
-    assert_error(
-        client.post("/api/v1/auth/keys/rotate", headers=reader), 403, "Forbidden", "auth:admin"
+def test_narrowing_a_roles_scopes_in_config_narrows_its_users_live_tokens(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    wide = serve(settings_factory('auth.roles.operator=["probe:*"]'))
+    add_user(wide, "olga", "correct-horse-battery-staple", "operator")
+    login = wide.post(
+        "/api/v1/auth/token",
+        json={"username": "olga", "password": "correct-horse-battery-staple"},
     )
-    assert_error(client.get("/api/v1/auth/keys", headers=reader), 403, "Forbidden", "auth:admin")
+    token = authorization(login.json()["access_token"])
+    assert wide.post(PROBE_WRITE, headers=token).status_code == 200
 
-
-# --- revocation that reaches the store late -----------------------------------------------
-
-
-def test_a_revocation_committed_late_is_still_enforced(serve: Serve, settings: Settings) -> None:
-    """revoked_at is stamped before the UPDATE waits for the write lock (up to busy_timeout)."""
-    client = serve()
-    admin = bearer(client)
-    victim = bearer(client)
-    jti = jwt.decode(
-        victim["Authorization"].removeprefix("Bearer "), options={"verify_signature": False}
-    )["jti"]
-    assert client.get(WHOAMI, headers=victim).status_code == 200
-    assert client.get(WHOAMI, headers=admin).status_code == 200
-
-    # Another writer (a worker flushing activity, a backup, a migration) holds the lock.
-    writer = sqlite3.connect(settings.data_dir / "hostcore.db", isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")
-    answers: list[int] = []
-    revoker = threading.Thread(
-        target=lambda: answers.append(
-            client.delete(f"/api/v1/auth/tokens/{jti}", headers=admin).status_code
-        )
-    )
-    revoker.start()
-    time.sleep(3.0)
-    writer.execute("COMMIT")
-    writer.close()
-    revoker.join(timeout=10)
-    assert answers == [200]
-
-    time.sleep(1.0)
-    response = client.get(WHOAMI, headers=victim)
-    assert_error(response, 401, "Unauthorized", "token has been revoked")
+    narrow = serve(settings_factory('auth.roles.operator=["*:read"]'))
+    assert narrow.get(PROBE_READ, headers=token).status_code == 200
+    assert_error(narrow.post(PROBE_WRITE, headers=token), 403, "Forbidden", "probe:write")
+    assert narrow.get(WHOAMI, headers=token).json()["scopes"] == ["probe:read"]

@@ -12,14 +12,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.security import tokens, upkeep
-from tests.conftest import bearer, wait_for
-from tests.security.conftest import runtime_of
+from tests.helpers import Serve, bearer, runtime_of, wait_for
 
-Serve = Callable[..., TestClient]
 DAY = 86400.0
 WAIT_S = 15.0
 

@@ -3,13 +3,27 @@ and an exit status."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from hostcore.security import hmac as signing
-from tests.conftest import free_port, hostcore_command, isolated_environ, run_hostcore
+from tests.helpers import (
+    WHOAMI,
+    Serve,
+    assert_error,
+    assert_one_line_error,
+    authorization,
+    bearer,
+    free_port,
+    hostcore_command,
+    isolated_environ,
+    kid_of,
+    run_hostcore,
+    runtime_of,
+)
 
 
 def hostcore(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -68,16 +82,6 @@ def test_call_names_the_secret_file_a_client_lacks(tmp_path: Path) -> None:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return isolated_environ(tmp_path)
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], status: int, *fragments: str
-) -> None:
-    assert result.returncode == status, (result.stdout, result.stderr)
-    assert result.stderr.startswith("hostcore: "), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -147,3 +151,40 @@ def test_an_unreachable_store_is_a_runtime_error_naming_it_without_its_password(
     result = run_hostcore("token", "list", "--set", f"database.url={url}", env=env, cwd=tmp_path)
     assert_one_line_error(result, 1, "postgresql+asyncpg://hc:")
     assert "hunter2" not in result.stderr
+
+
+# --- token issue ----------------------------------------------------------------------
+
+
+def test_token_issue_cli_prints_a_token_the_api_accepts(serve: Serve, tmp_path: Path) -> None:
+    client = serve()
+    result = run_hostcore(
+        "token",
+        "issue",
+        "--client",
+        "tester",
+        "--scope",
+        "x:y",
+        env=isolated_environ(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    issued = json.loads(result.stdout)
+    assert issued["token_type"] == "bearer"
+    assert issued["subject"] == "client:tester"
+    assert issued["scopes"] == ["x:y"]
+    token = issued["access_token"]
+    assert kid_of(token) == runtime_of(client).signing_key.kid  # type: ignore[union-attr]
+    whoami = client.get(WHOAMI, headers=authorization(token))
+    assert whoami.json()["scopes"] == ["x:y"]
+    assert_error(
+        client.get("/api/v1/probe/read", headers=authorization(token)),
+        403,
+        "Forbidden",
+        "probe:read",
+    )
+    listed = client.get(
+        "/api/v1/auth/tokens", params={"subject": "client:tester"}, headers=bearer(client)
+    ).json()
+    assert issued["jti"] in {row["jti"] for row in listed}
+    assert token not in json.dumps(listed), "the store keeps the jti, never the token"

@@ -9,6 +9,8 @@ synchronous ``TestClient`` tests, whose app runs on yet another loop.
 Each daemon has its own connection, as on a real host, so one can be absent
 (never connected) or unresponsive (its connection swallows method calls)
 while the others answer.
+
+Also here: ``ScriptedRunner``, a runner that answers journalctl from a script.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -47,6 +49,9 @@ from dbus_fast.annotations import (
     DBusUInt64,
 )
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from hostcore.config import RunnerSettings
+from hostcore.runner import CommandResult, Runner
 
 T = TypeVar("T")
 NoOutput = Annotated[None, DBusSignature("")]
@@ -488,7 +493,8 @@ class FakeServices:
 
     ``absent`` names (``"systemd1"``, ``"login1"``, ``"hostname1"``,
     ``"timedate1"``) are never connected. A name in ``unresponsive`` (a set
-    that may change while running) gets no answer to any method call.
+    that may change while running) gets no answer to any method call; each such
+    call is noted in ``swallowed``, so a test can wait until one is hanging.
     """
 
     def __init__(
@@ -504,6 +510,8 @@ class FakeServices:
             raise ValueError(f"unknown fake services {sorted(unknown)}; known: {SERVICE_KEYS}")
         self.address = address
         self.unresponsive: set[str] = set(unresponsive)
+        # (service key, member) of each call an unresponsive fake received and never answered.
+        self.swallowed: list[tuple[str, str]] = []
         self.absent: frozenset[str] = frozenset(absent)
         self.systemd = FakeSystemd(units)
         self.logind = FakeLogind()
@@ -591,7 +599,10 @@ class FakeServices:
     def _muter(self, key: str) -> Callable[[Message], bool]:
         def swallow(message: Message) -> bool:
             # True marks the message handled, so no reply is ever sent.
-            return message.message_type is MessageType.METHOD_CALL and key in self.unresponsive
+            if message.message_type is MessageType.METHOD_CALL and key in self.unresponsive:
+                self.swallowed.append((key, str(message.member)))
+                return True
+            return False
 
         return swallow
 
@@ -613,3 +624,42 @@ class FakeServices:
 
 FakeServicesFactory = Callable[..., FakeServices]
 """``fake_services_factory``: ``make(unresponsive=..., absent=..., units=...)`` -> started fakes."""
+
+
+def bus_calls(services: FakeServices) -> int:
+    """How many method calls the four fakes have answered."""
+    return sum(
+        len(fake.calls)
+        for fake in (services.systemd, services.logind, services.hostnamed, services.timedated)
+    )
+
+
+class ScriptedRunner(Runner):
+    """Answers every command with one result (or error) and remembers what it was asked."""
+
+    def __init__(
+        self,
+        stdout: bytes = b"",
+        *,
+        returncode: int = 0,
+        stderr: bytes = b"",
+        error: Exception | None = None,
+    ) -> None:
+        super().__init__(RunnerSettings())
+        self.stdout, self.returncode, self.stderr, self.error = stdout, returncode, stderr, error
+        self.commands: list[tuple[list[str], float | None]] = []
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        self.commands.append((list(argv), timeout_s))
+        if self.error is not None:
+            raise self.error
+        return CommandResult(tuple(argv), self.returncode, self.stdout, self.stderr, 0.01)

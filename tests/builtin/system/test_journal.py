@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +16,12 @@ from hostcore.builtin.system.journal import (
 )
 from hostcore.config import RunnerSettings
 from hostcore.errors import CommandFailed, CommandNotFound, Unavailable
-from hostcore.runner import CommandResult, Runner
+from hostcore.runner import Runner
+from tests.builtin.system.fakes import ScriptedRunner
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "journal"
 REVERSE = (FIXTURES / "reverse.jsonl").read_bytes()
 MALFORMED = (FIXTURES / "malformed.jsonl").read_bytes()
-
-
-class ScriptedRunner(Runner):
-    """Answers every command with one result (or error) and remembers what it was asked."""
-
-    def __init__(
-        self,
-        stdout: bytes = b"",
-        *,
-        returncode: int = 0,
-        stderr: bytes = b"",
-        error: Exception | None = None,
-    ) -> None:
-        super().__init__(RunnerSettings())
-        self.stdout, self.returncode, self.stderr, self.error = stdout, returncode, stderr, error
-        self.commands: list[tuple[list[str], float | None]] = []
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout_s: float | None = None,
-        input: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        check: bool = False,
-    ) -> CommandResult:
-        self.commands.append((list(argv), timeout_s))
-        if self.error is not None:
-            raise self.error
-        return CommandResult(tuple(argv), self.returncode, self.stdout, self.stderr, 0.01)
 
 
 # --- parsing ------------------------------------------------------------------------

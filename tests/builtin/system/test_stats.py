@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from hostcore.builtin.system.stats import (
 )
 from hostcore.errors import Unavailable
 from tests.builtin.system.trees import RPI, X86, copy_tree
+from tests.helpers import wait_until
 
 
 def advance_stat(root: Path, deltas: dict[str, list[int]]) -> None:
@@ -211,17 +210,12 @@ def test_latest_without_the_task_samples_at_most_once_per_interval(tmp_path: Pat
     assert collector.latest() is not first
 
 
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll (the collector has no event to wait on) until ``condition()`` holds, 10 s at most."""
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the collector did not get there within 10 s")
+# The collector has no event to wait on: its outcome is polled for, bounded.
+COLLECTOR_WITHIN_S = 10.0
 
 
 async def wait_for_sample(collector: StatsCollector, after: SystemStatsRead) -> SystemStatsRead:
-    await wait_until(lambda: collector.latest() is not after)
+    await wait_until(lambda: collector.latest() is not after, COLLECTOR_WITHIN_S, "a new sample")
     return collector.latest()
 
 
@@ -256,10 +250,18 @@ async def test_collector_survives_failing_samples(
         good = collector.latest()
         stat = (root / "proc/stat").read_bytes()
         (root / "proc/stat").unlink()
-        await wait_until(lambda: "sampling system stats failed" in caplog.messages)
+        await wait_until(
+            lambda: "sampling system stats failed" in caplog.messages,
+            COLLECTOR_WITHIN_S,
+            "the failure to be logged",
+        )
         assert collector.latest() is good  # the last good sample is still served
         (root / "proc/stat").write_bytes(stat)
-        await wait_until(lambda: "sampling system stats works again" in caplog.messages)
+        await wait_until(
+            lambda: "sampling system stats works again" in caplog.messages,
+            COLLECTOR_WITHIN_S,
+            "the recovery to be logged",
+        )
         assert collector.latest() is not good
     finally:
         await collector.stop()

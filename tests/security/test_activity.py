@@ -15,6 +15,7 @@ from hostcore.db.engine import Database
 from hostcore.db.migrate import lineages, migration_lock, upgrade
 from hostcore.security import activity
 from hostcore.security.activity import ActivityRecord, ActivityRecorder, StoreBusy
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -25,6 +26,9 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     yield database
     await database.dispose()
 
+
+# Bounds a wait that only a hang would reach.
+HANG_GUARD_S = 30.0
 
 # Recent, so retention by age keeps the rows; whole eighths, so floats compare exactly.
 RECENT = float(int(time.time()) - 3600)
@@ -89,21 +93,33 @@ async def test_a_store_locked_by_another_writer_keeps_the_rows_and_does_not_wait
     await recorder.close()
 
 
-async def test_the_writer_task_retries_a_busy_store_without_dropping(db: Database) -> None:
+async def test_the_writer_task_retries_a_busy_store_without_dropping(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = ActivityRecorder(db, ActivitySettings(flush_interval_s=0.05))
+    busy: list[StoreBusy] = []
+    real_flush = recorder.flush
+
+    async def counted_flush() -> int:
+        try:
+            return await real_flush()
+        except StoreBusy as exc:
+            busy.append(exc)
+            raise
+
+    monkeypatch.setattr(recorder, "flush", counted_flush)
     holder = sqlite3.connect(store_file(db), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     recorder.start()
     try:
         for n in range(10):
             recorder.record(entry(n))
-        await asyncio.sleep(0.3)  # several flush attempts meet the lock
+        await wait_until(lambda: len(busy) >= 3, HANG_GUARD_S, "flushes to meet the lock")
         assert rows(store_file(db)) == []
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    await asyncio.sleep(0.3)
-    assert len(rows(store_file(db))) == 10
+    await wait_until(lambda: len(rows(store_file(db))) == 10, HANG_GUARD_S, "the ten rows")
     assert recorder.dropped == 0
     await recorder.close()
 

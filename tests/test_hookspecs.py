@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import typer
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from typer.testing import CliRunner
@@ -21,13 +20,10 @@ from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.hookspecs import hookimpl
 from hostcore.plugins import PluginRegistry, object_source
-from tests.plugin_fakes import Echo, Lifecycle, Mounting, Teapot
+from tests.helpers import AppFactory, ClientFor, Echo, Lifecycle, Mounting, Teapot
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("hostcore_"))
-
-AppFactory = Callable[..., FastAPI]
-ClientFor = Callable[[FastAPI], TestClient]
 
 
 def test_every_hook_has_a_test() -> None:

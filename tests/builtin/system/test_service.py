@@ -1,0 +1,136 @@
+"""The system plugin's service without HTTP: the allowed-units list and the limits are
+checked before anything reaches systemd, logind or journalctl.
+
+The bus is the real client talking to fake daemons on a private D-Bus; journalctl is a
+scripted runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hostcore.builtin.system.schemas import SystemSettings
+from hostcore.builtin.system.service import SystemService
+from hostcore.errors import BadRequest, Forbidden
+from tests.builtin.system.fakes import FakeServices, ScriptedRunner, bus_calls
+from tests.builtin.system.trees import RPI
+
+JOURNAL = Path(__file__).resolve().parents[2] / "fixtures" / "journal" / "reverse.jsonl"
+ALLOWED = ["ssh.service", "nginx.service", "ghost.service"]
+
+
+def system_settings(**changes: object) -> SystemSettings:
+    values: dict[str, object] = {
+        "root": RPI,
+        "allowed_units": ALLOWED,
+        "logs_max_limit": 50,
+        "max_power_delay_s": 600,
+        "dbus_timeout_s": 2.0,
+    }
+    return SystemSettings.model_validate({**values, **changes})
+
+
+@pytest.fixture
+def journal() -> ScriptedRunner:
+    return ScriptedRunner(JOURNAL.read_bytes())
+
+
+@pytest.fixture
+async def service(journal: ScriptedRunner) -> AsyncIterator[SystemService]:
+    service = SystemService(system_settings(), journal)
+    yield service
+    await service.stop()
+
+
+def units_asked(journal: ScriptedRunner) -> list[list[str]]:
+    """The --unit options of each journalctl command, in order."""
+    return [
+        [arg.removeprefix("--unit=") for arg in argv if arg.startswith("--unit=")]
+        for argv, _ in journal.commands
+    ]
+
+
+# --- the allowed units ------------------------------------------------------------------
+
+
+async def test_a_unit_off_the_allowed_list_reaches_neither_systemd_nor_the_journal(
+    fake_services: FakeServices, service: SystemService, journal: ScriptedRunner
+) -> None:
+    refused = [
+        service.unit("reboot.target"),
+        service.control("reboot.target", "start"),
+        service.control("cron.service", "stop"),
+        service.logs("cron.service", None, None, None),
+    ]
+    for call in refused:
+        with pytest.raises(Forbidden, match="is not on the allowed-units list"):
+            await call
+    assert bus_calls(fake_services) == 0
+    assert journal.commands == []
+
+
+@pytest.mark.parametrize(
+    ("action", "member"), [("start", "StartUnit"), ("stop", "StopUnit"), ("restart", "RestartUnit")]
+)
+async def test_each_action_on_an_allowed_unit_is_its_own_systemd_call(
+    fake_services: FakeServices, service: SystemService, action: str, member: str
+) -> None:
+    job = await service.control("nginx.service", action)  # type: ignore[arg-type]
+    assert job.action == action
+    assert [args[0] for args in fake_services.systemd.called(member)] == ["nginx.service"]
+    assert bus_calls(fake_services) == 1
+
+
+async def test_every_allowed_unit_is_listed_and_one_not_installed_is_not_found(
+    fake_services: FakeServices, service: SystemService
+) -> None:
+    units = await service.units()
+    assert [unit.name for unit in units] == ALLOWED
+    ghost = units[-1]
+    assert (ghost.load_state, ghost.active_state, ghost.sub_state) == (
+        "not-found",
+        "inactive",
+        "dead",
+    )
+
+
+# --- the limits -------------------------------------------------------------------------
+
+
+async def test_a_power_delay_over_the_limit_is_refused_before_logind_hears_of_it(
+    fake_services: FakeServices, service: SystemService
+) -> None:
+    with pytest.raises(BadRequest, match="delay_s may be at most 600"):
+        await service.power("reboot", 601)
+    assert bus_calls(fake_services) == 0
+    assert (await service.power("reboot", 600)).action == "reboot"
+    assert fake_services.logind.scheduled is not None
+    assert fake_services.logind.scheduled[0] == "reboot"
+    assert (await service.power("poweroff", 0)).action == "poweroff"
+
+
+async def test_logs_without_a_unit_read_only_the_allowed_units(
+    service: SystemService, journal: ScriptedRunner
+) -> None:
+    await service.logs(None, None, None, None)
+    await service.logs("ssh.service", None, None, 5)
+    assert units_asked(journal) == [ALLOWED, ["ssh.service"]]
+
+
+async def test_logs_default_to_at_most_100_lines_and_never_beyond_the_configured_limit(
+    journal: ScriptedRunner,
+) -> None:
+    for configured, default in ((50, 50), (1000, 100)):
+        service = SystemService(system_settings(logs_max_limit=configured), journal)
+        await service.logs(None, None, None, None)
+        await service.stop()
+        assert f"--lines={default}" in journal.commands[-1][0]
+    service = SystemService(system_settings(logs_max_limit=50), journal)
+    asked = len(journal.commands)
+    with pytest.raises(BadRequest, match="limit may be at most 50"):
+        await service.logs(None, None, None, 51)
+    await service.stop()
+    assert len(journal.commands) == asked, "no journalctl for a refused limit"
