@@ -61,17 +61,18 @@ def test_two_plugins_with_one_name_fail_naming_both(settings: Settings) -> None:
         PluginRegistry.load(settings, sources=[first, second])
 
 
-@pytest.mark.parametrize("name", ["plugins", "health", "Bad", "a/b", "../x", ""])
+@pytest.mark.parametrize("name", ["plugins", "health", "Bad", "a/b", "../x", "", "echo\n"])
 def test_reserved_or_malformed_names_are_refused(settings: Settings, name: str) -> None:
     with pytest.raises(PluginError, match="is not allowed"):
         PluginRegistry.load(settings, sources=[object_source(name, Echo())])
 
 
-def test_malformed_scopes_are_refused(settings: Settings) -> None:
+@pytest.mark.parametrize("scope", ["Read Everything", "bad:read\n", "bad"])
+def test_malformed_scopes_are_refused(settings: Settings, scope: str) -> None:
     class BadScopes:
         @hookimpl
         def hostcore_scopes(self) -> dict[str, str]:
-            return {"Read Everything": "?"}
+            return {scope: "?"}
 
     with pytest.raises(PluginError, match="malformed scope"):
         PluginRegistry.load(settings, sources=[object_source("bad", BadScopes())])

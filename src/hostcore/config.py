@@ -142,7 +142,7 @@ class ServerSettings(Section):
     @classmethod
     def _proxy_entries(cls, entries: list[str]) -> list[str]:
         for entry in entries:
-            if entry == "unix" or _PROXY_IDENTITY.match(entry):
+            if entry == "unix" or _PROXY_IDENTITY.fullmatch(entry):
                 continue
             try:
                 ipaddress.ip_network(entry, strict=False)

@@ -147,7 +147,7 @@ class PluginRegistry:
             state=PluginState.OK,
         )
         self._plugins[source.name] = plugin
-        if not PLUGIN_NAME.match(source.name) or source.name in RESERVED_NAMES:
+        if not PLUGIN_NAME.fullmatch(source.name) or source.name in RESERVED_NAMES:
             raise PluginError(
                 f"plugin name {source.name!r} from {source.distribution} is not allowed: "
                 "use lower-case letters, digits and '_', and not one of "
@@ -193,7 +193,7 @@ class PluginRegistry:
     def _scopes_of(self, name: str) -> dict[str, str]:
         scopes = dict(self.call(name, "hostcore_scopes") or {})
         for scope in scopes:
-            if not SCOPE_NAME.match(scope):
+            if not SCOPE_NAME.fullmatch(scope):
                 raise PluginError(f"plugin {name} declares a malformed scope {scope!r}")
             if scope.split(":", 1)[0] != name:
                 raise PluginError(

@@ -40,6 +40,12 @@ def test_weak_passwords_are_refused_with_the_reason(
         POLICY.check(password, username)
 
 
+def test_a_password_with_a_lone_surrogate_is_refused() -> None:
+    """JSON's \\ud800 escape decodes to text with no UTF-8 form: argon2 could not hash it."""
+    with pytest.raises(BadRequest, match="password must be valid Unicode text"):
+        POLICY.check("a-long-phrase-\ud800", "alice")
+
+
 def test_a_short_username_inside_a_password_is_allowed() -> None:
     PasswordPolicy(min_length=10).check("a-good-long-phrase", "go")
 

@@ -61,3 +61,9 @@ def test_passwords_are_hashed_with_the_documented_parameters() -> None:
     assert passwords.verify(hashed, PASSWORD) == passwords.Checked(matched=True)
     assert passwords.verify(hashed, WRONG) == passwords.Checked(matched=False)
     assert passwords.verify(None, PASSWORD) == passwords.Checked(matched=False)
+
+
+def test_a_password_with_a_lone_surrogate_matches_nothing() -> None:
+    stored = passwords.hash_password(PASSWORD)
+    assert passwords.verify(stored, PASSWORD + "\ud800") == passwords.Checked(matched=False)
+    assert passwords.verify(None, "\udfff") == passwords.Checked(matched=False)

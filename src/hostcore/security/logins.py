@@ -82,7 +82,7 @@ class Logins:
 
     async def authenticate(self, username: str, password: str) -> UserInfo:
         """The user, or Unauthorized with one message (TooManyRequests while locked)."""
-        counted = USERNAME.match(username) is not None
+        counted = USERNAME.fullmatch(username) is not None
         user = failures = None
         if counted:
             async with self.db.session() as session:

@@ -33,7 +33,7 @@ class UserInfo:
 
 
 def validate_username(username: str) -> str:
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise BadRequest(
             "username must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
         )

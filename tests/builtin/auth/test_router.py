@@ -7,6 +7,7 @@ The rules behind the token endpoint are tested without HTTP in test_service.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -108,6 +109,14 @@ def test_user_cannot_ask_for_more_than_the_role_grants(serve: Serve) -> None:
         TOKEN, json={"username": "victor", "password": PASSWORD, "scopes": ["probe:read"]}
     )
     assert narrower.json()["scopes"] == ["probe:read"]
+
+
+def test_a_login_with_a_lone_surrogate_in_the_password_is_a_failed_login(serve: Serve) -> None:
+    client = serve()
+    add_user(client, "alice", PASSWORD, "viewer")
+    body = json.dumps({"username": "alice", "password": PASSWORD})[:-2] + '\\ud800"}'
+    response = client.post(TOKEN, content=body, headers={"content-type": "application/json"})
+    assert_error(response, 401, "Unauthorized", "invalid username or password")
 
 
 def test_login_with_a_client_name_is_refused(serve: Serve) -> None:

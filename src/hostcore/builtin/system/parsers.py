@@ -391,7 +391,7 @@ def parse_cpuinfo(text: str) -> CpuInfo:
         count=count,
         hardware=top.get("Hardware"),
         revision=top.get("Revision"),
-        serial=None if serial is None or _ALL_ZEROS.match(serial) else serial,
+        serial=None if serial is None or _ALL_ZEROS.fullmatch(serial) else serial,
         board_model=top.get("Model"),
     )
 
