@@ -1,7 +1,12 @@
-"""`hostcore serve` for real: one uvicorn process, and gunicorn with uvicorn workers on a socket."""
+"""`hostcore serve` for real: one uvicorn process, and gunicorn with uvicorn workers on a socket;
+a reload checked in this process (``reread``), and the data directory's mode
+(``secure_data_dir``)."""
 
 from __future__ import annotations
 
+import grp
+import logging
+import os
 import re
 import signal
 import socket
@@ -13,7 +18,16 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from fastapi import FastAPI
 
+from hostcore import files
+from hostcore import serve as serve_module
+from hostcore.config import Settings
+from hostcore.control import ReloadOutcome, ServerRecord, read_outcome
+from hostcore.errors import ConfigError
+from hostcore.logging import LOG_FORMAT, SafeFormatter
+from hostcore.security.secret_files import load_client_secrets
+from hostcore.serve import CliLayers, reread, secure_data_dir
 from tests.helpers import (
     STOP_TIMEOUT_S,
     accepts,
@@ -21,6 +35,7 @@ from tests.helpers import (
     free_port,
     hostcore_command,
     isolated_environ,
+    mode,
     run_hostcore,
     stop_group,
     wait_for,
@@ -323,3 +338,175 @@ def test_reload_without_a_running_server_is_one_line(tmp_path: Path) -> None:
         result.stderr
         == f"hostcore: no hostcore server is running (no {tmp_path}/run/hostcore.pid)\n"
     )
+
+
+# --- a reload checked in this process (reread), and the data directory's mode -------------
+
+KEPT = ["server.host", "server.port", "server.uds", "run_dir"]
+
+
+@pytest.fixture
+def server_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's environment and working directory as a server's in ``tmp_path``:
+    what ``CliLayers.load`` reads on a reload. Returns the run directory."""
+    for name in [name for name in os.environ if name.startswith("HOSTCORE_")]:
+        monkeypatch.delenv(name)
+    for name, value in isolated_environ(tmp_path).items():
+        if name.startswith("HOSTCORE_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def record(server_environ: Path) -> Iterator[ServerRecord]:
+    """The record of a server that has started: a reload writes its outcome there."""
+    started = ServerRecord(server_environ)
+    started.started()
+    yield started
+    started.stopped()
+
+
+def test_a_reload_to_a_store_url_that_cannot_be_used_is_refused_without_its_password(
+    server_environ: Path, record: ServerRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = CliLayers().load()
+    bad_store = CliLayers(
+        overrides=("database.url=postgresql+nosuchdriver://hc:hunter2@db.local/hc",)
+    )
+    with caplog.at_level(logging.INFO, logger="hostcore.serve"):
+        assert reread(current, bad_store, record, kept=KEPT, single_process=True) is None
+    outcome = read_outcome(server_environ)
+    assert outcome is not None and not outcome.applied
+    assert outcome.detail.startswith(
+        "database.url postgresql+nosuchdriver://hc:********@db.local/hc cannot be used"
+    ), outcome.detail
+    assert "hunter2" not in outcome.detail and "hunter2" not in caplog.text
+    assert (
+        f"configuration not reloaded, the server keeps its own: {outcome.detail}" in caplog.messages
+    )
+    assert "configuration reloaded" not in caplog.messages
+
+
+def test_a_reload_whose_app_fails_to_build_for_any_reason_is_refused_and_logged(
+    server_environ: Path,
+    record: ServerRecord,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only ConfigError and PluginError: whatever building the app raises, the server
+    keeps its app, and the outcome names the failure's type, never its text."""
+    current = CliLayers().load()
+
+    def failing(settings: Settings, **options: object) -> FastAPI:
+        raise RuntimeError("no pool for postgresql://hc:hunter2@db.local/hc")
+
+    monkeypatch.setattr(serve_module, "create_app", failing)
+    with caplog.at_level(logging.INFO, logger="hostcore.serve"):
+        assert reread(current, CliLayers(), record, kept=KEPT, single_process=True) is None
+    outcome = read_outcome(server_environ)
+    assert outcome == ReloadOutcome(os.getpid(), 1, False, "building the app failed: RuntimeError")
+    failure = next(
+        r
+        for r in caplog.records
+        if r.getMessage() == "building the app from the new configuration failed"
+    )
+    assert failure.levelno == logging.ERROR
+    assert failure.exc_info is not None and failure.exc_info[0] is RuntimeError
+    failure.request_id = "-"
+    logged = SafeFormatter(LOG_FORMAT).format(failure)
+    assert "RuntimeError: no pool for postgresql://hc:********@db.local/hc" in logged
+    assert "hunter2" not in logged
+    assert (
+        "configuration not reloaded, the server keeps its own: "
+        "building the app failed: RuntimeError" in caplog.messages
+    )
+
+
+def test_a_reload_names_each_changed_key_that_waits_for_the_next_start(
+    server_environ: Path, record: ServerRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = CliLayers().load()
+    moved = CliLayers(overrides=("server.port=9123", "server.docs=false"))
+    with caplog.at_level(logging.INFO, logger="hostcore.serve"):
+        reloaded = reread(current, moved, record, kept=KEPT, single_process=True)
+    assert reloaded is not None and reloaded.settings.server.docs is False
+    assert reloaded.settings.server.port == 9123 != current.server.port
+    assert read_outcome(server_environ) == ReloadOutcome(
+        os.getpid(), 1, True, "configuration reloaded (server.port: at the next start)"
+    )
+    assert "server.port changed: takes effect at the next start" in caplog.messages
+
+    same_listener = CliLayers(overrides=("server.docs=false",))
+    assert reread(current, same_listener, record, kept=KEPT, single_process=True) is not None
+    assert read_outcome(server_environ) == ReloadOutcome(
+        os.getpid(), 2, True, "configuration reloaded"
+    )
+
+
+@pytest.fixture
+def own_group() -> str:
+    """A group that exists and that this process may give its files to."""
+    return grp.getgrgid(os.getgid()).gr_name
+
+
+@pytest.fixture
+def someone_elses_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file in the test belongs to another user, as hostcore.files sees it."""
+    monkeypatch.setattr(files.os, "geteuid", lambda: os.getuid() + 4242)
+
+
+@pytest.mark.parametrize(
+    "group_reads",
+    [
+        ("auth.clients.panel.secret_group={group}",),
+        ("auth.clients.panel.shared_secret=true", "auth.secret_group={group}"),
+    ],
+    ids=["a client's secret", "the shared secret"],
+)
+def test_a_data_directory_a_group_passes_through_stays_0711_start_after_start(
+    settings_factory: Callable[..., Settings],
+    own_group: str,
+    group_reads: tuple[str, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings_factory(
+        'auth.clients.panel.scopes=["*"]', *(item.format(group=own_group) for item in group_reads)
+    )
+    secure_data_dir(settings)  # the first start: created private
+    load_client_secrets(settings)  # made passable for the group that reads a secret
+    assert mode(settings.data_dir) == 0o711
+    with caplog.at_level(logging.WARNING, logger="hostcore.files"):
+        for _ in range(2):  # the next start, a reload
+            secure_data_dir(settings)
+            assert mode(settings.data_dir) == 0o711
+    assert caplog.records == [], "nothing was tightened"
+
+
+def test_a_passable_data_directory_of_another_user_is_accepted_when_a_group_reads_a_secret(
+    settings_factory: Callable[..., Settings], own_group: str, someone_elses_files: None
+) -> None:
+    settings = settings_factory(
+        'auth.clients.panel.scopes=["*"]', f"auth.clients.panel.secret_group={own_group}"
+    )
+    settings.data_dir.mkdir(mode=0o711)
+    settings.data_dir.chmod(0o711)
+    for _ in range(2):
+        secure_data_dir(settings)
+        assert mode(settings.data_dir) == 0o711
+
+
+def test_without_a_group_read_secret_a_passable_data_directory_is_tightened_or_refused(
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_factory()
+    settings.data_dir.mkdir(mode=0o711)
+    settings.data_dir.chmod(0o711)
+    secure_data_dir(settings)
+    assert mode(settings.data_dir) == 0o710, "ours: only the group's search bit is kept"
+
+    settings.data_dir.chmod(0o711)
+    monkeypatch.setattr(files.os, "geteuid", lambda: os.getuid() + 4242)
+    with pytest.raises(ConfigError, match=r"is mode 0o711 and owned by .*make it 0o710"):
+        secure_data_dir(settings)
+    assert mode(settings.data_dir) == 0o711, "another user's directory is left as it is"
