@@ -11,10 +11,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import InvalidRequestError
 
 from hostcore.config import Settings
 from hostcore.db.engine import Database
-from hostcore.errors import Unavailable
+from hostcore.errors import ConfigError, Unavailable
 from hostcore.redaction import REDACTED
 from tests.helpers import free_port, mode
 
@@ -62,6 +63,39 @@ def test_describe_hides_every_form_of_password(url: str) -> None:
     assert "hunter2" not in described
     assert described.startswith("postgresql+asyncpg://hc")
     assert REDACTED in described
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+nosuchdriver://hc:hunter2@db.local/hc", "cannot be used: NoSuchModuleError"),
+        ("notadb://hc:hunter2@db.local/hc", "cannot be used: NoSuchModuleError"),
+        ("notadb://x", "cannot be used: NoSuchModuleError"),
+        ("postgresql+asyncpg://hc:hunter2@db.local:notaport/hc", "is not a valid database URL"),
+        ("://hc:hunter2@db.local/hc", "is not a valid database URL"),
+        pytest.param(
+            "sqlite:///{tmp_path}/hostcore.db",
+            "cannot be used",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=InvalidRequestError,
+                reason="src/hostcore/db/engine.py:73 catches ImportError, ArgumentError and "
+                "ValueError only: a synchronous driver (sqlite://, pysqlite) raises "
+                "sqlalchemy.exc.InvalidRequestError from create_async_engine, a traceback",
+            ),
+            id="a synchronous driver",
+        ),
+    ],
+)
+def test_a_store_url_that_cannot_be_used_is_a_configuration_error_without_its_password(
+    url: str, reason: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Database(url.format(tmp_path=tmp_path))
+    message = str(refused.value)
+    assert message.startswith("database.url "), message
+    assert reason in message
+    assert "hunter2" not in message
 
 
 # SQLite ignores the password parameter (SQLAlchemy says so); the store opens as usual.
