@@ -15,6 +15,8 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from hostcore.config import RateLimitSettings
+from hostcore.errors import ConfigError
+from hostcore.redaction import REDACTED
 from hostcore.security.ratelimit import (
     ProcessStorage,
     RateLimiter,
@@ -311,6 +313,43 @@ def test_a_storage_whose_library_is_missing_is_a_configuration_error(
     settings = RateLimitSettings(storage="redis://localhost:6379")
     with pytest.raises(ConfigError, match=r"ratelimit.storage 'redis://localhost:6379'"):
         RateLimiter.from_settings(settings, tmp_path)
+
+
+ECHOES_THE_URL = (
+    "src/hostcore/security/ratelimit.py:559 redacts the URL it quotes but appends the "
+    "storage's own error text, which repeats the URL with its password"
+)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "memory://:hunter2@[::1",
+        pytest.param(
+            "hostcore-shm://hc:hunter2@cache.local/rl.shm",
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
+        ),
+        pytest.param(
+            "hostcore-shm:///run/rl.shm?slots=many&password=hunter2",
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
+        ),
+        pytest.param(
+            "memcached://:hunter2@cache.local:notaport",
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
+        ),
+    ],
+)
+def test_a_malformed_storage_url_is_a_configuration_error_without_its_password(
+    tmp_path: Path, uri: str
+) -> None:
+    """The scheme is one limits knows, so the settings accept it; the storage refuses it."""
+    settings = RateLimitSettings(storage=uri)
+    with pytest.raises(ConfigError) as refused:
+        RateLimiter.from_settings(settings, tmp_path)
+    message = str(refused.value)
+    assert message.startswith("ratelimit.storage '"), message
+    assert REDACTED in message
+    assert "hunter2" not in message
 
 
 # SharedMemoryStorage
