@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from hostcore.config import Settings
 from hostcore.hookspecs import hookimpl
-from hostcore.logging import configure_logging, log_files, request_id_var
+from hostcore.logging import configure_logging, log_files, redact, request_id_var
+from hostcore.redaction import REDACTED
 from hostcore.security.deps import Public
 from tests.helpers import ServerThread
 
@@ -199,6 +200,65 @@ def test_credentials_never_reach_a_log_at_any_level(
         text = path.read_text()
         assert "********" in text
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "access_token",
+        "client_secret",
+        "password",
+        "PASSWORD",
+        "db_passwd",
+        "pwd",
+        "X-Api-Key",
+        "refresh-token",
+        "upload_signature",
+        "client%5Fsecret",
+    ],
+)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET https://idp.example/callback?state=abc&{name}=hunter2&page=2 failed",
+        '"WebSocket /api/v1/feed?state=abc;{name}=hunter2#top" [accepted]',
+    ],
+    ids=["in a URL", "in a path and query"],
+)
+def test_a_query_parameter_named_for_a_credential_is_redacted(name: str, text: str) -> None:
+    line = text.format(name=name)
+    assert redact(line) == line.replace("hunter2", REDACTED)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="src/hostcore/logging.py:97 checks a parameter's name as written (not "
+    "unquote_plus'd) in text without '://', while hostcore.redaction decodes it in text "
+    "with one: /ws?pass%77ord=x is kept, https://h/ws?pass%77ord=x redacted",
+)
+def test_a_percent_encoded_credential_name_is_redacted_without_a_scheme_too() -> None:
+    assert "hunter2" not in redact("https://h/ws?pass%77ord=hunter2")
+    assert "hunter2" not in redact('"WebSocket /ws?pass%77ord=hunter2" [accepted]')
+
+
+def test_a_lone_surrogate_is_escaped_so_every_sink_writes_the_line(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name read with surrogateescape, say: no UTF-8 file can hold it as it is."""
+    configure_logging(settings)
+    log = logging.getLogger("hostcore.test")
+    log.warning("mount %s is full", "/caf\udce9")
+    try:
+        raise ValueError("bad name \ud800")
+    except ValueError:
+        log.exception("listing %s failed", "/m\udfff")
+    console = capsys.readouterr().err
+    assert "Logging error" not in console, console
+    for text in (console, *(path.read_bytes().decode() for path in log_files(settings))):
+        assert r"mount /caf\udce9 is full" in text
+        assert r"listing /m\udfff failed" in text
+        assert r"  ValueError: bad name \ud800" in text
 
 
 def test_websocket_handshake_headers_never_reach_the_debug_log(settings: Settings) -> None:
