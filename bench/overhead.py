@@ -1,5 +1,8 @@
 """hostcore's per-request overhead on GET /api/v1/health against a bare FastAPI app.
 
+hostcore answers liveness in its middleware, before routing: this measures the server,
+the protocol and the middleware, not admission (bench/auth.py measures admitted routes).
+
 Serves, in one run, each as ONE uvicorn process on 127.0.0.1 with the same uvicorn
 settings:
 

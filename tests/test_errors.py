@@ -142,7 +142,7 @@ def test_405_is_json_and_keeps_allow(client: TestClient) -> None:
     response = client.delete("/api/v1/health")
     assert response.status_code == 405
     assert response.json()["error"] == "MethodNotAllowed"
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 def test_422_keeps_the_field_list_without_echoing_input(

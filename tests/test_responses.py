@@ -81,6 +81,32 @@ def test_a_current_copy_gets_304_without_a_body(
     assert revalidated_copy.headers["etag"] == etag
 
 
+def test_a_tag_in_any_if_none_match_line_counts(
+    app_factory: Callable[..., FastAPI], client_for: Callable[..., TestClient]
+) -> None:
+    """Several header lines are one list (RFC 9110 §5.3): the second line's tag matches."""
+    meter = Meter()
+    client = client_for(app_factory({"meter": meter}))
+    etag = client.get("/api/v1/meter/reading").headers["etag"]
+    lines = [("If-None-Match", '"other"'), ("If-None-Match", etag)]
+    assert client.get("/api/v1/meter/reading", headers=lines).status_code == 304
+
+
+def test_an_encoded_body_built_directly_gets_its_headers() -> None:
+    encoded = Encoded(b"[1]", '"v1"')
+    assert encoded.headers == (
+        (b"etag", b'"v1"'),
+        (b"cache-control", b"no-cache"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"3"),
+    )
+    assert encoded.revalidation_headers == encoded.headers[:2]
+    assert Encoded.of(Reading(value=1)).headers[2:] == (
+        (b"content-type", b"application/json"),
+        (b"content-length", b"11"),
+    )
+
+
 def test_a_stale_or_hostile_tag_gets_the_new_body(
     app_factory: Callable[..., FastAPI], client_for: Callable[..., TestClient]
 ) -> None:

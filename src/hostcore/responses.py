@@ -21,7 +21,7 @@ request; ``CONDITIONAL_GET`` documents the header and the 304 in OpenAPI.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -55,16 +55,20 @@ class Encoded:
     etag: str
     media_type: str = "application/json"
     # ETag and Cache-Control (a 304 carries these), then Content-Type and -Length.
-    revalidation_headers: tuple[tuple[bytes, bytes], ...] = ()
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    revalidation_headers: tuple[tuple[bytes, bytes], ...] = field(init=False)
+    headers: tuple[tuple[bytes, bytes], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        revalidation = ((b"etag", self.etag.encode()), (b"cache-control", b"no-cache"))
+        content_length = b"%d" % len(self.body)
+        content = ((b"content-type", self.media_type.encode()), (b"content-length", content_length))
+        object.__setattr__(self, "revalidation_headers", revalidation)
+        object.__setattr__(self, "headers", revalidation + content)
 
     @classmethod
     def of(cls, model: BaseModel, media_type: str = "application/json") -> Encoded:
         body = model.model_dump_json().encode()
-        etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
-        revalidation = ((b"etag", etag.encode()), (b"cache-control", b"no-cache"))
-        content = ((b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body)))
-        return cls(body, etag, media_type, revalidation, revalidation + content)
+        return cls(body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"', media_type)
 
     def matches(self, if_none_match: str) -> bool:
         """Whether an ``If-None-Match`` value names this body (RFC 9110 §13.1.2: weak
@@ -88,10 +92,13 @@ class EncodedResponse(Response):
 
 
 def revalidated(connection: HTTPConnection, encoded: Encoded) -> Response:
-    """``encoded`` with its ETag, or 304 when the request's If-None-Match names it."""
+    """``encoded`` with its ETag, or 304 when the request's If-None-Match names it (in
+    any of its lines: several are one comma-separated list, RFC 9110 §5.3)."""
     for name, value in connection.scope["headers"]:
-        if name == IF_NONE_MATCH:
-            if len(value) <= _MAX_IF_NONE_MATCH and encoded.matches(value.decode("latin-1")):
-                return EncodedResponse(encoded, not_modified=True)
-            break
+        if (
+            name == IF_NONE_MATCH
+            and len(value) <= _MAX_IF_NONE_MATCH
+            and encoded.matches(value.decode("latin-1"))
+        ):
+            return EncodedResponse(encoded, not_modified=True)
     return EncodedResponse(encoded)

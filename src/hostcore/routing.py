@@ -132,7 +132,8 @@ def allow_all_methods_of_each_path(app: FastAPI) -> None:
             methods.setdefault(route.path, set()).update(route.methods or ())
     for route in app.router.routes:
         if isinstance(route, AdmittedRoute):
-            route.allowed = frozenset(methods[route.path])
+            served = methods[route.path]
+            route.allowed = frozenset(served | {"HEAD"} if "GET" in served else served)
 
 
 def add_routes_flat(

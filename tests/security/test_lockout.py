@@ -68,6 +68,29 @@ async def test_concurrent_failures_are_all_counted(db: Database) -> None:
     assert await lock_ends(db, "alice", NOW + 1) == NOW + 300
 
 
+async def attempt(db: Database, username: str, at: float) -> float | None:
+    async with db.session() as session, session.begin():
+        return await lockout.attempt(session, username, at, SETTINGS)
+
+
+async def test_of_attempts_sent_at_once_only_the_limit_go_ahead(db: Database) -> None:
+    """Each is counted before its password is checked, so a burst cannot slip past."""
+    outcomes = await asyncio.gather(*(attempt(db, "alice", NOW) for _ in range(10)))
+    assert outcomes.count(None) == SETTINGS.login_max_failures
+    assert set(outcomes) - {None} == {NOW + 300}
+
+
+async def test_an_attempt_on_a_locked_username_is_refused_and_not_counted(db: Database) -> None:
+    for _ in range(3):
+        assert await attempt(db, "alice", NOW) is None
+    for later in (NOW + 10, NOW + 299):
+        assert await attempt(db, "alice", later) == NOW + 300, "the lock is not extended"
+    assert await attempt(db, "alice", NOW + 300) is None, "the lock has ended"
+    assert await attempt(db, "alice", NOW + 301) is None
+    assert await attempt(db, "alice", NOW + 302) is None, "three more to the next lock"
+    assert await attempt(db, "alice", NOW + 303) == NOW + 302 + 300
+
+
 async def test_clear_forgets_the_count(db: Database) -> None:
     await fail(db, "alice", NOW)
     await fail(db, "alice", NOW)

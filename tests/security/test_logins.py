@@ -270,6 +270,32 @@ def test_repeated_failures_lock_a_username_whether_or_not_it_exists(
     assert login(client, "bob", PASSWORD).status_code == 200, "other users are not locked"
 
 
+def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(
+    serve: Serve, held: HeldChecks, settings_factory: Callable[..., Settings]
+) -> None:
+    """Guesses sent at once, all held inside their checks: each was counted before its
+    check began, so only the limit's worth are checked and the rest are refused."""
+    settings = unlimited(
+        settings_factory,
+        "auth.login_max_failures=3",
+        "auth.login_concurrency=8",
+        "auth.login_queue=8",
+    )
+    client = serve(settings)
+    add_user(client, "alice", PASSWORD, "viewer")
+    held.calls.clear()
+    held.release.clear()
+    with in_background(8) as pool:
+        guesses = [pool.submit(login, client, "alice", f"{WRONG}-{n}") for n in range(8)]
+        held.wait_entered(3)
+        answered = lambda: sum(guess.done() for guess in guesses) == 5  # noqa: E731
+        wait_for(answered, HELD_AT_MOST_S, "the five guesses past the limit answered")
+        held.release.set()
+        statuses = sorted(guess.result().status_code for guess in guesses)
+    assert statuses == [401] * 3 + [429] * 5
+    assert len(held.calls) == 3
+
+
 def test_the_lockout_is_shared_by_every_worker_through_the_store(
     serve: Serve, settings_factory: Callable[..., Settings]
 ) -> None:

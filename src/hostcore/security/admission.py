@@ -224,6 +224,8 @@ class AdmittedRoute(APIRoute):
         self.requirement = requirement = requirement_of(declared_permissions(self.dependant))
         template = self.path
         keys = {method: f"{method} {template}" for method in self.methods or ()}
+        if "GET" in keys:
+            keys.setdefault("HEAD", keys["GET"])  # a HEAD is the GET without its body
         declared = self.dependant
         # FastAPI builds its handler from self.dependant; it solves this one per request,
         # while the route keeps the declared one (OpenAPI reads it).
@@ -258,9 +260,12 @@ class AdmittedRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Starlette's Route.handle, without the layers an included route needs (every
-        # route of hostcore's is flat): the method is allowed, or it is a 405.
+        # route of hostcore's is flat): the method is allowed, or it is a 405. A GET
+        # route answers HEAD too (RFC 9110 §9.3.2; the server sends no body), unless
+        # another route at the path serves HEAD itself: Starlette prefers its full match.
         methods: set[str] | frozenset[str] = self.methods or frozenset()
-        if scope["method"] in methods:
+        method = scope["method"]
+        if method in methods or (method == "HEAD" and "GET" in methods):
             await self.app(scope, receive, send)
             return
         # A 405 is an unmatched request as far as the limit is concerned.

@@ -14,13 +14,19 @@ whether or not such a user exists, so a lockout says nothing about who
 exists. Each step is one statement on the row (an INSERT that ignores a
 conflict, then conditional UPDATEs), so concurrent failures from several
 workers are all counted.
+
+An attempt is counted as failed *before* its password is checked
+(:func:`attempt`), and a success clears the count: attempts sent at once
+cannot all pass the lock check before any of them is counted, so at most
+``login_max_failures`` passwords are checked per username and window, however
+many arrive together. A locked username is refused without counting.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,32 +49,50 @@ def lock_ends(counted: LoginFailure | None, now: float) -> float | None:
     return counted.locked_until
 
 
+async def attempt(
+    session: AsyncSession, username: str, now: float, settings: AuthSettings
+) -> float | None:
+    """Count a login attempt of ``username`` as failed before its password is checked
+    (a success then clears the count): None, go ahead; or the end of the lock that
+    refuses it, uncounted. Call in a transaction."""
+    if await record_failure(session, username, now, settings):
+        return None
+    ends = lock_ends(await find(session, username), now)
+    # The count was refused because the username is locked at ``now``: ``ends`` is set.
+    return now + settings.login_lockout_s if ends is None else ends
+
+
 async def record_failure(
     session: AsyncSession, username: str, now: float, settings: AuthSettings
-) -> None:
-    """Count one failed login of ``username``; lock it at the limit. Call in a transaction."""
+) -> bool:
+    """Count one failed login of ``username``; lock it at the limit. False: the username
+    is locked at ``now``, and nothing was counted. Call in a transaction."""
     await session.execute(
         _insert(session)
         .values(username=username, failures=0, first_failed_at=now, last_failed_at=now)
         .on_conflict_do_nothing(index_elements=["username"])
     )
     named = LoginFailure.username == username
+    open_ = or_(LoginFailure.locked_until.is_(None), LoginFailure.locked_until <= now)
     # A count older than the window starts again with this failure.
     await session.execute(
         update(LoginFailure)
-        .where(named, LoginFailure.first_failed_at < now - settings.login_failure_window_s)
+        .where(named, open_, LoginFailure.first_failed_at < now - settings.login_failure_window_s)
         .values(failures=0, first_failed_at=now)
     )
-    await session.execute(
+    counted = await session.execute(
         update(LoginFailure)
-        .where(named)
+        .where(named, open_)
         .values(failures=LoginFailure.failures + 1, last_failed_at=now)
     )
+    if not affected_rows(counted):
+        return False
     await session.execute(
         update(LoginFailure)
         .where(named, LoginFailure.failures >= settings.login_max_failures)
         .values(locked_until=now + settings.login_lockout_s, failures=0, first_failed_at=now)
     )
+    return True
 
 
 def _insert(session: AsyncSession) -> Any:

@@ -83,34 +83,30 @@ class Logins:
     async def authenticate(self, username: str, password: str) -> UserInfo:
         """The user, or Unauthorized with one message (TooManyRequests while locked)."""
         counted = USERNAME.fullmatch(username) is not None
-        user = failures = None
+        user = None
         if counted:
-            async with self.db.session() as session:
-                user = await session.scalar(select(User).where(User.username == username))
-                failures = await lockout.find(session, username)
-        now = time.time()
-        ends = lockout.lock_ends(failures, now)
-        if ends is not None:
-            retry = max(1, math.ceil(ends - now))
-            raise TooManyRequests(
-                f"too many failed logins for this username: retry in {retry}s",
-                headers={"Retry-After": str(retry)},
-            )
+            async with self.db.session() as session, session.begin():
+                now = time.time()
+                ends = await lockout.attempt(session, username, now, self.settings)
+                if ends is None:
+                    user = await session.scalar(select(User).where(User.username == username))
+            if ends is not None:
+                retry = max(1, math.ceil(ends - now))
+                raise TooManyRequests(
+                    f"too many failed logins for this username: retry in {retry}s",
+                    headers={"Retry-After": str(retry)},
+                )
         stored = user.password_hash if user is not None else None
         checked = await self.checks.run(lambda: passwords.verify(stored, password))
         if user is None or not checked.matched:
-            if counted:
-                async with self.db.session() as session, session.begin():
-                    await lockout.record_failure(session, username, time.time(), self.settings)
-            raise Unauthorized(LOGIN_FAILED)
-        if failures is not None or checked.rehashed is not None:
-            async with self.db.session() as session, session.begin():
-                await lockout.clear(session, username)
-                if checked.rehashed is not None:
-                    # Unless the password was changed meanwhile: that hash is newer.
-                    await session.execute(
-                        update(User)
-                        .where(User.id == user.id, User.password_hash == stored)
-                        .values(password_hash=checked.rehashed)
-                    )
+            raise Unauthorized(LOGIN_FAILED)  # counted already, by lockout.attempt
+        async with self.db.session() as session, session.begin():
+            await lockout.clear(session, username)
+            if checked.rehashed is not None:
+                # Unless the password was changed meanwhile: that hash is newer.
+                await session.execute(
+                    update(User)
+                    .where(User.id == user.id, User.password_hash == stored)
+                    .values(password_hash=checked.rehashed)
+                )
         return info_of(user)
