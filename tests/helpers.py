@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -278,6 +279,20 @@ def failed_plugin_reason(client: TestClient, name: str) -> str:
     reason: str = listing[name]["reason"]
     assert reason not in refused.json()["detail"], "exception texts are for auth:admin only"
     return reason
+
+
+def activity_rows(client: TestClient, request_id: str) -> list[tuple[Any, ...]]:
+    """(principal, method, route, status) of each activity row of ``request_id``, once the
+    app's recorder has written what it holds (a SQLite store in the data directory)."""
+    runtime = runtime_of(client)
+    assert runtime.activity is not None and client.portal is not None
+    client.portal.call(runtime.activity.flush)
+    database = runtime.settings.data_dir / "hostcore.db"
+    with sqlite3.connect(database) as connection:
+        return connection.execute(
+            "SELECT principal, method, route, status FROM activity WHERE request_id = ?",
+            (request_id,),
+        ).fetchall()
 
 
 def b64url(data: bytes) -> str:

@@ -4,9 +4,7 @@ it, and is counted once, under its template."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -20,7 +18,14 @@ from hostcore.config import Settings
 from hostcore.hookspecs import hookimpl
 from hostcore.security.admission import AdmittedRoute
 from hostcore.security.deps import Authenticated, OptionalPrincipal, Public, RequireScope
-from tests.helpers import PROBE_READ, Serve, assert_error, bearer, runtime_of, signed
+from tests.helpers import (
+    PROBE_READ,
+    Serve,
+    activity_rows,
+    assert_error,
+    bearer,
+    signed,
+)
 
 ANONYMOUS = {"Authorization": ""}
 
@@ -120,7 +125,7 @@ def test_the_route_that_runs_is_the_route_admitted(
     assert client.post("/api/v1/maze/things/x", headers=writer).json()["route"] == "things_write"
     not_allowed = client.delete("/api/v1/maze/things/other")
     assert not_allowed.status_code == 405
-    assert not_allowed.headers["allow"] == "GET, POST", "every route at the path counts"
+    assert not_allowed.headers["allow"] == "GET, HEAD, POST", "every route at the path counts"
     assert client.get("/api/v1/maze/nothing").status_code == 404
 
 
@@ -178,6 +183,23 @@ def test_one_request_counts_once_against_the_limit(
     assert client.get("/api/v1/maze/things/x").status_code == 429
     statuses = [client.get("/api/v1/maze/open", headers=ANONYMOUS).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def test_a_get_route_answers_head_admitted_and_counted_as_the_get(
+    settings_factory: Callable[..., Settings], admitted_client: Callable[..., TestClient]
+) -> None:
+    limited = settings_factory('ratelimit.routes={"GET /api/v1/maze/things/{name}": "4/minute"}')
+    client = admitted_client({"maze": Overlapping()}, limited)
+    got = client.get("/api/v1/maze/things/x")
+    head = client.head("/api/v1/maze/things/x")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert head.headers["x-ratelimit-remaining"] == "2", "one limit for GET and HEAD"
+    assert client.head("/api/v1/maze/things/x", headers=ANONYMOUS).status_code == 401
+    writer = bearer(client, ["maze:write"])  # the same client, with a narrower token
+    assert client.head("/api/v1/maze/things/x", headers=writer).status_code == 403
+    assert client.head("/api/v1/maze/things/x").status_code == 200
+    assert client.head("/api/v1/maze/things/x").status_code == 429
 
 
 def test_a_path_is_counted_under_the_route_that_answers_it(
@@ -335,18 +357,6 @@ def test_unmatched_requests_count_against_the_address(
     assert statuses == [404, 404, 404, 429]
     assert client.delete("/api/v1/maze/open").status_code == 405
     assert client.delete("/api/v1/maze/open").status_code == 429
-
-
-def activity_rows(client: TestClient, request_id: str) -> list[tuple[Any, ...]]:
-    runtime = runtime_of(client)
-    assert runtime.activity is not None and client.portal is not None
-    client.portal.call(runtime.activity.flush)
-    database = runtime.settings.data_dir / "hostcore.db"
-    with sqlite3.connect(Path(database)) as connection:
-        return connection.execute(
-            "SELECT principal, method, route, status FROM activity WHERE request_id = ?",
-            (request_id,),
-        ).fetchall()
 
 
 def test_admitted_and_refused_requests_are_recorded_under_their_route(
