@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+import hostcore.builtin.auth
 from hostcore.config import Settings
 from hostcore.context import context_of
 from hostcore.hookspecs import hookimpl
@@ -29,7 +30,6 @@ from tests.helpers import (
     activity_rows,
     assert_error,
     bearer,
-    runtime_of,
 )
 
 
@@ -285,8 +285,6 @@ def test_a_websocket_is_recorded_101_when_accepted_and_403_when_closed_before(
 def test_a_websocket_to_a_failed_plugin_is_closed_counted_and_recorded(
     app_factory: AppFactory, client_for: ClientFor, settings_factory: Callable[..., Settings]
 ) -> None:
-    import hostcore.builtin.auth
-
     settings = settings_factory(f'ratelimit.routes={{"ANY <refused>": "{REFUSED_LIMIT}/minute"}}')
     app = app_factory({"auth": hostcore.builtin.auth, "broken": Broken()}, app_settings=settings)
     client = client_for(app, authenticated=False)
@@ -318,4 +316,3 @@ def test_a_websocket_has_an_access_line_when_the_access_log_is_on(
         assert socket.receive_json() == {"hello": "probe"}
     lines = [r.getMessage() for r in caplog.records if r.name == "hostcore.access"]
     assert any("/api/v1/probe/ws 101 " in line for line in lines), lines
-    assert runtime_of(client).activity is not None
