@@ -45,6 +45,20 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
+def hostcore_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's environment and working directory as ``isolated_environ``'s, for code
+    that reads the real ones (a reload's ``CliLayers.load``, a command run in this process).
+    Returns ``tmp_path``."""
+    for name in [name for name in os.environ if name.startswith("HOSTCORE_")]:
+        monkeypatch.delenv(name)
+    for name, value in isolated_environ(tmp_path).items():
+        if name.startswith("HOSTCORE_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def app_factory(settings: Settings) -> Callable[..., FastAPI]:
     """Build an app with exactly the given plugins (name -> module or object)."""
 

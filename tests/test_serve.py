@@ -346,16 +346,9 @@ KEPT = ["server.host", "server.port", "server.uds", "run_dir"]
 
 
 @pytest.fixture
-def server_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This process's environment and working directory as a server's in ``tmp_path``:
-    what ``CliLayers.load`` reads on a reload. Returns the run directory."""
-    for name in [name for name in os.environ if name.startswith("HOSTCORE_")]:
-        monkeypatch.delenv(name)
-    for name, value in isolated_environ(tmp_path).items():
-        if name.startswith("HOSTCORE_"):
-            monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "run"
+def server_environ(hostcore_environ: Path) -> Path:
+    """The environment a reload reads (``CliLayers.load``); returns the run directory."""
+    return hostcore_environ / "run"
 
 
 @pytest.fixture
