@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostcore import __version__
@@ -39,6 +40,10 @@ CORE = "hostcore core"
 REFUSED = "<refused>"  # the rate-limit key of requests the middleware answers itself
 STARTUP_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
+# FastAPI's OpenTelemetry bridge asks on every request whether a tracer, meter or logger
+# provider has been configured (reading the environment each time). hostcore records
+# its own activity and configures none: off, so no request pays for the question.
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
     HostcoreError,
     StarletteHTTPException,
@@ -283,6 +288,7 @@ def create_app(
         # A path that is not a route is a 404 (counted against the caller), not a redirect.
         redirect_slashes=False,
         lifespan=lifespan,
+        telemetry=TELEMETRY_OFF,
     )
     app.router.default = counting_unmatched(app.router.default)
     app.state.settings = settings
