@@ -123,6 +123,39 @@ async def test_without_rate_limit_and_activity_the_runtime_starts_stops_and_coun
     runtime.observe({"type": "http", "method": "GET"}, context, 200, 1.0)
 
 
+async def test_a_command_line_runtime_counts_nothing_and_records_nothing(
+    settings_factory: Callable[..., Settings], store: Database
+) -> None:
+    """``serving=False`` (the CLI): no rate-limit file in the run directory, which the
+    server's user could not open had root made it, and no activity rows."""
+    settings = settings_factory()  # storage "shared": a file that every worker maps
+    shared_file = settings.run_dir / "ratelimit.shm"
+    runtime = SecurityRuntime(settings, store, serving=False)
+    await runtime.start()
+    try:
+        context = request_context()
+        for _ in range(3):
+            runtime.count_address("GET /x", context)
+            runtime.observe({"type": "http", "method": "GET"}, context, 200, 1.0)
+        assert context.rate_limit is None
+    finally:
+        await runtime.stop()
+    assert not shared_file.exists()
+    async with store.session() as session:
+        rows = await session.execute(text("SELECT count(*) FROM activity"))
+        assert rows.scalar_one() == 0
+
+    server = SecurityRuntime(settings, store)
+    await server.start()
+    try:
+        server.count_address("GET /x", request_context())
+        assert shared_file.exists(), "a server's runtime does make the file"
+    finally:
+        await server.stop()
+        assert server.ratelimiter is not None
+        server.ratelimiter.storage.close()  # type: ignore[attr-defined]
+
+
 # --- the rate limit ---------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ and an exit status."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def test_an_unreachable_store_is_a_runtime_error_naming_it_without_its_password(
     result = run_hostcore("token", "list", "--set", f"database.url={url}", env=env, cwd=tmp_path)
     assert_one_line_error(result, 1, "postgresql+asyncpg://hc:")
     assert "hunter2" not in result.stderr
+
+
+def test_store_commands_leave_no_rate_limit_file_and_no_activity(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    for args in (("token", "issue", "--client", "tester"), ("token", "list"), ("key", "list")):
+        result = run_hostcore(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "run" / "ratelimit.shm").exists()
+    with sqlite3.connect(tmp_path / "data" / "hostcore.db") as connection:
+        assert connection.execute("SELECT count(*) FROM activity").fetchone() == (0,)
 
 
 # --- token issue ----------------------------------------------------------------------
