@@ -17,7 +17,7 @@ from hostcore.config import Settings
 from hostcore.context import Principal, RequestContext
 from hostcore.db.engine import Database
 from hostcore.errors import TooManyRequests, Unavailable
-from hostcore.security.activity import ActivityRecord
+from hostcore.security.activity import ActivityRecord, ActivityRow
 from hostcore.security.runtime import SecurityRuntime
 from tests.helpers import WHOAMI, Serve, bearer, runtime_of
 
@@ -217,13 +217,14 @@ def test_an_ipv6_client_is_counted_by_its_slash_64(limited: SecurityRuntime) -> 
 
 
 class Records:
-    """Stands in for the activity recorder: keeps what the runtime hands it."""
+    """Stands in for the activity recorder: keeps what the runtime hands it (a plain
+    tuple), with the names of its fields."""
 
     def __init__(self) -> None:
         self.rows: list[ActivityRecord] = []
 
-    def record(self, row: ActivityRecord) -> None:
-        self.rows.append(row)
+    def record(self, row: ActivityRow) -> None:
+        self.rows.append(ActivityRecord(*row))
 
 
 def test_each_request_is_recorded_once_with_bounded_fields(runtime: SecurityRuntime) -> None:
