@@ -230,13 +230,6 @@ def test_a_query_parameter_named_for_a_credential_is_redacted(name: str, text: s
     assert redact(line) == line.replace("hunter2", REDACTED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="src/hostcore/logging.py:97 checks a parameter's name as written (not "
-    "unquote_plus'd) in text without '://', while hostcore.redaction decodes it in text "
-    "with one: /ws?pass%77ord=x is kept, https://h/ws?pass%77ord=x redacted",
-)
 def test_a_percent_encoded_credential_name_is_redacted_without_a_scheme_too() -> None:
     assert "hunter2" not in redact("https://h/ws?pass%77ord=hunter2")
     assert "hunter2" not in redact('"WebSocket /ws?pass%77ord=hunter2" [accepted]')

@@ -299,12 +299,6 @@ def test_a_websocket_to_a_failed_plugin_is_closed_counted_and_recorded(
     assert client.get("/api/v1/broken/thing").status_code == 429, "the websockets counted"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="src/hostcore/middleware.py:219 (_record) logs scope['method'], which a websocket "
-    "scope lacks: with logging.access_log on, every websocket ends in KeyError: 'method'",
-)
 def test_a_websocket_has_an_access_line_when_the_access_log_is_on(
     serve: Serve, settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -216,7 +216,8 @@ class RequestContextMiddleware:
         if self.observe is not None:
             self.observe(scope, context, status, duration_ms)
         if self.access_log_enabled:
-            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, duration_ms)
+            method = scope.get("method", "WS")  # a websocket's scope has none
+            access_log.info("%s %s %d %.1fms", method, scope["path"], status, duration_ms)
 
 
 class _Response:

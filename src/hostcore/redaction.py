@@ -57,7 +57,7 @@ def redact_url(text: str) -> str:
 
 
 def _redact_parameter(match: re.Match[str]) -> str:
-    if is_credential_parameter(unquote_plus(match["name"])):
+    if is_credential_parameter(match["name"]):
         return f"{match['head']}{REDACTED}"
     return match[0]
 
@@ -65,7 +65,7 @@ def _redact_parameter(match: re.Match[str]) -> str:
 def is_credential_parameter(name: str) -> bool:
     """Whether a query parameter (or similar name) carries a credential: one of the
     known names, or any name that says it holds a password, secret, token or key."""
-    lowered = name.lower()
+    lowered = unquote_plus(name).lower()  # as the server that reads it decodes it
     return lowered in CREDENTIAL_PARAMETERS or any(word in lowered for word in _CREDENTIAL_WORDS)
 
 

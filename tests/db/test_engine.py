@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.exc import InvalidRequestError
 
 from hostcore.config import Settings
 from hostcore.db.engine import Database
@@ -73,18 +72,7 @@ def test_describe_hides_every_form_of_password(url: str) -> None:
         ("notadb://x", "cannot be used: NoSuchModuleError"),
         ("postgresql+asyncpg://hc:hunter2@db.local:notaport/hc", "is not a valid database URL"),
         ("://hc:hunter2@db.local/hc", "is not a valid database URL"),
-        pytest.param(
-            "sqlite:///{tmp_path}/hostcore.db",
-            "cannot be used",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=InvalidRequestError,
-                reason="src/hostcore/db/engine.py:73 catches ImportError, ArgumentError and "
-                "ValueError only: a synchronous driver (sqlite://, pysqlite) raises "
-                "sqlalchemy.exc.InvalidRequestError from create_async_engine, a traceback",
-            ),
-            id="a synchronous driver",
-        ),
+        pytest.param("sqlite:///{tmp_path}/hostcore.db", "cannot be used", id="a sync driver"),
     ],
 )
 def test_a_store_url_that_cannot_be_used_is_a_configuration_error_without_its_password(

@@ -315,28 +315,13 @@ def test_a_storage_whose_library_is_missing_is_a_configuration_error(
         RateLimiter.from_settings(settings, tmp_path)
 
 
-ECHOES_THE_URL = (
-    "src/hostcore/security/ratelimit.py:559 redacts the URL it quotes but appends the "
-    "storage's own error text, which repeats the URL with its password"
-)
-
-
 @pytest.mark.parametrize(
     "uri",
     [
         "memory://:hunter2@[::1",
-        pytest.param(
-            "hostcore-shm://hc:hunter2@cache.local/rl.shm",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
-        ),
-        pytest.param(
-            "hostcore-shm:///run/rl.shm?slots=many&password=hunter2",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
-        ),
-        pytest.param(
-            "memcached://:hunter2@cache.local:notaport",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ECHOES_THE_URL),
-        ),
+        "hostcore-shm://hc:hunter2@cache.local/rl.shm",
+        "hostcore-shm:///run/rl.shm?slots=many&password=hunter2",
+        "memcached://:hunter2@cache.local:notaport",
     ],
 )
 def test_a_malformed_storage_url_is_a_configuration_error_without_its_password(

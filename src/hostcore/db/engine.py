@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -70,9 +70,10 @@ class Database:
             options["max_overflow"] = pool_size
         try:
             self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        except (ImportError, ArgumentError, ValueError) as exc:
+        except (ImportError, ArgumentError, InvalidRequestError, ValueError) as exc:
             # A URL whose driver is not installed (postgresql:// without +asyncpg, or
-            # asyncpg missing), or options the dialect refuses.
+            # asyncpg missing), a synchronous driver (sqlite:// without +aiosqlite), or
+            # options the dialect refuses.
             raise ConfigError(
                 f"database.url {self.describe()} cannot be used: {type(exc).__name__}: {exc}"
             ) from None

@@ -554,9 +554,11 @@ class RateLimiter:
             try:
                 found = storage_from_string(settings.storage)
             except (ConfigurationError, ValueError) as exc:
-                # A known scheme whose library is not installed (redis://, memcached://).
+                # A known scheme whose library is not installed (redis://, memcached://),
+                # or a URL the storage refuses. Its message may repeat the URL: redacted.
                 shown = redact_url(settings.storage)
-                raise ConfigError(f"ratelimit.storage {shown!r}: {exc}") from None
+                detail = redact_url(str(exc).replace(settings.storage, shown))
+                raise ConfigError(f"ratelimit.storage {shown!r}: {detail}") from None
             if not isinstance(found, Storage):
                 raise ConfigError(
                     f"ratelimit.storage {redact_url(settings.storage)!r} is asynchronous; "
