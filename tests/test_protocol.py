@@ -225,3 +225,82 @@ def test_a_graceful_stop_answers_a_connection_accepted_before_it(calls: Calls) -
         response = read_response(client)
     assert status_of(response) == 200
     assert b"connection: close" in response.lower()
+
+
+# --- one write per response ---------------------------------------------------------------
+
+
+class RecordingTransport:
+    """The parts of a transport the coalescing writer uses, recording its writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def coalescing() -> tuple[Any, RecordingTransport]:
+    from hostcore.protocol import _Coalescing
+
+    transport = RecordingTransport()
+    return _Coalescing(transport, asyncio.get_running_loop()), transport  # type: ignore[arg-type]
+
+
+async def test_a_head_and_body_written_in_one_turn_leave_in_one_write() -> None:
+    writer, transport = await coalescing()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    writer.write(b"ok")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    await asyncio.sleep(0)  # the end-of-turn flush finds nothing held
+    assert len(transport.writes) == 1
+
+
+async def test_what_is_held_leaves_at_the_end_of_the_turn_in_order() -> None:
+    writer, transport = await coalescing()
+    writer.write(b"head")
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert transport.writes == [b"head"]
+    writer.write(b"chunk-1")
+    writer.write(b"chunk-2")
+    writer.write(b"chunk-3")
+    await asyncio.sleep(0)
+    assert b"".join(transport.writes) == b"headchunk-1chunk-2chunk-3"
+
+
+async def test_a_close_sends_what_is_held_first_and_a_closed_transport_gets_nothing() -> None:
+    writer, transport = await coalescing()
+    writer.write(b"last words")
+    writer.close()
+    assert transport.writes == [b"last words"] and transport.closed
+    writer.write(b"too late")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"last words"]
+
+
+def test_a_streamed_response_s_head_arrives_before_its_body_is_produced() -> None:
+    """The head is not held for the body: a client that waits for the head (an event
+    stream) gets it while the app waits for the client."""
+    head_seen = asyncio.Event()
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await head_seen.wait()  # set only once the client has the head
+        await send({"type": "http.response.body", "body": b"data", "more_body": False})
+
+    with ServerThread(stream) as server, server.connect() as client:
+        client.sendall(request("/", {"Connection": "close"}))
+        head = client.recv(65536)
+        assert status_of(head) == 200 and b"transfer-encoding: chunked" in head.lower()
+        loop = server.server.servers[0].get_loop()  # type: ignore[union-attr]
+        loop.call_soon_threadsafe(head_seen.set)
+        rest = read_response(client)
+    assert b"data" in head + rest

@@ -24,6 +24,11 @@ What they add, each with its reason:
   connection, are in every request's scope, HTTP and websocket, as
   ``scope["extensions"]["hostcore.peer"]``: the trust model reads them
   (:mod:`hostcore.security.proxies`).
+- A response's head and body leave in one write, one ``send`` system call: the
+  head is held until the body comes (Starlette sends it in the same turn of the
+  event loop), and until the end of that turn at the latest, so a streamed
+  response's head is never late. On loopback a ``send`` is the whole TCP path,
+  sender and receiver, and uvicorn makes two per response.
 - A graceful stop still answers a connection that was accepted but had not sent
   its request yet (it was in flight when the server stopped accepting), with
   ``Connection: close``, rather than closing it unanswered: a reload fails no
@@ -117,9 +122,10 @@ class _Connection:
     (3.11) stops sharing instance dict keys, which slows every attribute access uvicorn
     makes on every request."""
 
-    __slots__ = ("deadline", "head_left", "lingering", "peer", "stopping")
+    __slots__ = ("deadline", "head_left", "lingering", "peer", "stopping", "writer")
 
     def __init__(self) -> None:
+        self.writer: _Coalescing | None = None
         self.deadline = NO_DEADLINE
         # Bytes the request head being received may still use; None while a body arrives.
         self.head_left: int | None = None
@@ -146,6 +152,7 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         state = self.hostcore
+        state.writer = _Coalescing(transport, self.loop)
         peer = peer_credentials(transport)
         state.peer = None if peer is None else peer_extension(peer)
         state.head_left = self.limits.max_header_bytes
@@ -229,8 +236,12 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         # Per request, so the base class by name: Python 3.11's super() without arguments
         # builds a frame object on every call.
         HttpToolsProtocol.on_headers_complete(self)
-        if state.stopping and self.cycle is not None:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None:
+            # Its task has not run yet: it writes through the coalescing writer only.
+            cycle.transport = state.writer  # type: ignore[assignment]
+            if state.stopping:
+                cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         HttpToolsProtocol.on_message_complete(self)
@@ -269,6 +280,8 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         """Answer ``error`` (unless a response is half sent), then close the connection."""
         cycle = self.cycle
         log.debug("refused a request from %s: %s", self.client or "unix", error.detail)
+        if self.hostcore.writer is not None:
+            self.hostcore.writer.flush()  # what a response has written goes first, before EOF
         if cycle is None or cycle.response_complete or not cycle.response_started:
             status, body, _ = error_payload(error, "", "")
             content = json.dumps(body, separators=(",", ":")).encode()
@@ -304,6 +317,44 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
             # The app, if it runs, reads a disconnect; whatever it sends is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
+
+
+class _Coalescing:
+    """The transport as a request's cycle sees it: what it writes is held until its next
+    write, sent with it, or sent at the end of the event loop's turn at the latest. A
+    response's head and body (one turn) become one write; a streamed response's chunks
+    leave when the turn that produced them ends. Its order is the cycle's order, and a
+    close sends what is held first."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
 
 
 class HostcoreWebSocketProtocol(WebSocketsSansIOProtocol):

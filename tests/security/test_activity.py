@@ -247,3 +247,77 @@ async def test_retention_work_per_batch_is_bounded(
         recorder.record(entry(1)._replace(at=now))
         await recorder.flush()
     assert count_rows(path) == 1000
+
+
+def test_the_table_has_no_index_but_its_id(db: Database) -> None:
+    """Every request writes a row: an index on ``at`` was more than half of that work."""
+    with sqlite3.connect(store_file(db)) as connection:
+        indexes = connection.execute("PRAGMA index_list('activity')").fetchall()
+    assert indexes == []
+
+
+async def test_first_id_since_finds_a_time_range_by_bisecting_ids_with_gaps(db: Database) -> None:
+    path = store_file(db)
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO activity (id, at, request_id, principal, method, route, status,"
+            " duration_ms, client) VALUES (?, ?, ?, NULL, 'GET', '/x', 200, 0.1, NULL)",
+            # Gaps where retention deleted rows, and runs of rows with the same time.
+            [(n, RECENT + n // 3, f"r-{n}") for n in range(5, 400) if n % 11 and n % 13],
+        )
+        table = connection.execute("SELECT id, at FROM activity ORDER BY id").fetchall()
+    async with db.session() as session:
+        for since in [RECENT - 5, RECENT, RECENT + 0.5, *(RECENT + k for k in range(1, 140, 7))]:
+            expected = next((row_id for row_id, at in table if at >= since), None)
+            assert await activity.first_id_since(session, since) == expected, since
+        assert await activity.first_id_since(session, RECENT + 10_000) is None
+
+
+async def test_first_id_since_in_an_empty_table_is_none(db: Database) -> None:
+    async with db.session() as session:
+        assert await activity.first_id_since(session, 0.0) is None
+
+
+async def test_retention_by_age_looks_at_the_oldest_rows_only(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention walks the lowest ids (rows are written in time order), a bounded number
+    of them: an aged row written after the clock was stepped back waits for the rows
+    before it, but goes once it is among the oldest."""
+    monkeypatch.setattr(activity, "PRUNE_EVERY_ROWS", 1)
+    monkeypatch.setattr(activity, "PRUNE_SLACK_ROWS", 2)
+    recorder = ActivityRecorder(db, ActivitySettings(batch_size=100_000, retention_days=30))
+    now = time.time()
+    aged = now - 31 * 86400
+    for n in range(4):
+        recorder.record(entry(n)._replace(at=aged))
+    for n in range(4, 10):
+        recorder.record(entry(n)._replace(at=now))
+    recorder.record(entry(10)._replace(at=aged))  # after a step back of the clock
+    await recorder.flush()  # looks at the first 11 + 2 rows: all of them
+    assert [row[1] for row in rows(store_file(db))] == [f"req-{n}" for n in range(4, 10)]
+
+
+async def test_the_activity_queries_answer_a_time_range_from_its_first_id(db: Database) -> None:
+    from hostcore.builtin.auth import service
+
+    with sqlite3.connect(store_file(db)) as connection:
+        connection.executemany(
+            "INSERT INTO activity (at, request_id, principal, method, route, status,"
+            " duration_ms, client) VALUES (?, ?, ?, 'GET', '/x', 200, 0.5, NULL)",
+            [(RECENT + n, f"r-{n}", "client:a" if n % 2 else "client:b") for n in range(50)],
+        )
+    async with db.session() as session:
+        found = await service.query_activity(
+            session, principal="client:a", since=RECENT + 40, status=None, limit=100
+        )
+        assert [row.request_id for row in found] == [f"r-{n}" for n in (49, 47, 45, 43, 41)]
+        stats = await service.activity_stats(session, since=RECENT + 45)
+        assert {(s.principal, s.requests) for s in stats} == {("client:a", 3), ("client:b", 2)}
+        assert (
+            await service.query_activity(
+                session, principal=None, since=RECENT + 50, status=None, limit=100
+            )
+            == []
+        )
+        assert await service.activity_stats(session, since=RECENT + 50) == []

@@ -72,12 +72,13 @@ class HmacNonce(Base):
 
 
 class Activity(Base):
-    """One request. Written for every request, so it carries one index only (``at``)."""
+    """One request. Written for every request, so it carries no index but its id
+    (see :mod:`hostcore.security.activity`)."""
 
     __tablename__ = "activity"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
+    at: Mapped[float] = mapped_column(Float)
     request_id: Mapped[str] = mapped_column(String(128))
     principal: Mapped[str | None] = mapped_column(String(160))
     method: Mapped[str] = mapped_column(String(10))
