@@ -450,6 +450,9 @@ def test_the_socket_mode_is_octal_in_toml_and_in_strings(tmp_path: Path) -> None
     assert shown["server.uds_mode"] == "0o640"
     with pytest.raises(ConfigError, match=r"server\.uds_mode.*not a file mode"):
         isolated(config=write(tmp_path / "decimal.toml", "[server]\nuds_mode = 660\n"))
+    for beyond in ("-10", "4770", "0o1000"):  # strings too: no sign, no setuid/sticky bits
+        with pytest.raises(ConfigError, match=r"server\.uds_mode.*not a file mode"):
+            isolated(f"server.uds_mode={beyond}")
 
 
 def test_trusting_every_peer_of_a_socket_anyone_may_connect_to_is_refused() -> None:

@@ -304,3 +304,78 @@ def test_a_streamed_response_s_head_arrives_before_its_body_is_produced() -> Non
         loop.call_soon_threadsafe(head_seen.set)
         rest = read_response(client)
     assert b"data" in head + rest
+
+
+class WireTransport(RecordingTransport):
+    """A transport for driving the protocol directly: writes, closes and EOF in order."""
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(b"<WRITE AFTER CLOSE>" if self.closed else bytes(data))
+
+    def close(self) -> None:
+        self.writes.append(b"<CLOSE>")
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.writes.append(b"<EOF>")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("method", "streamed", "then", "expected"),
+    [
+        ("HEAD", False, "shutdown", [b"HTTP/1.1 200 OK", b"<CLOSE>"]),
+        ("GET", True, "shutdown", [b"HTTP/1.1 200 OK", b"1\r\na\r\n", b"0\r\n\r\n", b"<CLOSE>"]),
+        ("HEAD", False, "bad bytes", [b"HTTP/1.1 200 OK", b"HTTP/1.1 400", b"<CLOSE>"]),
+    ],
+    ids=["head-then-stop", "stream-then-stop", "head-then-garbage"],
+)
+async def test_what_the_protocol_writes_or_closes_itself_comes_after_what_a_response_held(
+    method: str, streamed: bool, then: str, expected: list[bytes]
+) -> None:
+    """A response's last bytes may be held until the end of the turn (a HEAD answer has no
+    body write; a stream's last chunk follows a yield): a close or an answer the protocol
+    makes in the same turn (a graceful stop, a parse error) sends them first."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from hostcore.protocol import server_protocols
+
+    protocol: Any = None
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if streamed:
+            await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "http.response.body", "body": b""})
+        if then == "shutdown":
+            protocol.shutdown()
+        else:
+            protocol.data_received(b"\x00garbage\r\n\r\n")
+
+    loop = asyncio.get_running_loop()
+    config = Config(app=app, lifespan="off", log_level="critical")
+    protocol = server_protocols(ServerSettings())["http"](config, ServerState(), {}, _loop=loop)
+    transport = WireTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(f"{method} / HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == len(expected), transport.writes
+    for written, start in zip(transport.writes, expected, strict=True):
+        assert written.startswith(start), transport.writes

@@ -236,6 +236,23 @@ def test_a_socket_in_a_directory_hostcore_cannot_create_is_one_line(tmp_path: Pa
     assert result.stderr.startswith(f"hostcore: cannot prepare the socket directory {blocker}/run")
 
 
+def test_a_run_directory_hostcore_cannot_create_is_one_line_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {**isolated_environ(tmp_path), "HOSTCORE_RUN_DIR": str(blocker / "run")}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_hostcore("serve", "--port", str(port), env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"hostcore: cannot create the run directory {blocker}/run: Not a directory"
+    ]
+    assert not (tmp_path / "data" / "hostcore.db").exists(), "no migration ran"
+
+
 def test_workers_on_an_ipv6_host(start: object) -> None:
     with socket.socket(socket.AF_INET6) as probe:
         try:

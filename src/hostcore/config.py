@@ -89,9 +89,12 @@ def _octal_mode(value: Any) -> Any:
     """A file mode as TOML writes it (``0o660``) or as a string (``--set``, environment)."""
     if isinstance(value, str):
         try:
-            return int(value.strip().lower().removeprefix("0o"), 8)
+            mode = int(value.strip().lower().removeprefix("0o"), 8)
         except ValueError:
             raise ValueError(f"{value!r} is not an octal file mode such as 0o660") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"{value!r} is not a file mode: 0o000 to 0o777")
+        return mode
     if isinstance(value, int) and not 0 <= value <= 0o777:
         raise ValueError(f"{value} is not a file mode: write 0o660 in TOML, or the string '660'")
     return value

@@ -10,6 +10,7 @@ process that wrote them stops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,7 +58,8 @@ class ServerRecord:
         if os.getpid() != self.pid:
             return
         for name in (PID_FILE, RELOAD_FILE):
-            (self.run_dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the server is stopping: nothing to add
+                (self.run_dir / name).unlink(missing_ok=True)
 
 
 def request_reload(run_dir: Path, *, timeout_s: float) -> ReloadOutcome:

@@ -210,7 +210,27 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def _send_held(self) -> None:
+        """What a response left in the coalescing writer goes now: before anything the
+        protocol itself writes or a close it makes (a HEAD answer's head, a stream's last
+        chunk or a 100 Continue may be held until the end of the turn)."""
+        if self.hostcore.writer is not None:
+            self.hostcore.writer.flush()
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_held()
+        super().send_400_response(msg)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._send_held()
+        super().handle_websocket_upgrade()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._send_held()
+        super().timeout_keep_alive_handler()
+
     def shutdown(self) -> None:
+        self._send_held()
         if self.cycle is None and not self.transport.is_closing():
             # Accepted before the server stopped accepting: answer the request under way.
             state = self.hostcore
@@ -280,8 +300,7 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         """Answer ``error`` (unless a response is half sent), then close the connection."""
         cycle = self.cycle
         log.debug("refused a request from %s: %s", self.client or "unix", error.detail)
-        if self.hostcore.writer is not None:
-            self.hostcore.writer.flush()  # what a response has written goes first, before EOF
+        self._send_held()
         if cycle is None or cycle.response_complete or not cycle.response_started:
             status, body, _ = error_payload(error, "", "")
             content = json.dumps(body, separators=(",", ":")).encode()
@@ -308,6 +327,7 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
         state.deadline = self.loop.time() + LINGER_S
 
     def _close(self) -> None:
+        self._send_held()
         self.transport.close()
         self._disconnect_app()
 
@@ -323,8 +343,9 @@ class _Coalescing:
     """The transport as a request's cycle sees it: what it writes is held until its next
     write, sent with it, or sent at the end of the event loop's turn at the latest. A
     response's head and body (one turn) become one write; a streamed response's chunks
-    leave when the turn that produced them ends. Its order is the cycle's order, and a
-    close sends what is held first."""
+    leave when the turn that produced them ends. Its order is the cycle's order; its close
+    sends what is held first, and so does the protocol before anything it writes or
+    closes itself (``HostcoreHttpProtocol._send_held``)."""
 
     __slots__ = ("_held", "_loop", "_transport")
 

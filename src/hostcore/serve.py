@@ -101,6 +101,7 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
         raise ConfigError("--reload works with one worker only")
     configure_logging(settings, rotate=not multiprocess and not code_reload)
     secure_data_dir(settings)
+    writable_run_dir(settings.run_dir)
     listener = open_listener(settings.server)
     owner = os.getpid()
     try:
@@ -123,6 +124,19 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
     finally:
         if os.getpid() == owner and listener.fileno() != -1:
             close_listener(listener)
+
+
+def writable_run_dir(run_dir: Path) -> None:
+    """The run directory (pid and reload files, the rate-limit table of several workers)
+    exists or is created, and hostcore's user may write in it; else ConfigError."""
+    try:
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+    if not run_dir.is_dir():
+        raise ConfigError(f"the run directory {run_dir} is not a directory")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"the run directory {run_dir} is not writable by this user")
 
 
 def secure_data_dir(settings: Settings) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -321,3 +322,29 @@ async def test_the_activity_queries_answer_a_time_range_from_its_first_id(db: Da
             == []
         )
         assert await service.activity_stats(session, since=RECENT + 50) == []
+
+
+async def test_first_id_since_while_retention_deletes_the_rows_is_none(db: Database) -> None:
+    """Another worker's retention may delete the rows between the lookups: no row, no 500."""
+    path = store_file(db)
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO activity (at, request_id, principal, method, route, status,"
+            " duration_ms, client) VALUES (?, 'r', NULL, 'GET', '/x', 200, 0.1, NULL)",
+            [(RECENT + n,) for n in range(8)],
+        )
+    async with db.session() as session:
+        execute = session.execute
+        calls = 0
+
+        async def deleting_after_the_first(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            result = await execute(statement, *args, **kwargs)
+            calls += 1
+            if calls == 1:
+                with sqlite3.connect(path) as other:
+                    other.execute("DELETE FROM activity")
+            return result
+
+        session.execute = deleting_after_the_first  # type: ignore[method-assign]
+        assert await activity.first_id_since(session, RECENT + 3) is None

@@ -394,22 +394,24 @@ async def first_id_since(session: AsyncSession, since: float) -> int | None:
     if high is None:
         return None
 
-    async def first_from(start: int) -> tuple[int, float]:
-        # Ids have gaps where retention deleted rows: the first row at or after ``start``.
+    async def first_from(start: int) -> tuple[int, float] | None:
+        # Ids have gaps where retention deleted rows: the first row at or after ``start``
+        # (None: retention, in this or another process, has just deleted the rest).
         statement = (
             select(Activity.id, Activity.at)
             .where(Activity.id >= start)
             .order_by(Activity.id)
             .limit(1)
         )
-        found_id, at = (await session.execute(statement)).one()
-        return int(found_id), float(at)
+        found = (await session.execute(statement)).first()
+        return None if found is None else (int(found[0]), float(found[1]))
 
     while low < high:
         middle = (low + high) // 2
-        if (await first_from(middle))[1] >= since:
+        found = await first_from(middle)
+        if found is None or found[1] >= since:
             high = middle
         else:
             low = middle + 1
-    found_id, at = await first_from(low)
-    return found_id if at >= since else None
+    found = await first_from(low)
+    return found[0] if found is not None and found[1] >= since else None
