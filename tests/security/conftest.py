@@ -3,11 +3,13 @@ server the integration tests share."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from hostcore.db.engine import Database
 from hostcore.db.migrate import lineages, migration_lock, upgrade
@@ -27,6 +29,28 @@ from tests.helpers import (
 async def store(tmp_path: Path) -> AsyncIterator[Database]:
     """A SQLite store with hostcore's tables, for the security modules used without an app."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    async with migration_lock(database):
+        await upgrade(database, lineages({}))
+    yield database
+    await database.dispose()
+
+
+POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A store with hostcore's tables on each backend: SQLite, and the PostgreSQL database
+    ``HOSTCORE_TEST_POSTGRES_URL`` names (emptied first; .ci/postgres.sh makes one)."""
+    if request.param == "postgresql":
+        if POSTGRES_URL is None:
+            pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database")
+        database = Database(POSTGRES_URL)
+        async with database.engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+    else:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     async with migration_lock(database):
         await upgrade(database, lineages({}))
     yield database

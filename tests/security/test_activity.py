@@ -257,17 +257,26 @@ def test_the_table_has_no_index_but_its_id(db: Database) -> None:
     assert indexes == []
 
 
-async def test_first_id_since_finds_a_time_range_by_bisecting_ids_with_gaps(db: Database) -> None:
-    path = store_file(db)
-    with sqlite3.connect(path) as connection:
-        connection.executemany(
-            "INSERT INTO activity (id, at, request_id, principal, method, route, status,"
-            " duration_ms, client) VALUES (?, ?, ?, NULL, 'GET', '/x', 200, 0.1, NULL)",
-            # Gaps where retention deleted rows, and runs of rows with the same time.
-            [(n, RECENT + n // 3, f"r-{n}") for n in range(5, 400) if n % 11 and n % 13],
+async def test_first_id_since_finds_a_time_range_by_bisecting_ids_with_gaps(
+    any_store: Database,
+) -> None:
+    from sqlalchemy import insert
+
+    from hostcore.security.models import Activity
+
+    # Gaps where retention deleted rows, and runs of rows with the same time.
+    table = [(n, RECENT + n // 3) for n in range(5, 400) if n % 11 and n % 13]
+    async with any_store.session() as session, session.begin():
+        await session.execute(
+            insert(Activity),
+            [
+                {"id": row_id, "at": at, "request_id": f"r-{row_id}", "principal": None}
+                | {"method": "GET", "route": "/x", "status": 200, "duration_ms": 0.1}
+                | {"client": None}
+                for row_id, at in table
+            ],
         )
-        table = connection.execute("SELECT id, at FROM activity ORDER BY id").fetchall()
-    async with db.session() as session:
+    async with any_store.session() as session:
         for since in [RECENT - 5, RECENT, RECENT + 0.5, *(RECENT + k for k in range(1, 140, 7))]:
             expected = next((row_id for row_id, at in table if at >= since), None)
             assert await activity.first_id_since(session, since) == expected, since

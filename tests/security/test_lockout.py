@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from hostcore.config import AuthSettings
 from hostcore.db.engine import Database
-from hostcore.db.migrate import lineages, migration_lock, upgrade
 from hostcore.security import lockout
 
-POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
 SETTINGS = AuthSettings(login_max_failures=3, login_failure_window_s=900, login_lockout_s=300)
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "postgresql":
-        if POSTGRES_URL is None:
-            pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database")
-        database = Database(POSTGRES_URL)
-        async with database.engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-    else:
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    async with migration_lock(database):
-        await upgrade(database, lineages({}))
-    yield database
-    await database.dispose()
+@pytest.fixture
+def db(any_store: Database) -> Database:
+    return any_store
 
 
 async def fail(db: Database, username: str, at: float) -> None:

@@ -321,3 +321,36 @@ def test_narrowing_a_roles_scopes_in_config_narrows_its_users_live_tokens(
     assert narrow.get(PROBE_READ, headers=token).status_code == 200
     assert_error(narrow.post(PROBE_WRITE, headers=token), 403, "Forbidden", "probe:write")
     assert narrow.get(WHOAMI, headers=token).json()["scopes"] == ["probe:read"]
+
+
+# --- revocation in the store ------------------------------------------------------------
+
+
+async def test_a_revocation_by_jti_follows_the_tokens_got_with_it(any_store: Any) -> None:
+    """On each backend: the token, what was got with it and with those, and nothing else;
+    one already past expiry and leeway is not counted."""
+    from hostcore.security.models import IssuedToken
+
+    now = time.time()
+    lineage = {"root": None, "child": "root", "grandchild": "child", "second": "root"}
+    others = {"unrelated": None, "stale": "root"}
+    async with any_store.session() as session, session.begin():
+        for jti, parent in {**lineage, **others}.items():
+            expires = now - 3600 if jti == "stale" else now + 3600
+            session.add(
+                IssuedToken(
+                    jti=jti,
+                    subject="client:tester",
+                    kind="client",
+                    scopes="*",
+                    kid="k",
+                    issued_at=now - 60,
+                    expires_at=expires,
+                    parent_jti=parent,
+                )
+            )
+    async with any_store.session() as session, session.begin():
+        assert await tokens.revoke(session, leeway_s=30, jti="root") == 4
+    async with any_store.session() as session:
+        revoked = {jti for jti, _ in await tokens.revoked_since(session, 0.0)}
+    assert revoked == set(lineage)

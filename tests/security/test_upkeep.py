@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from hostcore.config import Settings
 from hostcore.security import tokens, upkeep
@@ -126,3 +127,35 @@ def test_stale_login_failure_counts_are_forgotten(
         return {str(row[0]) for row in query(settings, "SELECT username FROM login_failures")}
 
     wait_for(lambda: names() == {"recent", "locked"}, WAIT_S, "the stale counts to go")
+
+
+def test_a_revocation_made_while_polls_fail_is_read_by_the_first_poll_that_works(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll that fails does not move the point the next one reads from: however long the
+    store was unavailable, no revocation made meanwhile is skipped."""
+    client = serve()
+    runtime = runtime_of(client)
+    headers = bearer(client)
+    assert client.get("/api/v1/auth/whoami", headers=headers).status_code == 200
+    assert client.portal is not None
+    client.portal.call(runtime.upkeep.stop)  # the polls below are the only ones
+    runtime.upkeep._revocation_overlap_s = 0.0  # no overlap hides the skipped span
+    client.portal.call(runtime.upkeep.poll)
+
+    async def revoke_everything_in_the_store() -> None:  # as another worker would
+        async with runtime.db.session() as session, session.begin():
+            await tokens.revoke(session, leeway_s=runtime.auth.leeway_s, everything=True)
+
+    client.portal.call(revoke_everything_in_the_store)
+    reading = tokens.revoked_since
+
+    async def unavailable(*args: object, **kwargs: object) -> object:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(tokens, "revoked_since", unavailable)
+    with pytest.raises(OperationalError):
+        client.portal.call(runtime.upkeep.poll)
+    monkeypatch.setattr(tokens, "revoked_since", reading)
+    client.portal.call(runtime.upkeep.poll)
+    assert client.get("/api/v1/auth/whoami", headers=headers).status_code == 401

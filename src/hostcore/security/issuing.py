@@ -55,14 +55,16 @@ class Issuer:
         ttl_s: int | None = None,
         *,
         role: str | None = None,
+        parent_jti: str | None = None,
     ) -> IssuedTokenInfo:
+        """A new token, recorded with ``parent_jti``: the token it was got with, if any."""
         if self.signing_key is None:
             await self.refresh_keys()
         assert self.signing_key is not None
         ttl = min(ttl_s or self.settings.token_ttl_s, self.settings.max_token_ttl_s)
         info = tokens.encode(self.signing_key, self.settings, kind, name, scopes, ttl, role=role)
         async with self.db.session() as session, session.begin():
-            await tokens.record(session, info, kind)
+            await tokens.record(session, info, kind, parent_jti=parent_jti)
         return info
 
     async def wipe_retired(self) -> None:

@@ -37,6 +37,8 @@ class IssuedToken(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, index=True)
     last_used_at: Mapped[float | None] = mapped_column(Float)
+    # The token this one was got with (None: a login, a signed request, the CLI).
+    parent_jti: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class User(Base):

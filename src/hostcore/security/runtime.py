@@ -116,8 +116,9 @@ class SecurityRuntime:
         ttl_s: int | None = None,
         *,
         role: str | None = None,
+        parent_jti: str | None = None,
     ) -> IssuedTokenInfo:
-        return await self.issuer.issue(kind, name, scopes, ttl_s, role=role)
+        return await self.issuer.issue(kind, name, scopes, ttl_s, role=role, parent_jti=parent_jti)
 
     async def rotate_key(self) -> KeyInfo:
         return await self.issuer.rotate_key()

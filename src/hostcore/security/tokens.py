@@ -96,8 +96,14 @@ def encode(
     )
 
 
-async def record(session: AsyncSession, info: IssuedTokenInfo, kind: PrincipalKind) -> None:
-    """Remember the token by jti (never the token itself)."""
+async def record(
+    session: AsyncSession,
+    info: IssuedTokenInfo,
+    kind: PrincipalKind,
+    *,
+    parent_jti: str | None = None,
+) -> None:
+    """Remember the token by jti (never the token itself), and the token it was got with."""
     session.add(
         IssuedToken(
             jti=info.jti,
@@ -109,6 +115,7 @@ async def record(session: AsyncSession, info: IssuedTokenInfo, kind: PrincipalKi
             expires_at=info.expires_at,
             revoked_at=None,
             last_used_at=None,
+            parent_jti=parent_jti,
         )
     )
 
@@ -121,7 +128,8 @@ async def revoke(
     subject: str | None = None,
     everything: bool = False,
 ) -> int:
-    """Revoke by jti, by subject, or all live tokens; returns how many were revoked.
+    """Revoke by jti (with every token got with it, at any depth), by subject, or all live
+    tokens; returns how many were revoked.
 
     Live: any token a verifier would still accept, so also one up to ``leeway_s``
     past its expiry.
@@ -131,7 +139,10 @@ async def revoke(
         IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now - leeway_s
     )
     if jti is not None:
-        statement = statement.where(IssuedToken.jti == jti)
+        lineage = select(IssuedToken.jti).where(IssuedToken.jti == jti).cte(recursive=True)
+        got_with = select(IssuedToken.jti).where(IssuedToken.parent_jti == lineage.c.jti)
+        lineage = lineage.union(got_with)
+        statement = statement.where(IssuedToken.jti.in_(select(lineage.c.jti)))
     elif subject is not None:
         statement = statement.where(IssuedToken.subject == subject)
     elif not everything:

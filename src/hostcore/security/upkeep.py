@@ -84,9 +84,12 @@ class Upkeep:
     async def poll(self) -> None:
         """Revocations and key changes made by any process reach this worker here."""
         since = self._revocations_seen - self._revocation_overlap_s
-        self._revocations_seen = time.time()
+        started = time.time()
         async with self.db.session() as session:
             self.verifier.add_revoked(await tokens.revoked_since(session, since))
+            # Only once they are read: after failed polls the next one reaches back to the
+            # last that succeeded, however long the store was unavailable.
+            self._revocations_seen = started
             active_kid = await session.scalar(
                 select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
             )

@@ -212,6 +212,32 @@ def test_a_token_cannot_outlive_itself_by_minting_a_successor(serve: Serve) -> N
         assert_error(response, 403, "Forbidden", "")
 
 
+def test_revoking_a_token_revokes_the_tokens_got_with_it_at_any_depth(
+    serve: Serve, settings_factory: Callable[..., Settings]
+) -> None:
+    """A leaked token may have been used to get others (for itself, or with auth:admin
+    for another client): revoking it by jti revokes those too, and nothing else."""
+    client = serve(settings_factory('auth.clients.other.scopes=["probe:read"]'))
+    runtime = runtime_of(client)
+    assert client.portal is not None
+    leaked = client.portal.call(runtime.issue, "client", "tester", ["*"])
+    child = client.post(TOKEN, json={}, headers=authorization(leaked.access_token)).json()
+    grandchild = client.post(TOKEN, json={}, headers=authorization(child["access_token"])).json()
+    for_another = client.post(
+        TOKEN, json={"client": "other"}, headers=authorization(leaked.access_token)
+    ).json()
+    sibling = bearer(client)  # got another way: not revoked with it
+    admin = bearer(client)
+    revoked = client.delete(f"/api/v1/auth/tokens/{leaked.jti}", headers=admin)
+    assert revoked.json() == {"revoked": 4}
+    for token in (child, grandchild, for_another):
+        refused = client.get(WHOAMI, headers=authorization(token["access_token"]))
+        assert refused.status_code == 401, token["subject"]
+    assert client.get(WHOAMI, headers=authorization(leaked.access_token)).status_code == 401
+    assert client.get(WHOAMI, headers=sibling).status_code == 200
+    assert client.get(WHOAMI, headers=admin).status_code == 200
+
+
 def test_ttl_is_bounded(serve: Serve, settings_factory: Callable[..., Settings]) -> None:
     client = serve(settings_factory("auth.max_token_ttl_s=600"))
     too_long = post_signed(client, {"ttl_s": 601})

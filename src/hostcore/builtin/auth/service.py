@@ -64,19 +64,28 @@ async def issue_token(
             if remaining < 1:
                 raise Forbidden("this credential has expired")
             ttl = min(ttl or runtime.auth.token_ttl_s, remaining)
-        return await issue_for_client(runtime, target, wanted, ttl)
+        return await issue_for_client(runtime, target, wanted, ttl, parent_jti=caller.jti)
     if not allows(caller.scopes, ADMIN_SCOPE):
         raise Forbidden(f"a token for another principal needs the scope {ADMIN_SCOPE}")
-    return await issue_for_client(runtime, target, body.scopes, body.ttl_s)
+    return await issue_for_client(runtime, target, body.scopes, body.ttl_s, parent_jti=caller.jti)
 
 
 async def issue_for_client(
-    runtime: SecurityRuntime, name: str, scopes: list[str] | None, ttl_s: int | None
+    runtime: SecurityRuntime,
+    name: str,
+    scopes: list[str] | None,
+    ttl_s: int | None,
+    *,
+    parent_jti: str | None = None,
 ) -> IssuedTokenInfo:
+    """A token for client ``name``; ``parent_jti``: the token the caller got it with
+    (revoking that one revokes this one too)."""
     client = runtime.auth.clients.get(name)
     if client is None:
         raise NotFound(f"no client {name} on the allowed-services list")
-    return await _issue(runtime, "client", name, list(client.scopes), scopes, ttl_s)
+    return await _issue(
+        runtime, "client", name, list(client.scopes), scopes, ttl_s, parent_jti=parent_jti
+    )
 
 
 async def _issue(
@@ -88,6 +97,7 @@ async def _issue(
     ttl_s: int | None,
     *,
     role: str | None = None,
+    parent_jti: str | None = None,
 ) -> IssuedTokenInfo:
     wanted = list(requested) if requested is not None else granted
     missing = uncovered(wanted, granted)
@@ -95,7 +105,7 @@ async def _issue(
         raise Forbidden(f"{kind} {name} may not have the scopes: {', '.join(missing)}")
     if ttl_s is not None and ttl_s > runtime.auth.max_token_ttl_s:
         raise BadRequest(f"ttl_s may be at most {runtime.auth.max_token_ttl_s}")
-    return await runtime.issue(kind, name, wanted, ttl_s, role=role)
+    return await runtime.issue(kind, name, wanted, ttl_s, role=role, parent_jti=parent_jti)
 
 
 async def list_tokens(
