@@ -42,9 +42,10 @@ CREDENTIAL_PARAMETERS = frozenset(
 
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "key", "signature")
 
-# "scheme://user:" then the password, up to the last "@" before any query: a password
-# with an unencoded "@" or "/" is hidden whole.
-_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)[^?#\s]*@", re.I)
+# "scheme://user:" then the password, up to the last "@" before any white space: a
+# password with an unencoded "@", "/", "?" or "#" is hidden whole (an "@" in a query after
+# the host hides the host too: more hidden, never less).
+_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)\S*@", re.I)
 _QUERY_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
 
 

@@ -27,6 +27,22 @@ async def test_check_connects_to_a_usable_store(tmp_path: Path) -> None:
         await db.dispose()
 
 
+async def test_a_failed_statement_s_error_never_shows_its_parameters(tmp_path: Path) -> None:
+    """Errors reach the log; parameters may be password hashes or token ids."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'hostcore.db'}")
+    secret = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
+    try:
+        async with db.engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (a TEXT PRIMARY KEY)"))
+            with pytest.raises(Exception) as failed:
+                await connection.execute(
+                    text("INSERT INTO t (a) VALUES (:a)"), [{"a": secret}, {"a": secret}]
+                )
+        assert "UNIQUE" in str(failed.value) and secret not in str(failed.value)
+    finally:
+        await db.dispose()
+
+
 async def test_check_names_an_unreachable_store_without_its_password() -> None:
     db = Database(f"postgresql+asyncpg://hc:hunter2@127.0.0.1:{free_port()}/hostcore")
     try:

@@ -311,26 +311,34 @@ async def test_retention_by_age_looks_at_the_oldest_rows_only(
 async def test_the_activity_queries_answer_a_time_range_from_its_first_id(db: Database) -> None:
     from hostcore.builtin.auth import service
 
+    # As several workers write: one flushed its rows of 50-54 s before another its rows
+    # of 10-49 s, so ids are in time order only roughly.
+    order = [*range(10), *range(50, 55), *range(10, 50)]
     with sqlite3.connect(store_file(db)) as connection:
         connection.executemany(
             "INSERT INTO activity (at, request_id, principal, method, route, status,"
             " duration_ms, client) VALUES (?, ?, ?, 'GET', '/x', 200, 0.5, NULL)",
-            [(RECENT + n, f"r-{n}", "client:a" if n % 2 else "client:b") for n in range(50)],
+            [(RECENT + n, f"r-{n}", "client:a" if n % 2 else "client:b") for n in order],
         )
     async with db.session() as session:
+        late = await service.query_activity(
+            session, principal=None, since=RECENT + 45, status=None, limit=100
+        )
+        assert sorted(row.request_id for row in late) == sorted(f"r-{n}" for n in range(45, 55))
         found = await service.query_activity(
             session, principal="client:a", since=RECENT + 40, status=None, limit=100
         )
-        assert [row.request_id for row in found] == [f"r-{n}" for n in (49, 47, 45, 43, 41)]
+        newest_first = (49, 47, 45, 43, 41, 53, 51)  # by id: the order they were written
+        assert [row.request_id for row in found] == [f"r-{n}" for n in newest_first]
         stats = await service.activity_stats(session, since=RECENT + 45)
-        assert {(s.principal, s.requests) for s in stats} == {("client:a", 3), ("client:b", 2)}
+        assert {(s.principal, s.requests) for s in stats} == {("client:a", 5), ("client:b", 5)}
         assert (
             await service.query_activity(
-                session, principal=None, since=RECENT + 50, status=None, limit=100
+                session, principal=None, since=RECENT + 55, status=None, limit=100
             )
             == []
         )
-        assert await service.activity_stats(session, since=RECENT + 50) == []
+        assert await service.activity_stats(session, since=RECENT + 55) == []
 
 
 async def test_first_id_since_while_retention_deletes_the_rows_is_none(db: Database) -> None:

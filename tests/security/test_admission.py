@@ -153,6 +153,19 @@ def test_401_says_how_to_authenticate(admitted_client: Callable[..., TestClient]
         assert refused.headers["www-authenticate"] == 'Bearer realm="hostcore"'
 
 
+@pytest.mark.parametrize("stray", ["X-Hostcore-Nonce", "X-Hostcore-Client", "X-Hostcore-Timestamp"])
+def test_a_signing_header_without_a_signature_is_no_credential(
+    admitted_client: Callable[..., TestClient], stray: str
+) -> None:
+    """A Public route answers it as it answers anyone; a route that needs a caller says
+    there are no credentials."""
+    client = admitted_client({"maze": Overlapping()})
+    headers = {**ANONYMOUS, stray: "x"}
+    assert client.get("/api/v1/plugins", headers=headers).status_code == 200
+    refused = client.get("/api/v1/maze/things/x", headers=headers)
+    assert_error(refused, 401, "Unauthorized", "no credentials")
+
+
 def test_the_principal_reaches_async_and_sync_endpoints(
     admitted_client: Callable[..., TestClient],
 ) -> None:

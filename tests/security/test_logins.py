@@ -171,6 +171,25 @@ def test_a_login_beyond_the_queue_is_refused_at_once_with_503(
     assert len(held.calls) == 2, "the refused login cost no password check"
 
 
+def test_logins_refused_as_busy_are_not_counted_against_the_username(
+    serve: Serve, held: HeldChecks, settings_factory: Callable[..., Settings]
+) -> None:
+    """Otherwise whoever floods the server with logins locks everyone else out."""
+    settings = unlimited(settings_factory, "auth.login_concurrency=1", "auth.login_queue=0")
+    client = serve(settings)
+    add_user(client, "alice", PASSWORD, "viewer")
+    add_user(client, "bob", PASSWORD, "viewer")
+    held.release.clear()
+    with in_background(1) as pool:
+        running = pool.submit(login, client, "bob", PASSWORD)
+        held.wait_entered()
+        for _ in range(settings.auth.login_max_failures + 1):
+            assert login(client, "alice", PASSWORD).status_code == 503
+        held.release.set()
+        assert running.result().status_code == 200
+    assert login(client, "alice", PASSWORD).status_code == 200
+
+
 def test_a_login_whose_caller_left_keeps_its_slot_until_its_check_ends() -> None:
     """A cancelled wait must not let another argon2 run start beside the one still running."""
 

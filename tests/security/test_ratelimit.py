@@ -119,6 +119,22 @@ def test_admits_the_limit_then_refuses(storage: Storage, clock: FakeClock) -> No
     assert [r.retry_after_s for r in results] == [0, 0, 0, 60]
 
 
+def test_a_peek_after_the_clock_stepped_back_sees_a_fresh_window(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """As a hit would: the old window ends more than its length from now, so it is void
+    (else a caller is refused for an hour's Retry-After that no hit ever resets)."""
+    limiter = RateLimiter(storage, "2/minute", {})
+    for _ in range(3):
+        limiter.hit("addr:127.0.0.1", SYSTEM)
+    assert not limiter.peek("addr:127.0.0.1", SYSTEM).allowed
+    clock.advance(-3600)
+    peeked = limiter.peek("addr:127.0.0.1", SYSTEM)
+    assert peeked.allowed and peeked.remaining == 2
+    if not isinstance(storage, MemoryStorage):  # limits' own keeps its window: not hostcore's
+        assert limiter.hit("addr:127.0.0.1", SYSTEM).remaining == 1
+
+
 def test_window_starts_at_first_hit_and_resets_after_expiry(
     storage: Storage, clock: FakeClock
 ) -> None:

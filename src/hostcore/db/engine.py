@@ -58,7 +58,9 @@ class Database:
         except Exception as exc:
             raise ConfigError(f"database.url is not a valid database URL: {exc}") from None
         self.busy_timeout_s = busy_timeout_ms / 1000
-        options: dict[str, Any] = {"pool_pre_ping": False}
+        # A statement's parameters (a password hash, a jti) never appear in an error's
+        # text, which the log keeps.
+        options: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         path = sqlite_path(self.url)
         if path is not None:

@@ -30,12 +30,15 @@ rows, however fast requests arrive; an idle store is checked once a minute.
 Row ids only grow, so "past ``max_rows``" is an id comparison, not a count.
 
 The table has no index but its row id: an index on ``at`` was more than half of
-the work of writing a row. Rows are written in time order, so the ids order them
-by time: retention looks at the lowest ids only, and a time range begins at the
-id :func:`first_id_since` finds by bisecting the ids (about twenty lookups of a
-row by its id for a million rows). After the clock is stepped back, rows are no
-longer in time order across the step: retention then waits for the rows written
-before it, and a range that begins before the step may begin at it.
+the work of writing a row. Rows are written in about time order (each worker
+writes what it buffered once per ``flush_interval_s``, so the rows of several
+workers interleave by that much), so the ids order them by time, roughly:
+retention looks at the lowest ids only, and a time range is searched from the id
+:func:`first_id_since` finds by bisecting the ids (about twenty lookups of a row
+by its id for a million rows) for ``WRITTEN_WITHIN_S`` before the range, then
+filtered by time. After the clock is stepped back, rows are no longer in time
+order across the step: retention then waits for the rows written before it, and
+a range that begins before the step may begin at it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ LOCKED_RETRY_S = 0.02
 PRUNE_EVERY_ROWS = 1024
 PRUNE_SLACK_ROWS = 128  # deleted per pass beyond the rows written since the last one
 IDLE_PRUNE_EVERY_S = 60.0
+# A row reaches the store within flush_interval_s (60 s at most) of its time, the
+# retries of a busy store included, in all but a failing store's case.
+WRITTEN_WITHIN_S = 120.0
 
 
 class ActivityRecord(NamedTuple):
@@ -388,8 +394,9 @@ async def apply_retention(
 
 
 async def first_id_since(session: AsyncSession, since: float) -> int | None:
-    """The id of the first row written at or after ``since``, None when there is none;
-    found by bisecting the ids, as rows are written in time order."""
+    """The id of the first row whose time is ``since`` or later, None when there is none;
+    found by bisecting the ids, as rows are written in about time order. A query for the
+    rows since a time starts WRITTEN_WITHIN_S before it (:func:`range_start`)."""
     low, high = (await session.execute(select(func.min(Activity.id), func.max(Activity.id)))).one()
     if high is None:
         return None
@@ -415,3 +422,10 @@ async def first_id_since(session: AsyncSession, since: float) -> int | None:
             low = middle + 1
     found = await first_from(low)
     return found[0] if found is not None and found[1] >= since else None
+
+
+async def range_start(session: AsyncSession, since: float) -> int | None:
+    """The id from which every row of time ``since`` or later is found (filter by time
+    from there), None when no row is that recent: rows of several workers are written
+    out of order by up to WRITTEN_WITHIN_S."""
+    return await first_id_since(session, since - WRITTEN_WITHIN_S)

@@ -36,13 +36,20 @@ CREDENTIAL_HEADERS = frozenset(
 )
 
 
+_PRESENTED = ("authorization", SIGNATURE_HEADER.lower())
+
+
 def credential_headers(scope: Scope) -> dict[str, str]:
     """The credential headers of a request by lower-case name (the first of each); an
-    empty one is no credential."""
+    empty one is no credential. None at all unless the request presents a credential (a
+    bearer token or a signature): a stray nonce or client name alone is none, and a
+    ``Public`` route answers such a request as it answers anyone."""
     found: dict[str, str] = {}
     for name, value in scope["headers"]:
         if name in CREDENTIAL_HEADERS and value:
             found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    if found and not any(name in found for name in _PRESENTED):
+        return {}
     return found
 
 

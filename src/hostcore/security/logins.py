@@ -52,10 +52,23 @@ class CheckLimiter:
         self._capacity = concurrency + queue
         self.admitted = 0
 
-    async def run(self, work: Callable[[], T]) -> T:
+    def admit(self) -> None:
+        """Take a place for one check, or Unavailable (503) when every place is taken.
+        Then :meth:`run_admitted` the check, or :meth:`withdraw` it."""
         if self.admitted >= self._capacity:
             raise Unavailable(BUSY, headers={"Retry-After": "1"})
         self.admitted += 1
+
+    def withdraw(self) -> None:
+        """Give back a place taken by :meth:`admit` for a check that will not run."""
+        self.admitted -= 1
+
+    async def run(self, work: Callable[[], T]) -> T:
+        self.admit()
+        return await self.run_admitted(work)
+
+    async def run_admitted(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in the place :meth:`admit` took."""
         try:
             await self._slots.acquire()
         except BaseException:
@@ -82,22 +95,16 @@ class Logins:
 
     async def authenticate(self, username: str, password: str) -> UserInfo:
         """The user, or Unauthorized with one message (TooManyRequests while locked)."""
-        counted = USERNAME.fullmatch(username) is not None
-        user = None
-        if counted:
-            async with self.db.session() as session, session.begin():
-                now = time.time()
-                ends = await lockout.attempt(session, username, now, self.settings)
-                if ends is None:
-                    user = await session.scalar(select(User).where(User.username == username))
-            if ends is not None:
-                retry = max(1, math.ceil(ends - now))
-                raise TooManyRequests(
-                    f"too many failed logins for this username: retry in {retry}s",
-                    headers={"Retry-After": str(retry)},
-                )
+        # A place for the check first: a login refused because the server is busy (503)
+        # must not count as a failure, or a flood of logins would lock others out.
+        self.checks.admit()
+        try:
+            user = await self._counted_attempt(username)
+        except BaseException:
+            self.checks.withdraw()
+            raise
         stored = user.password_hash if user is not None else None
-        checked = await self.checks.run(lambda: passwords.verify(stored, password))
+        checked = await self.checks.run_admitted(lambda: passwords.verify(stored, password))
         if user is None or not checked.matched:
             raise Unauthorized(LOGIN_FAILED)  # counted already, by lockout.attempt
         async with self.db.session() as session, session.begin():
@@ -110,3 +117,22 @@ class Logins:
                     .values(password_hash=checked.rehashed)
                 )
         return info_of(user)
+
+    async def _counted_attempt(self, username: str) -> User | None:
+        """Count the attempt as failed (the lockout), or TooManyRequests while locked; the
+        user of that name, if any."""
+        if USERNAME.fullmatch(username) is None:
+            return None  # no such user can exist: nothing to count
+        async with self.db.session() as session, session.begin():
+            now = time.time()
+            ends = await lockout.attempt(session, username, now, self.settings)
+            if ends is None:
+                found: User | None = await session.scalar(
+                    select(User).where(User.username == username)
+                )
+                return found
+        retry = max(1, math.ceil(ends - now))
+        raise TooManyRequests(
+            f"too many failed logins for this username: retry in {retry}s",
+            headers={"Retry-After": str(retry)},
+        )

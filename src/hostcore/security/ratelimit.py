@@ -313,11 +313,7 @@ class SharedMemoryStorage(Storage):
                 # copies leaves the parent's own untouched.
                 table.close()
             self._table = None
-            self._table = (
-                _Table.private(self._slots)
-                if self.path is None
-                else _Table.open(self.path, self._slots)
-            )
+            self._table = _Table.open(self.path, self._slots)
             return self._table
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
@@ -600,7 +596,12 @@ class RateLimiter:
         """What ``identity`` has left for ``route_key``, without counting a request."""
         limit, key = self._key(identity, route_key)
         count = self.storage.get(key)
-        reset_at = self.storage.get_expiry(key) if count else time.time()
+        now = time.time()
+        reset_at = self.storage.get_expiry(key) if count else now
+        if reset_at > now + limit.expiry:
+            # A window ending more than its length from now: the clock stepped back. The
+            # next hit starts a new one (the storages' rule), so it counts nothing now.
+            count, reset_at = 0, now
         amount = limit.amount
         if count < amount:
             return RateLimitResult(True, amount, amount - count, reset_at, 0)

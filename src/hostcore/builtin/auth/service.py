@@ -16,7 +16,7 @@ from hostcore.builtin.auth.schemas import (
 from hostcore.context import Principal, PrincipalKind
 from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from hostcore.security.acl import allows, uncovered
-from hostcore.security.activity import first_id_since
+from hostcore.security.activity import range_start
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
 from hostcore.security.tokens import IssuedTokenInfo
@@ -149,7 +149,7 @@ async def query_activity(
     if principal is not None:
         statement = statement.where(Activity.principal == principal)
     if since is not None:
-        first = await first_id_since(session, since)
+        first = await range_start(session, since)
         if first is None:
             return []
         statement = statement.where(Activity.id >= first, Activity.at >= since)
@@ -175,7 +175,7 @@ async def activity_stats(session: AsyncSession, *, since: float | None) -> list[
         .order_by(func.count().desc())
     )
     if since is not None:
-        first = await first_id_since(session, since)
+        first = await range_start(session, since)
         if first is None:
             return []
         statement = statement.where(Activity.id >= first, Activity.at >= since)
