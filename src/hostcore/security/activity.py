@@ -281,8 +281,7 @@ class ActivityRecorder:
     async def flush(self) -> int:
         """Write what is buffered, then apply retention; rows that could not be written
         stay buffered."""
-        written = await self._write_buffer()
-        self._unpruned += written
+        written = await self._write_buffer()  # counts into _unpruned slice by slice
         if (
             self._unpruned >= PRUNE_EVERY_ROWS
             or time.monotonic() - self._pruned_at >= IDLE_PRUNE_EVERY_S
@@ -322,6 +321,7 @@ class ActivityRecorder:
             await asyncio.to_thread(self._sqlite.write, batch)  # raises with the rows buffered
             del self._buffer[: len(batch)]
             written += len(batch)
+            self._unpruned += len(batch)  # also when a later slice finds the store busy
             if self._sqlite.checkpoint_due():
                 await asyncio.to_thread(self._sqlite.checkpoint)
         return written
@@ -339,6 +339,7 @@ class ActivityRecorder:
         except BaseException:
             self._buffer = batch + self._buffer
             raise
+        self._unpruned += len(batch)
         return len(batch)
 
     async def close(self) -> None:
