@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from hostcore.app import create_app
 from hostcore.config import Settings, load_settings
 from hostcore.plugins import PluginRegistry, PluginSource, object_source
 from tests.builtin.system.fakes import FakeServices, FakeServicesFactory, PrivateBus, UnitState
-from tests.helpers import LOOPBACK, NOWHERE, auth_and_probe, bearer, isolated_environ
+from tests.helpers import LOOPBACK, NOWHERE, ROOT, auth_and_probe, bearer, isolated_environ
 
 
 @pytest.fixture
@@ -180,3 +182,32 @@ def fake_services_factory(private_bus: str) -> Iterator[FakeServicesFactory]:
 def fake_services(fake_services_factory: FakeServicesFactory) -> FakeServices:
     """All four fakes, answering."""
     return fake_services_factory()
+
+
+EXAMPLE_PLUGIN = ROOT / "examples" / "hostcore-hello"
+
+
+@pytest.fixture(scope="session")
+def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin pip-installed into a directory of its own, with its entry point
+    (the test venv stays untouched): put it on ``sys.path`` or ``PYTHONPATH`` to load it."""
+    target = tmp_path_factory.mktemp("hello-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE_PLUGIN),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert list(target.glob("hostcore_hello-*.dist-info/entry_points.txt"))
+    return target

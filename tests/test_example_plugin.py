@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,33 +16,6 @@ from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, PluginState
 from tests.helpers import ROOT, bearer, isolated_environ, run_hostcore
-
-EXAMPLE = ROOT / "examples" / "hostcore-hello"
-
-
-@pytest.fixture(scope="session")
-def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pip-install the example into its own directory (the test venv stays untouched)."""
-    target = tmp_path_factory.mktemp("hello-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert list(target.glob("hostcore_hello-*.dist-info/entry_points.txt"))
-    return target
 
 
 @pytest.fixture

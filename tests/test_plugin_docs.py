@@ -21,7 +21,6 @@ EXAMPLE = ROOT / "examples" / "hostcore-hello"
 MODULE = EXAMPLE / "src" / "hostcore_hello" / "__init__.py"
 MIGRATION = EXAMPLE / "src" / "hostcore_hello" / "migrations" / "0001_greetings.py"
 APPENDIX = "## Appendix: the complete example"
-INSTALL_TIMEOUT_S = 120
 GUIDE_TESTS_TIMEOUT_S = 120
 
 Imported = tuple[str | None, str, str | None]  # (from module, name, as name)
@@ -119,30 +118,6 @@ def test_each_quote_is_in_the_example_module(heading: str, index: int) -> None:
     assert not extra, f"imports {MODULE.relative_to(ROOT)} does not make: {extra}"
     missing = [text for text in quote_statements if text not in module_statements]
     assert not missing, f"not in {MODULE.relative_to(ROOT)}:\n\n" + "\n\n".join(missing)
-
-
-@pytest.fixture(scope="module")
-def hello_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example, pip-installed into a directory of its own (with its entry point)."""
-    target = tmp_path_factory.mktemp("hello-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    return target
 
 
 def test_the_guide_test_file_passes_against_the_example(hello_site: Path, tmp_path: Path) -> None:
