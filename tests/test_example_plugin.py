@@ -15,7 +15,7 @@ from hostcore.app import create_app
 from hostcore.config import Settings
 from hostcore.errors import ConfigError
 from hostcore.plugins import PluginRegistry, PluginState
-from tests.helpers import ROOT, bearer, isolated_environ, run_hostcore
+from tests.helpers import bearer, isolated_environ, run_hostcore
 
 
 @pytest.fixture
