@@ -365,3 +365,40 @@ async def test_first_id_since_while_retention_deletes_the_rows_is_none(db: Datab
 
         session.execute = deleting_after_the_first  # type: ignore[method-assign]
         assert await activity.first_id_since(session, RECENT + 3) is None
+
+
+async def test_retention_through_the_engine_takes_the_oldest_rows_a_bounded_slice_at_a_time(
+    any_store: Database,
+) -> None:
+    """The path of stores other than a SQLite file (PostgreSQL): aged rows among the
+    oldest ``limit``, then the oldest beyond ``max_rows``, at most ``limit`` of each."""
+    from sqlalchemy import func, insert, select
+
+    from hostcore.security.models import Activity
+
+    now = time.time()
+    aged = now - 31 * 86400
+    times = [aged] * 6 + [now] * 1100
+    async with any_store.session() as session, session.begin():
+        await session.execute(
+            insert(Activity),
+            [
+                {"at": at, "request_id": f"r-{n}", "principal": None, "method": "GET"}
+                | {"route": "/x", "status": 200, "duration_ms": 0.1, "client": None}
+                for n, at in enumerate(times)
+            ],
+        )
+    settings = ActivitySettings(retention_days=30, max_rows=1000)
+
+    async def remaining() -> tuple[int, str]:
+        async with any_store.session() as session:
+            count = await session.scalar(select(func.count()).select_from(Activity))
+            first = await session.scalar(select(Activity.request_id).order_by(Activity.id))
+        return int(count or 0), str(first)
+
+    async with any_store.session() as session, session.begin():
+        assert await activity.apply_retention(session, settings, limit=4) == 4 + 4
+    assert await remaining() == (1098, "r-8")
+    async with any_store.session() as session, session.begin():
+        await activity.apply_retention(session, settings)
+    assert await remaining() == (1000, "r-106")

@@ -7,10 +7,10 @@ Create Date: 2026-11-30
 The index on ``at`` was more than half of the work of writing a row (an SQLite
 insert of 1.8 us a row without it, 4.6 with it, before the checkpoint copies
 the pages again), paid on every request for queries an administrator makes now
-and then. Rows are written in time order, so the row id orders them by time:
-retention deletes from the lowest ids, and a time range starts at the first id
-whose ``at`` is in it (found by bisecting the ids), as
-:mod:`hostcore.security.activity` describes.
+and then. Rows are written in about time order, so the row id orders them by
+time, roughly: retention deletes from the lowest ids, and a time range is read
+from an id found by bisecting the ids, as :mod:`hostcore.security.activity`
+describes.
 """
 
 from collections.abc import Sequence
