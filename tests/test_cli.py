@@ -313,3 +313,57 @@ def test_config_show_hides_credentials_but_not_settings_named_like_secrets(
     assert rows["auth.token_ttl_s"] == 600
     assert rows["database.url"] == "postgresql+asyncpg://hc@db.local/hostcore?password=********"
     assert rows["ratelimit.storage"] == "redis://:********@cache.local:6379/0"
+
+
+# --- start-up: what a command line imports ------------------------------------------------
+
+HEAVY = ("fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "jwt", "argon2", "httpx2")
+_IMPORTS_OF = """
+import runpy, sys
+sys.argv = ["hostcore", *sys.argv[1:]]
+try:
+    runpy.run_module("hostcore", run_name="__main__")
+except SystemExit:
+    pass
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(%r))
+print("LOADED", loaded, "SERVER", sorted(
+    name for name in sys.modules
+    if name.startswith("hostcore.builtin.") and name.endswith((".router", ".service"))
+))
+"""
+
+
+def imports_of(tmp_path: Path, *args: str) -> tuple[str, str]:
+    """The help or output of ``hostcore *args``, and which heavy libraries and plugins'
+    server modules it imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF % (HEAVY,), *args],
+        env=isolated_environ(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    output, _, loaded = result.stdout.rpartition("LOADED ")
+    return output, loaded.strip()
+
+
+def test_the_help_lists_plugins_commands_without_importing_server_code(tmp_path: Path) -> None:
+    output, loaded = imports_of(tmp_path, "--help")
+    for command in ("serve", "version", "user", "token", "activity", "call"):
+        assert f"\n  {command} " in output, output
+    assert loaded == "[] SERVER []"
+
+
+def test_version_and_hostcores_own_commands_load_no_plugin(tmp_path: Path) -> None:
+    output, loaded = imports_of(tmp_path, "version")
+    assert output.strip() == f"hostcore {__version__}"
+    assert loaded == "[] SERVER []"
+    _, loaded = imports_of(tmp_path, "config", "show")
+    assert loaded == "[] SERVER []"
+
+
+def test_token_issue_imports_the_store_but_no_web_framework(tmp_path: Path) -> None:
+    _, loaded = imports_of(tmp_path, "token", "issue", "--client", "nobody")
+    assert "fastapi" not in loaded and "starlette" not in loaded and "uvicorn" not in loaded

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -467,3 +469,62 @@ def test_a_trusted_proxy_is_unix_a_user_a_group_or_a_network() -> None:
     for bad in ("unix:", "user:", "uid:www-data", "www-data", "10.0.0.0/33"):
         with pytest.raises(ConfigError, match=r"server\.trusted_proxies"):
             isolated(f'server.trusted_proxies=["{bad}"]')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10/minute",
+        "10 per second",
+        "10/2 minutes",
+        "10/Minute",
+        " 10 / minute ",
+        "10 per  2 hours",
+        "0/second",
+        "10 PER MINUTE",
+        "600/minute\n",
+        "5/days",
+        "1/year",
+        "10/mins",
+        "x/minute",
+        "10/minute;5/hour",
+        "10/minute,5/hour",
+        "10/minute;",
+        "10",
+        "10/2",
+        "10/secondss",
+        "10/s",
+        "-1/minute",
+        "10/minute extra",
+        "",
+        "1 per fortnight",
+    ],
+)
+def test_a_rate_limit_is_checked_as_limits_reads_it(text: str) -> None:
+    """config checks limits' notation without importing limits: the same answers."""
+    from limits import parse_many
+
+    from hostcore.config import is_one_rate_limit
+
+    try:
+        one = len(parse_many(text)) == 1
+    except ValueError:
+        one = False
+    assert is_one_rate_limit(text) == one
+
+
+def test_reading_the_settings_imports_neither_limits_nor_the_web_framework() -> None:
+    """Every command line reads them; on a Pi each import costs a multiple of here."""
+    script = (
+        "import sys\n"
+        "from hostcore.config import load_settings\n"
+        "from pathlib import Path\n"
+        "nowhere = Path('/nonexistent')\n"
+        "load_settings(environ={}, system_config=nowhere, local_config=nowhere)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'limits', 'fastapi', "
+        "'starlette', 'sqlalchemy'}))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]", found.stderr

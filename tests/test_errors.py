@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from hostcore.errors import error_payload
+from hostcore.error_handling import error_payload
 from hostcore.hookspecs import hookimpl
 from hostcore.security.deps import Public
 from tests.helpers import AppFactory, ClientFor, Echo

@@ -1,3 +1,3 @@
-from hostcore.cli import main
+from hostcore.launcher import main
 
 main()

@@ -26,7 +26,8 @@ from hostcore.config import Settings
 from hostcore.context import RequestContext
 from hostcore.db.engine import Database
 from hostcore.db.migrate import Lineage, core_lineage, migration_lock, upgrade
-from hostcore.errors import HostcoreError, PluginError, handle_error
+from hostcore.error_handling import handle_error
+from hostcore.errors import HostcoreError, PluginError
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix

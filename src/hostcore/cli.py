@@ -7,12 +7,10 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import BaseModel
 
-from hostcore import __version__
 from hostcore.cli_support import (
     ConfigOption,
     SetOption,
@@ -25,9 +23,13 @@ from hostcore.cli_support import (
     registry_or_exit,
     run_or_exit,
 )
-from hostcore.config import effective_config, load_settings
 from hostcore.errors import ConfigError, ControlError, PluginError
-from hostcore.plugins import PluginRegistry, PluginSource, installed_sources
+from hostcore.launcher import version_line
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from hostcore.plugins import PluginSource
 
 T = TypeVar("T")
 
@@ -114,7 +116,7 @@ def reload_(
 @cli.command()
 def version() -> None:
     """Print the hostcore version."""
-    typer.echo(f"hostcore {__version__}")
+    typer.echo(version_line())
 
 
 @plugins_cli.command("list")
@@ -160,6 +162,8 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print every effective setting with the layer it came from (secrets redacted)."""
+    from hostcore.config import effective_config
+
     settings = load_or_exit(config, set_)
     plugin_settings: dict[str, BaseModel] = dict(registry_or_exit(settings).configs())
     rows = effective_config(settings, plugin_settings)
@@ -231,6 +235,9 @@ def db_history(config: ConfigOption = None, set_: SetOption = None) -> None:
 def enabled_plugin_sources(args: Sequence[str]) -> tuple[list[PluginSource], str | None]:
     """The installed plugins the configuration enables, with ``--config``/``--set`` read
     from ``args``; none, and why, when the configuration cannot be loaded."""
+    from hostcore.config import load_settings
+    from hostcore.plugins import installed_sources
+
     config, overrides = cli_layers_in(args)
     try:
         settings = load_settings(config_file=config, overrides=overrides)
@@ -241,6 +248,8 @@ def enabled_plugin_sources(args: Sequence[str]) -> tuple[list[PluginSource], str
 
 def add_plugin_commands(root: typer.Typer, sources: Sequence[PluginSource]) -> None:
     """Let each plugin in ``sources`` add its sub-commands; a name claimed twice is an error."""
+    from hostcore.plugins import PluginRegistry
+
     registry = PluginRegistry()
     owners = {name: "hostcore" for name in _command_names(root)}
     for source in sources:
@@ -299,7 +308,12 @@ def _usage_message(exc: typer.TyperException, plugins_missing: str | None) -> st
 
 
 def main() -> None:
+    """The command line. Plugins' commands are added only when the command may be one of
+    theirs (or the help lists every command): one of hostcore's own runs without loading
+    the configuration or any plugin."""
     args = sys.argv[1:]
+    if args and args[0] in _command_names(cli):
+        run(cli, args)
     sources, plugins_missing = enabled_plugin_sources(args)
     add_plugin_commands(cli, sources)
     if plugins_missing:

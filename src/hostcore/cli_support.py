@@ -5,11 +5,14 @@ the store, and errors: every error a command expects is one line on stderr,
 ``hostcore: <what was wrong>``, and an exit status. 2 means the command line or
 the configuration is wrong (fix it and retry); 1 means something the command
 needed at run time failed (the server or the store cannot be reached).
+
+Imports stay light here (typer and hostcore's errors): every command line imports
+this module, and the settings, plugins and store are imported by the command that
+uses them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -19,12 +22,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from hostcore.config import Settings, load_settings
 from hostcore.errors import ConfigError, HostcoreError, PluginError, Unavailable
-from hostcore.plugins import PluginRegistry
 
 if TYPE_CHECKING:
+    from hostcore.config import Settings
     from hostcore.db.engine import Database
+    from hostcore.plugins import PluginRegistry
 
 T = TypeVar("T")
 
@@ -69,6 +72,8 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 
 
 def load_or_exit(config: Path | None, overrides: Sequence[str] | None) -> Settings:
+    from hostcore.config import load_settings
+
     try:
         return load_settings(config_file=config, overrides=overrides or [])
     except ConfigError as exc:
@@ -76,6 +81,8 @@ def load_or_exit(config: Path | None, overrides: Sequence[str] | None) -> Settin
 
 
 def registry_or_exit(settings: Settings) -> PluginRegistry:
+    from hostcore.plugins import PluginRegistry
+
     try:
         return PluginRegistry.load(settings)
     except (ConfigError, PluginError) as exc:
@@ -84,6 +91,8 @@ def registry_or_exit(settings: Settings) -> PluginRegistry:
 
 def run_or_exit(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` to completion; the errors a command expects end it in one line."""
+    import asyncio
+
     try:
         return asyncio.run(work)
     except (ConfigError, PluginError) as exc:

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import platformdirs
-from limits import parse_many
-from limits.storage import Storage
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -267,13 +265,26 @@ class AuthSettings(Section):
     )
 
 
+# One limit in limits' notation (``limits.util.SINGLE_EXPR``, anchored): checked here
+# without importing limits, which every command line would pay for. tests/test_config.py
+# holds the two to the same answers.
+_ONE_LIMIT = re.compile(r"\s*([0-9]+)\s*(?:/|\s*per\s*)\s*([0-9]+)?\s*([a-z]+)\s*", re.I)
+_GRANULARITIES = frozenset({"year", "month", "day", "hour", "minute", "second"})
+
+
+def is_one_rate_limit(text: str) -> bool:
+    """Whether ``text`` is exactly one limit in limits' notation (``"600/minute"``,
+    ``"10 per 2 seconds"``): what ``limits.parse_many`` reads as one limit."""
+    match = _ONE_LIMIT.fullmatch(text)
+    if match is None:
+        return False
+    unit = match[3].lower()
+    return unit in _GRANULARITIES or (unit.endswith("s") and unit[:-1] in _GRANULARITIES)
+
+
 def _one_rate_limit(text: str) -> str:
     """``text`` if it is exactly one limit in limits' notation (``"600/minute"``)."""
-    try:
-        count = len(parse_many(text))
-    except ValueError:
-        count = 0
-    if count != 1:
+    if not is_one_rate_limit(text):
         raise PydanticCustomError(
             "rate_limit",
             "{text} is not one rate limit such as '600/minute' or '10 per second'",
@@ -293,6 +304,8 @@ _SHARED_MEMORY_SCHEME = "hostcore-shm"
 
 def _sync_storage_schemes() -> set[str]:
     """The URL schemes of limits' synchronous storages, hostcore's own included."""
+    from limits.storage import Storage
+
     schemes = {_SHARED_MEMORY_SCHEME}
     pending: list[type] = [Storage]
     while pending:

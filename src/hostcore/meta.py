@@ -26,7 +26,7 @@ from hostcore import __version__
 from hostcore.middleware import LIVENESS_BODY
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
 from hostcore.routing import add_routes_flat
-from hostcore.security.acl import allows
+from hostcore.security.acl import ADMIN_SCOPE, allows
 from hostcore.security.admission import CountedByAddress
 from hostcore.security.deps import OptionalPrincipal, Public
 from hostcore.security.keys import jwks
@@ -40,7 +40,6 @@ HEALTH_TIMEOUT_S = 2.0
 # this often.
 HEALTH_MAX_AGE_S = 1.0
 HEALTH_STATES = frozenset({"ok", "degraded", "down"})
-ADMIN_SCOPE = "auth:admin"
 
 
 class HealthRead(BaseModel):

@@ -27,13 +27,13 @@ from itertools import count
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostcore.context import RequestContext, attach
+from hostcore.error_handling import error_response
 from hostcore.errors import (
     WS_TRY_AGAIN_LATER,
     BadRequest,
     PayloadTooLarge,
     PluginUnavailable,
     TooManyRequests,
-    error_response,
 )
 
 REQUEST_ID_HEADER = b"x-request-id"

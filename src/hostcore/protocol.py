@@ -55,12 +55,8 @@ from uvicorn.server import ServerState
 
 from hostcore.config import ServerSettings
 from hostcore.context import PEER_EXTENSION, Peer, peer_extension
-from hostcore.errors import (
-    HostcoreError,
-    RequestHeadersTooLarge,
-    RequestTimeout,
-    error_payload,
-)
+from hostcore.error_handling import error_payload
+from hostcore.errors import HostcoreError, RequestHeadersTooLarge, RequestTimeout
 
 NO_DEADLINE = math.inf
 SWEEP_INTERVAL_S = 0.5

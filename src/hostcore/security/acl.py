@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
+# The scope of administrators: tokens for others, revocation, keys, activity, and the
+# failure reasons and health details of every plugin.
+ADMIN_SCOPE = "auth:admin"
+
 
 @lru_cache(maxsize=4096)
 def _grant_matches(granted: str, required: str) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
-from starlette.types import Scope
 
 from hostcore.config import AuthSettings, Settings
 from hostcore.context import Principal
@@ -23,6 +23,9 @@ from hostcore.security.hmac import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER
 from hostcore.security.models import HmacNonce
 from hostcore.security.secret_files import load_client_secrets
 from hostcore.security.tokens import TokenVerifier, UnknownSigningKey
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
 
 HeaderLookup = Callable[[str], str | None]
 BodyReader = Callable[[], Awaitable[bytes]]

@@ -32,6 +32,7 @@ from starlette.requests import HTTPConnection
 from hostcore.context import Principal, context_of
 from hostcore.errors import Forbidden, HostcoreError
 from hostcore.security.acl import allows
+from hostcore.security.runtime import SecurityRuntime
 
 DECLARATION_ATTRIBUTE = "hostcore_permission"
 PUBLIC = "public"
@@ -125,3 +126,13 @@ Authenticated = Annotated[Principal, RequireScope(AUTHENTICATED)]
 
 OptionalPrincipal = Annotated[Principal | None, Public]
 """Public, and the caller's Principal when they sent valid credentials (None otherwise)."""
+
+
+async def _security_runtime(request: HTTPConnection) -> SecurityRuntime:
+    # async: a plain def dependency would be run in the threadpool on every request.
+    runtime: SecurityRuntime = request.app.state.security
+    return runtime
+
+
+SecurityDep = Annotated[SecurityRuntime, Depends(_security_runtime)]
+"""This worker's security runtime (tokens, keys, rate limits), for a route that needs it."""

@@ -24,11 +24,13 @@ import grp
 import ipaddress
 import pwd
 from collections.abc import Sequence
-
-from starlette.types import Scope
+from typing import TYPE_CHECKING
 
 from hostcore.context import peer_of
 from hostcore.errors import ConfigError
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
 
 UNIX_PEER = "unix"
 UNKNOWN_CLIENT = "unknown"

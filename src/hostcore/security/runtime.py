@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated, NoReturn
-
-from fastapi import Depends
-from starlette.requests import HTTPConnection
-from starlette.types import Scope
+from typing import TYPE_CHECKING, NoReturn
 
 from hostcore.config import Settings
 from hostcore.context import UNMATCHED, PrincipalKind, RateLimitResult, RequestContext
@@ -33,6 +29,9 @@ from hostcore.security.proxies import ProxyResolver, address_identity
 from hostcore.security.ratelimit import RateLimiter
 from hostcore.security.tokens import IssuedTokenInfo, TokenVerifier
 from hostcore.security.upkeep import Upkeep
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
 
 
 class SecurityRuntime:
@@ -185,13 +184,3 @@ def _refuse(result: RateLimitResult) -> NoReturn:
 def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     return str(getattr(route, "path", UNMATCHED)) if route is not None else UNMATCHED
-
-
-async def _runtime(request: HTTPConnection) -> SecurityRuntime:
-    # async: a plain def dependency would be run in the threadpool on every request.
-    runtime: SecurityRuntime = request.app.state.security
-    return runtime
-
-
-SecurityDep = Annotated[SecurityRuntime, Depends(_runtime)]
-"""This worker's security runtime (tokens, keys, rate limits)."""

@@ -2,6 +2,10 @@
 
 These commands work on the store directly (migrating it first if needed), so
 they run where the server's data directory is readable: as its user, or root.
+
+Defining them imports only typer and the request models: ``hostcore --help`` lists
+them without loading the store, the security runtime or the HTTP client, which each
+command imports when it runs.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from urllib.parse import parse_qsl
 import typer
 from pydantic import ValidationError
 
-from hostcore.builtin.auth import service
-from hostcore.builtin.auth.schemas import ActivityRead, ActivityStatsRead, TokenCreate
+from hostcore.builtin.auth.schemas import MAX_ROWS, TokenCreate
 from hostcore.cli_support import (
     RUNTIME_ERROR,
     ConfigOption,
@@ -32,12 +35,13 @@ from hostcore.cli_support import (
 )
 from hostcore.config import Settings
 from hostcore.errors import ConfigError
-from hostcore.security import users
-from hostcore.security.password_policy import PasswordPolicy
-from hostcore.security.runtime import SecurityRuntime
 
 if TYPE_CHECKING:
+    from hostcore.builtin.auth.schemas import ActivityRead, ActivityStatsRead
     from hostcore.db.engine import Database
+    from hostcore.security import users
+    from hostcore.security.password_policy import PasswordPolicy
+    from hostcore.security.runtime import SecurityRuntime
 
 T = TypeVar("T")
 
@@ -69,6 +73,8 @@ def with_store(
 
 
 def _security_runtime(settings: Settings, db: Database) -> SecurityRuntime:
+    from hostcore.security.runtime import SecurityRuntime
+
     try:
         return SecurityRuntime(settings, db, serving=False)
     except ValueError as exc:  # e.g. a rate-limit storage whose client library is missing
@@ -103,6 +109,8 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def policy(runtime: SecurityRuntime) -> PasswordPolicy:
+    from hostcore.security.password_policy import PasswordPolicy
+
     return PasswordPolicy.from_settings(runtime.auth)
 
 
@@ -148,6 +156,9 @@ def add_user_commands(cli: typer.Typer) -> None:
         password = _read_password(password_stdin)
 
         async def work(runtime: SecurityRuntime) -> users.UserInfo:
+            from hostcore.builtin.auth import service
+            from hostcore.security import users
+
             service.role_scopes(runtime, role)
             async with runtime.db.session() as session, session.begin():
                 return await users.add(session, username, password, role, policy=policy(runtime))
@@ -160,6 +171,8 @@ def add_user_commands(cli: typer.Typer) -> None:
         """List users."""
 
         async def work(runtime: SecurityRuntime) -> list[users.UserInfo]:
+            from hostcore.security import users
+
             async with runtime.db.session() as session:
                 return await users.list_users(session)
 
@@ -171,6 +184,8 @@ def add_user_commands(cli: typer.Typer) -> None:
         """Remove a user (their tokens are revoked)."""
 
         async def work(runtime: SecurityRuntime) -> int:
+            from hostcore.security import users
+
             async with runtime.db.session() as session, session.begin():
                 await users.remove(session, username)
             return await runtime.revoke(subject=f"user:{username}")
@@ -189,6 +204,8 @@ def add_user_commands(cli: typer.Typer) -> None:
         password = _read_password(password_stdin)
 
         async def work(runtime: SecurityRuntime) -> int:
+            from hostcore.security import users
+
             async with runtime.db.session() as session, session.begin():
                 await users.set_password(session, username, password, policy=policy(runtime))
             return await runtime.revoke(subject=f"user:{username}")
@@ -243,6 +260,8 @@ def add_token_commands(cli: typer.Typer) -> None:
         body = _token_request(client, scope, ttl)
 
         async def work(runtime: SecurityRuntime) -> dict[str, Any]:
+            from hostcore.builtin.auth import service
+
             info = await service.issue_for_client(runtime, client, body.scopes, body.ttl_s)
             return {
                 "access_token": info.access_token,
@@ -265,9 +284,11 @@ def add_token_commands(cli: typer.Typer) -> None:
         """List recorded tokens (by jti; the tokens themselves are never stored)."""
 
         async def work(runtime: SecurityRuntime) -> list[Any]:
+            from hostcore.builtin.auth import service
+
             async with runtime.db.session() as session:
                 return await service.list_tokens(
-                    session, subject=subject, live_only=not all_, limit=service.MAX_ROWS
+                    session, subject=subject, live_only=not all_, limit=MAX_ROWS
                 )
 
         for row in with_store(config, set_, work):
@@ -302,7 +323,7 @@ def add_activity_command(cli: typer.Typer) -> None:
         principal: Annotated[str | None, typer.Option(help="e.g. client:panel")] = None,
         since: Annotated[float | None, typer.Option(help="Seconds ago.")] = None,
         status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
-        limit: Annotated[int, typer.Option(min=1, max=service.MAX_ROWS)] = 50,
+        limit: Annotated[int, typer.Option(min=1, max=MAX_ROWS)] = 50,
         stats: Annotated[bool, typer.Option(help="Per-principal totals instead.")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
         config: ConfigOption = None,
@@ -314,6 +335,8 @@ def add_activity_command(cli: typer.Typer) -> None:
         start = time.time() - since if since is not None else None
 
         async def work(runtime: SecurityRuntime) -> list[Any]:
+            from hostcore.builtin.auth import service
+
             async with runtime.db.session() as session:
                 if stats:
                     return await service.activity_stats(session, since=start)

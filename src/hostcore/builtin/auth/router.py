@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query
 
 from hostcore.builtin.auth import service
 from hostcore.builtin.auth.schemas import (
+    MAX_ROWS,
     ActivityRead,
     ActivityStatsRead,
     KeyRead,
@@ -19,12 +20,12 @@ from hostcore.builtin.auth.schemas import (
 from hostcore.db.deps import DbSession
 from hostcore.errors import NotFound, error_responses
 from hostcore.inputs import EpochSeconds
-from hostcore.security.deps import Authenticated, OptionalPrincipal, RequireScope
-from hostcore.security.runtime import SecurityDep
+from hostcore.security.acl import ADMIN_SCOPE
+from hostcore.security.deps import Authenticated, OptionalPrincipal, RequireScope, SecurityDep
 
-ADMIN = [RequireScope(service.ADMIN_SCOPE)]
+ADMIN = [RequireScope(ADMIN_SCOPE)]
 JTI = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
-Limit = Annotated[int, Query(ge=1, le=service.MAX_ROWS)]
+Limit = Annotated[int, Query(ge=1, le=MAX_ROWS)]
 
 
 def build_router() -> APIRouter:

@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from hostcore.config import ScopeName
 
+# The most rows one listing answers (tokens, activity).
+MAX_ROWS = 1000
+
 ClientName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 Subject = Annotated[str, StringConstraints(pattern=r"^(client|user):[a-z_][a-z0-9_.-]{0,63}$")]
 

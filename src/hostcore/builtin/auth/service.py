@@ -8,6 +8,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.builtin.auth.schemas import (
+    MAX_ROWS,
     ActivityRead,
     ActivityStatsRead,
     TokenCreate,
@@ -15,14 +16,11 @@ from hostcore.builtin.auth.schemas import (
 )
 from hostcore.context import Principal, PrincipalKind
 from hostcore.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from hostcore.security.acl import allows, uncovered
+from hostcore.security.acl import ADMIN_SCOPE, allows, uncovered
 from hostcore.security.activity import range_start
 from hostcore.security.models import Activity, IssuedToken
 from hostcore.security.runtime import SecurityRuntime
 from hostcore.security.tokens import IssuedTokenInfo
-
-ADMIN_SCOPE = "auth:admin"
-MAX_ROWS = 1000
 
 
 def role_scopes(runtime: SecurityRuntime, role: str) -> list[str]:

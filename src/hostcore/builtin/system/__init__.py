@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
-
-from hostcore.builtin.system.router import build_router
 from hostcore.builtin.system.schemas import SystemSettings
-from hostcore.builtin.system.service import SystemService
 from hostcore.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+    from pydantic import BaseModel
+
+    from hostcore.builtin.system.service import SystemService
+
+# The server code (router, service) is imported by the hooks that need it, never at
+# import: the command line loads this module to list every plugin's commands.
 
 
 @hookimpl
@@ -30,11 +34,15 @@ def hostcore_scopes() -> dict[str, str]:
 
 @hookimpl
 def hostcore_routes() -> APIRouter:
+    from hostcore.builtin.system.router import build_router
+
     return build_router()
 
 
 @hookimpl
 async def hostcore_startup(app: FastAPI, config: SystemSettings) -> None:
+    from hostcore.builtin.system.service import SystemService
+
     service = SystemService(config, app.state.runner)
     await service.start()
     app.state.system = service
