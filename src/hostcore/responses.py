@@ -11,7 +11,7 @@ revalidates gets no body at all until the value changes::
     @router.get("/stats", dependencies=[RequireScope("system:read")],
                 response_model=SystemStatsRead, openapi_extra=CONDITIONAL_GET)
     async def stats(request: Request) -> Response:
-        return revalidated(request, request.app.state.system.stats_sample())
+        return revalidated(request, await request.app.state.system.stats_sample())
 
 The route reads ``If-None-Match`` from the request itself rather than as a
 FastAPI ``Header`` parameter, which FastAPI would parse and validate on every

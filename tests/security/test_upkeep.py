@@ -10,6 +10,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -146,6 +147,7 @@ def test_a_revocation_made_while_polls_fail_is_read_by_the_first_poll_that_works
     async def revoke_everything_in_the_store() -> None:  # as another worker would
         async with runtime.db.session() as session, session.begin():
             await tokens.revoke(session, leeway_s=runtime.auth.leeway_s, everything=True)
+        runtime.issuer.changed()
 
     client.portal.call(revoke_everything_in_the_store)
     reading = tokens.revoked_since
@@ -159,3 +161,44 @@ def test_a_revocation_made_while_polls_fail_is_read_by_the_first_poll_that_works
     monkeypatch.setattr(tokens, "revoked_since", reading)
     client.portal.call(runtime.upkeep.poll)
     assert client.get("/api/v1/auth/whoami", headers=headers).status_code == 401
+
+
+def test_an_idle_poll_reads_the_change_stamp_not_the_store(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twice a second in every worker: a stat of the stamp, no query, until a process
+    that revoked or rotated replaced the stamp, or a full poll is due."""
+    client = serve()
+    runtime = runtime_of(client)
+    assert client.portal is not None
+    client.portal.call(runtime.upkeep.stop)
+    reads: list[float] = []
+    reading = tokens.revoked_since
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(time.monotonic())
+        return await reading(*args, **kwargs)
+
+    monkeypatch.setattr(tokens, "revoked_since", counted)
+    client.portal.call(runtime.upkeep.poll)
+    assert len(reads) == 1, "the first poll reads the store"
+    for _ in range(5):
+        client.portal.call(runtime.upkeep.poll)
+    assert len(reads) == 1, "a quiet stamp: no query"
+    runtime.issuer.changed()  # what a revocation or a key rotation in any process does
+    client.portal.call(runtime.upkeep.poll)
+    assert len(reads) == 2
+    monkeypatch.setattr(upkeep, "FULL_POLL_EVERY_S", 0.0)
+    client.portal.call(runtime.upkeep.poll)
+    assert len(reads) == 3, "a full poll is due: the store is read whatever the stamp says"
+
+
+def test_a_revocation_replaces_the_change_stamp(serve: Serve, settings: Settings) -> None:
+    client = serve()
+    runtime = runtime_of(client)
+    stamp = settings.data_dir / "security.stamp"
+    before = stamp.stat().st_ino if stamp.exists() else None
+    headers = bearer(client)
+    assert client.delete("/api/v1/auth/tokens?confirm=true", headers=headers).status_code == 200
+    assert stamp.stat().st_ino != before
+    assert runtime.issuer.stamp is not None and oct(stamp.stat().st_mode & 0o777) == "0o600"

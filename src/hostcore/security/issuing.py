@@ -12,16 +12,25 @@ from hostcore.context import PrincipalKind
 from hostcore.db.engine import Database
 from hostcore.security import tokens
 from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey, MasterKey
+from hostcore.security.stamp import ChangeStamp
 from hostcore.security.tokens import IssuedTokenInfo, TokenVerifier
 
 
 class Issuer:
     """The signing key of this worker and the store's record of every token it signs."""
 
-    def __init__(self, settings: AuthSettings, db: Database, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        db: Database,
+        verifier: TokenVerifier,
+        stamp: ChangeStamp | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.verifier = verifier
+        # Replaced after every change other workers must see (hostcore.security.stamp).
+        self.stamp = stamp
         self.keystore: KeyStore | None = None
         self.signing_key: LoadedKey | None = None
 
@@ -34,9 +43,21 @@ class Issuer:
         master = await asyncio.to_thread(MasterKey.load_or_create, master_key_path)
         grace = self.settings.max_token_ttl_s + self.settings.leeway_s
         self.keystore = KeyStore(master, self.settings.algorithm, verify_grace_s=grace)
+        await self.ensure_active()
+
+    async def ensure_active(self) -> None:
+        """An active signing key, rotated when due (by whichever process finds it due
+        first); the other workers are told when the active key changed."""
+        assert self.keystore is not None
         async with self.db.session() as session:
-            await self.keystore.ensure_active(session, rotate_after_s=self.rotate_after_s)
+            active = await self.keystore.ensure_active(session, rotate_after_s=self.rotate_after_s)
+        if self.signing_key is not None and active.kid != self.signing_key.kid:
+            self.changed()
         await self.refresh_keys()
+
+    def changed(self) -> None:
+        if self.stamp is not None:
+            self.stamp.touch()
 
     async def refresh_keys(self) -> None:
         """Every key that still verifies, from the store; the newest active one signs."""
@@ -80,6 +101,7 @@ class Issuer:
         assert self.keystore is not None
         async with self.db.session() as session:
             key = await self.keystore.rotate(session)
+        self.changed()
         await self.refresh_keys()
         async with self.db.session() as session:
             return await self.keystore.get_info(session, key.kid)
@@ -97,6 +119,7 @@ class Issuer:
                 subject=subject,
                 everything=everything,
             )
+        self.changed()
         async with self.db.session() as session:
             self.verifier.add_revoked(await tokens.revoked_since(session, started))
         return count

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from hostcore.config import Settings
 from hostcore.context import UNMATCHED, PrincipalKind, RateLimitResult, RequestContext
-from hostcore.db.engine import Database
+from hostcore.db.engine import Database, sqlite_path
 from hostcore.errors import TooManyRequests, Unavailable
 from hostcore.redaction import redact_url
 from hostcore.security.activity import ActivityRecorder
@@ -27,6 +27,7 @@ from hostcore.security.keys import KeyInfo, KeyStore, LoadedKey
 from hostcore.security.logins import Logins
 from hostcore.security.proxies import ProxyResolver, address_identity
 from hostcore.security.ratelimit import RateLimiter
+from hostcore.security.stamp import STAMP_FILE, ChangeStamp
 from hostcore.security.tokens import IssuedTokenInfo, TokenVerifier
 from hostcore.security.upkeep import Upkeep
 
@@ -52,7 +53,12 @@ class SecurityRuntime:
         self.db = db
         self.proxies = ProxyResolver(settings.server.trusted_proxies)
         self.verifier = TokenVerifier(settings.auth)
-        self.issuer = Issuer(settings.auth, db, self.verifier)
+        # Other processes' changes are announced by a file only where they all share it:
+        # a SQLite store lives on this host (hostcore.security.stamp).
+        stamp = (
+            ChangeStamp(settings.data_dir / STAMP_FILE) if sqlite_path(db.url) is not None else None
+        )
+        self.issuer = Issuer(settings.auth, db, self.verifier, stamp)
         self.authenticator = Authenticator(
             settings.auth, db, self.verifier, self.issuer.refresh_keys
         )

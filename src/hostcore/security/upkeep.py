@@ -1,9 +1,11 @@
 """A worker's background upkeep: keep its view of the store fresh and the store tidy.
 
-Revocations and key changes made by any process reach this worker at least
-every ``auth.revocation_poll_s``. Every ``HOUSEKEEPING_EVERY_S``: token
-last-use times are stored; spent HMAC nonces, token records expired longer
-than ``auth.token_retention_days`` and stale login-failure counts removed (a
+Revocations and key changes made by any process reach this worker within
+``auth.revocation_poll_s``: announced by the change stamp on a SQLite store
+(:mod:`hostcore.security.stamp`), read from the store at each poll otherwise.
+Every ``HOUSEKEEPING_EVERY_S``: token last-use times are stored; spent HMAC
+nonces, token records expired longer than ``auth.token_retention_days`` and
+stale login-failure counts removed (a
 bounded batch of each per run); the private material of keys that verify
 nothing any more wiped, whether or not rotation is on; and the signing key
 rotated when due. (Activity retention is the activity writer's, as rows
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from sqlalchemy import delete, select
@@ -26,6 +29,7 @@ from hostcore.errors import Conflict
 from hostcore.security import lockout, tokens
 from hostcore.security.issuing import Issuer
 from hostcore.security.models import HmacNonce, SigningKey
+from hostcore.security.stamp import FULL_POLL_EVERY_S, Seen
 from hostcore.security.tokens import TokenVerifier
 
 HOUSEKEEPING_EVERY_S = 30.0
@@ -47,6 +51,9 @@ class Upkeep:
         # A revocation is stamped before its UPDATE may wait for the write lock, so it
         # can commit up to the busy timeout after its stamp: polls overlap by that much.
         self._revocation_overlap_s = settings.database.busy_timeout_ms / 1000 + 5.0
+        # The change stamp as the last read of the store found it, and when that was.
+        self._stamp_seen: Seen | None = None
+        self._read_at = -math.inf
 
     async def load_revocations(self) -> None:
         """Every revocation that still matters, once at start."""
@@ -82,7 +89,16 @@ class Upkeep:
                 log.exception("security housekeeping failed; retrying")
 
     async def poll(self) -> None:
-        """Revocations and key changes made by any process reach this worker here."""
+        """Revocations and key changes made by any process reach this worker here: read
+        from the store when the change stamp moved, or a full poll is due."""
+        stamp = self.issuer.stamp
+        seen = stamp.read() if stamp is not None else None
+        if (
+            stamp is not None
+            and seen == self._stamp_seen
+            and time.monotonic() - self._read_at < FULL_POLL_EVERY_S
+        ):
+            return
         since = self._revocations_seen - self._revocation_overlap_s
         started = time.time()
         async with self.db.session() as session:
@@ -90,6 +106,8 @@ class Upkeep:
             # Only once they are read: after failed polls the next one reaches back to the
             # last that succeeded, however long the store was unavailable.
             self._revocations_seen = started
+            self._stamp_seen = seen
+            self._read_at = time.monotonic()
             active_kid = await session.scalar(
                 select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
             )
@@ -110,15 +128,9 @@ class Upkeep:
             await lockout.prune(session, now, self.auth)
         await self.issuer.wipe_retired()
         if self.issuer.rotate_after_s > 0:
-            assert self.issuer.keystore is not None
-            try:
-                async with self.db.session() as session:
-                    await self.issuer.keystore.ensure_active(
-                        session, rotate_after_s=self.issuer.rotate_after_s
-                    )
-            except (Conflict, OperationalError):
-                pass  # another worker rotated first; the next poll picks its key up
-            await self.issuer.refresh_keys()
+            # Conflict: another worker rotated first; its change stamp brings its key here.
+            with contextlib.suppress(Conflict, OperationalError):
+                await self.issuer.ensure_active()
 
     async def store_last_used(self) -> None:
         used = self.verifier.take_last_used()

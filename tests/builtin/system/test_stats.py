@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
+from hostcore.builtin.system import stats as stats_module
 from hostcore.builtin.system.parsers import (
     CpuTimes,
     LoadAverageRead,
@@ -288,3 +290,73 @@ def test_stats_of_this_machine() -> None:
     assert stats.process_count >= 1
     assert all(disk.mountpoint.startswith("/") for disk in stats.disks)
     stats.model_dump_json()
+
+
+# --- sampling only while someone reads ----------------------------------------------------
+
+
+async def test_nobody_reading_means_no_sampling_and_a_read_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_module, "IDLE_AFTER_S", 0.2)
+    monkeypatch.setattr(stats_module, "WAKE_PAIR_S", 0.01)
+    collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=0.01)
+    taken: list[SystemStatsRead] = []
+    sample = collector.sample
+
+    def counted() -> SystemStatsRead:
+        taken.append(sample())
+        return taken[-1]
+
+    monkeypatch.setattr(collector, "sample", counted)
+    await collector.start()
+    try:
+        assert len(taken) == 1, "the first sample, at start"
+        await asyncio.sleep(0.3)  # nobody read: the sampler stays paused
+        assert len(taken) == 1
+        fresh = await collector.current()
+        assert len(taken) == 3, "the first read after a pause takes a fresh pair"
+        assert fresh is taken[-1] and fresh.cpu.percent is not None
+        await wait_until(lambda: len(taken) > 5, COLLECTOR_WITHIN_S, "sampling to resume")
+        assert await collector.current() is collector.latest()  # running: no I/O to answer
+    finally:
+        await collector.stop()
+
+
+async def test_readers_after_a_pause_share_one_fresh_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_module, "WAKE_PAIR_S", 0.05)
+    collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=3600)
+    calls = 0
+    sample = collector.sample
+
+    def counted() -> SystemStatsRead:
+        nonlocal calls
+        calls += 1
+        return sample()
+
+    monkeypatch.setattr(collector, "sample", counted)
+    answers = await asyncio.gather(*(collector.current() for _ in range(5)))
+    assert calls == 2 and all(answer is answers[0] for answer in answers)
+
+
+async def test_the_cpu_figure_after_a_pause_is_that_of_the_fresh_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the average over the pause: load that ended long ago does not show."""
+    root = copy_tree(RPI, tmp_path)
+    collector = StatsCollector(root, interval_s=0.01)
+    collector.sample()
+    advance_stat(root, {f"cpu{n}": [100, 0, 0, 0] for n in range(4)})  # busy, then idle
+    await asyncio.sleep(0.05)  # the sample is stale: a pause
+
+    real_sleep = asyncio.sleep
+
+    async def idle_between(seconds: float) -> None:  # the pair's quarter second: all idle
+        advance_stat(root, {f"cpu{n}": [0, 0, 0, 25] for n in range(4)})
+        await real_sleep(0)
+
+    monkeypatch.setattr(stats_module.asyncio, "sleep", idle_between)
+    fresh = await collector.current()
+    assert fresh.cpu.percent == 0.0

@@ -71,7 +71,7 @@ def build_router() -> APIRouter:
         the next sample.
         """
         system: SystemService = request.app.state.system
-        return revalidated(request, system.stats_sample())
+        return revalidated(request, await system.stats_sample())
 
     @router.get("/services", dependencies=READ, responses=BUS_ERRORS)
     async def services(system: System) -> list[UnitRead]:

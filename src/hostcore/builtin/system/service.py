@@ -54,10 +54,10 @@ class SystemService:
     async def info(self) -> SystemInfoRead:
         return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
 
-    def stats_sample(self) -> Encoded:
+    async def stats_sample(self) -> Encoded:
         """The newest sample as JSON, encoded once per sample: every consumer polling
         within one interval gets the same bytes (and the same ETag)."""
-        sample = self.collector.latest()
+        sample = await self.collector.current()
         if sample is not self._encoded_sample:
             self._encoded = Encoded.of(sample)
             self._encoded_sample = sample

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -224,13 +225,25 @@ def count_processes(root: Path) -> int:
         return 0
 
 
+# Nobody has read stats for this long: the background sampling pauses until a read.
+IDLE_AFTER_S = 60.0
+# The first read after a pause takes two samples this far apart: CPU usage is measured
+# between two samples, and one taken after a long pause would be that pause's average.
+# (/proc/stat counts in 1/100 s: over 0.25 s that is 4 % of one core at most.)
+WAKE_PAIR_S = 0.25
+
+
 class StatsCollector:
-    """Samples system figures in the background and hands out the newest sample.
+    """Samples system figures in the background, while someone reads them, and hands out
+    the newest sample.
 
     ``await start()`` takes a first sample and starts an asyncio task that runs
-    :meth:`sample` on a worker thread every ``interval_s`` seconds; ``await stop()``
-    ends it. :meth:`latest` returns the newest sample without doing I/O. CPU usage is
-    measured between consecutive samples, so the background interval is its window.
+    :meth:`sample` on a worker thread every ``interval_s`` seconds while stats were
+    read (:meth:`current`, :meth:`latest`) within ``IDLE_AFTER_S``; ``await stop()``
+    ends it. CPU usage is measured between consecutive samples, so the background
+    interval is its window; the first read after a pause answers from a fresh pair of
+    samples ``WAKE_PAIR_S`` apart (and restarts the sampling), so its CPU figure is
+    current too. An idle device does no sampling at all.
     """
 
     def __init__(self, root: Path = Path("/"), interval_s: float = 1.0) -> None:
@@ -241,8 +254,11 @@ class StatsCollector:
         self._lock = threading.Lock()
         self._previous_cpu: dict[str, CpuTimes] | None = None
         self._latest: SystemStatsRead | None = None
-        self._latest_at = 0.0
+        self._latest_at = -math.inf
         self._task: asyncio.Task[None] | None = None
+        self._read_at = -math.inf
+        self._wanted: asyncio.Event | None = None  # set by a read while sampling pauses
+        self._waking: asyncio.Future[SystemStatsRead] | None = None
 
     def sample(self) -> SystemStatsRead:
         """Read everything now. Blocking (a few file reads and statvfs calls): use a thread.
@@ -287,6 +303,7 @@ class StatsCollector:
         than ``interval_s``, it samples synchronously (a few file reads, well under 1 ms
         of I/O on a Pi).
         """
+        self._was_read()
         stats = self._latest
         if stats is None or (
             self._task is None and time.monotonic() - self._latest_at >= self.interval_s
@@ -294,10 +311,36 @@ class StatsCollector:
             stats = self.sample()
         return stats
 
+    async def current(self) -> SystemStatsRead:
+        """The newest sample while the background sampling runs; after a pause, a fresh
+        pair of samples (concurrent readers share it), which restarts the sampling."""
+        self._read_at = time.monotonic()
+        stats = self._latest
+        if stats is not None and time.monotonic() - self._latest_at < 2 * self.interval_s:
+            return stats
+        if self._waking is None:
+            self._waking = asyncio.ensure_future(self._fresh_pair())
+        return await asyncio.shield(self._waking)
+
+    async def _fresh_pair(self) -> SystemStatsRead:
+        try:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(WAKE_PAIR_S)
+            return await asyncio.to_thread(self.sample)
+        finally:
+            self._waking = None
+            self._was_read()  # the background sampling resumes after the pair
+
+    def _was_read(self) -> None:
+        self._read_at = time.monotonic()
+        if self._wanted is not None:
+            self._wanted.set()
+
     async def start(self) -> None:
         """Take a first sample, then sample every ``interval_s`` until :meth:`stop`."""
         if self._task is not None:
             return
+        self._wanted = asyncio.Event()  # of this loop (an app may be started again)
         try:
             await asyncio.to_thread(self.sample)
         except Unavailable as exc:
@@ -313,7 +356,13 @@ class StatsCollector:
 
     async def _run(self) -> None:
         failing = False
+        wanted = self._wanted
+        assert wanted is not None
         while True:
+            if time.monotonic() - self._read_at >= IDLE_AFTER_S:
+                wanted.clear()
+                await wanted.wait()  # nobody reads: no sampling until someone does
+                continue
             await asyncio.sleep(self.interval_s)
             try:
                 await asyncio.to_thread(self.sample)
