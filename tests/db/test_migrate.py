@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from hostcore.db.migrate import (
     CORE_VERSIONS,
     Lineage,
     _script,
+    core_lineage,
     current,
+    declared_heads,
     history,
     lineages,
     migration_lock,
@@ -231,3 +234,47 @@ def test_the_whole_app_runs_on_postgresql_unchanged(
         refused = client.get("/api/v1/auth/whoami", headers=headers)
         assert refused.status_code == 401
         assert refused.json()["detail"] == "token has been revoked"
+
+
+# --- deciding "nothing to do" without Alembic ------------------------------------------------
+
+
+@pytest.mark.parametrize("lineage", [core_lineage(), Lineage("hello", EXAMPLE_MIGRATIONS)])
+def test_the_heads_read_from_the_scripts_are_alembics(lineage: Lineage) -> None:
+    assert declared_heads(lineage) == frozenset(_script(lineage).get_heads())
+
+
+def test_a_script_that_does_not_say_its_revision_plainly_leaves_it_to_alembic(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "0001_odd.py").write_text('revision = "0" + "001"\ndown_revision = None\n')
+    assert declared_heads(Lineage("odd", tmp_path)) is None
+    (tmp_path / "0001_odd.py").write_text("down_revision = None\n")
+    assert declared_heads(Lineage("odd", tmp_path)) is None
+
+
+def test_a_current_store_is_checked_without_importing_alembic(tmp_path: Path) -> None:
+    """Every worker checks at start; only one that finds something to do loads Alembic
+    (with Mako and Pygments, some 11 MiB)."""
+    script = (
+        "import asyncio, sys\n"
+        "from hostcore.db.engine import Database\n"
+        "from hostcore.db.migrate import lineages, migration_lock, upgrade\n"
+        f"db = Database('sqlite+aiosqlite:///{tmp_path / 'store.db'}')\n"
+        "async def main():\n"
+        "    async with migration_lock(db):\n"
+        "        print(sum(map(len, (await upgrade(db, lineages({}))).values())))\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+
+    def run() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+        )
+        return done.stdout.split()
+
+    applied, loaded = run()
+    assert int(applied) > 0 and loaded == "True", "a new store: migrated, with Alembic"
+    assert run() == ["0", "False"], "a current store: nothing to do, no Alembic"

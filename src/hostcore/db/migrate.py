@@ -8,10 +8,17 @@ nothing the others cannot resolve.
 
 Exactly one process migrates at a time: a file lock beside a SQLite database,
 an advisory lock on PostgreSQL. The others wait, then find nothing to do.
+
+Alembic (with Mako and Pygments, some 11 MiB in every process that imports it)
+is imported only to migrate: whether a lineage is at its head is decided by
+reading the revision identifiers of its scripts (``revision`` and
+``down_revision``, as Alembic reads them) and the version table, so a worker
+that finds the store current never loads it.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import fcntl
 import logging
@@ -22,12 +29,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 from hostcore.db.engine import Database, sqlite_path
 from hostcore.errors import Unavailable
@@ -70,6 +78,8 @@ def lineages(plugin_directories: Mapping[str, Path]) -> list[Lineage]:
 
 
 def _config(lineage: Lineage, connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(ENVIRONMENT))
     config.set_main_option("path_separator", "os")
@@ -80,6 +90,9 @@ def _config(lineage: Lineage, connection: Connection) -> Config:
 
 
 def _script(lineage: Lineage) -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(ENVIRONMENT))
     config.set_main_option("path_separator", "os")
@@ -88,6 +101,8 @@ def _script(lineage: Lineage) -> ScriptDirectory:
 
 
 def _current(connection: Connection, lineage: Lineage) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": lineage.version_table})
     return set(context.get_current_heads())
 
@@ -98,7 +113,67 @@ def _applied_set(script: ScriptDirectory, current: set[str]) -> set[str]:
     return {rev.revision for rev in script.iterate_revisions(tuple(current), "base")}
 
 
+def declared_heads(lineage: Lineage) -> frozenset[str] | None:
+    """The head revisions of a lineage's scripts, read without Alembic: every script's
+    module-level ``revision`` and ``down_revision``. None when a script does not say
+    them plainly (Alembic then decides)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    try:
+        scripts = sorted(lineage.versions.glob("*.py"))
+    except OSError:
+        return None
+    for path in scripts:
+        if path.name.startswith(("__init__", ".#")):
+            continue  # files Alembic skips too
+        try:
+            found = _revision_ids(ast.parse(path.read_bytes()))
+        except (OSError, SyntaxError, ValueError):
+            return None
+        if found is None:
+            return None
+        revision, down = found
+        revisions.add(revision)
+        downs.update(down)
+    return frozenset(revisions - downs)
+
+
+def _revision_ids(module: ast.Module) -> tuple[str, tuple[str, ...]] | None:
+    values: dict[str, object] = {}
+    for node in module.body:
+        target, value = None, None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+            values[target.id] = ast.literal_eval(value) if value is not None else None
+    revision, down = values.get("revision"), values.get("down_revision")
+    if not isinstance(revision, str) or "down_revision" not in values:
+        return None
+    if down is None:
+        return revision, ()
+    if isinstance(down, str):
+        return revision, (down,)
+    if isinstance(down, tuple | list) and all(isinstance(each, str) for each in down):
+        return revision, tuple(down)
+    return None
+
+
+def _stored_heads(connection: Connection, lineage: Lineage) -> frozenset[str]:
+    """What the version table says (nothing: no table yet), read without Alembic."""
+    if not inspect(connection).has_table(lineage.version_table):
+        return frozenset()
+    rows = connection.execute(text(f"SELECT version_num FROM {lineage.version_table}"))  # noqa: S608
+    return frozenset(str(row[0]) for row in rows)
+
+
 def _upgrade(connection: Connection, lineage: Lineage, target: str) -> list[str]:
+    heads = declared_heads(lineage) if target == "heads" else None
+    if heads is not None and _stored_heads(connection, lineage) == heads:
+        return []  # current: nothing to do, and no Alembic to load
+    from alembic import command
+
     script = _script(lineage)
     before = _applied_set(script, _current(connection, lineage))
     command.upgrade(_config(lineage, connection), target)
