@@ -5,10 +5,13 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hostcore.builtin.system import info as info_module
 from hostcore.builtin.system.info import (
+    SystemInfoCache,
     SystemInfoRead,
     installed_packages,
     read_hostname,
@@ -211,3 +214,70 @@ def test_the_fqdn_is_resolved_once_per_ttl_and_per_hostname(
     clock[0] += info.FQDN_TTL_S
     assert info.cached_fqdn("renamed") == "host-3.example", "and so does an old answer"
     assert len(asked) == 3
+
+
+# --- answered from memory while it holds --------------------------------------------------
+
+
+class Counted:
+    """``system_info`` counting its full reads."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = 0
+        real = info_module.system_info
+
+        def counted(*args: Any, **kwargs: Any) -> SystemInfoRead:
+            self.reads += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(info_module, "system_info", counted)
+
+
+async def test_info_is_read_once_and_uptime_advances_with_the_boot_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    counted = Counted(monkeypatch)
+    clock = [1000.0]
+    monkeypatch.setattr(info_module, "_boottime", lambda: clock[0])
+    cache = SystemInfoCache(root, hostcore_version=VERSION)
+    first = await cache.get()
+    clock[0] += 12.5
+    second = await cache.get()
+    assert counted.reads == 1, "the second answer needs no file and no thread"
+    assert first.uptime_s is not None and second.uptime_s == round(first.uptime_s + 12.5, 2)
+    assert second.model_copy(update={"uptime_s": first.uptime_s}) == first
+
+
+async def test_a_new_hostname_or_os_is_seen_at_the_next_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    counted = Counted(monkeypatch)
+    cache = SystemInfoCache(root, hostcore_version=VERSION)
+    await cache.get()
+    (root / "proc/sys/kernel/hostname").write_text("renamed\n")
+    assert (await cache.get()).hostname == "renamed"
+    release = root / "etc/os-release"
+    staged = release.with_name("os-release.new")
+    staged.write_text(release.read_text().replace("bookworm", "trixie"))
+    staged.replace(release)  # as an upgrade does: a new file
+    upgraded = await cache.get()
+    assert upgraded.os is not None and "trixie" in (upgraded.os.version_codename or "")
+    assert counted.reads == 3
+    await cache.get()
+    assert counted.reads == 3
+
+
+async def test_the_fqdn_is_read_again_after_its_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    counted = Counted(monkeypatch)
+    clock = [0.0]
+    monkeypatch.setattr(info_module, "_boottime", lambda: clock[0])
+    cache = SystemInfoCache(root, hostcore_version=VERSION)
+    await cache.get()
+    clock[0] += info_module.FQDN_TTL_S
+    await cache.get()
+    assert counted.reads == 2

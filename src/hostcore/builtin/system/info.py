@@ -2,11 +2,13 @@
 
 Every file is read under ``root`` (``Path("/")`` in production, a fixture tree in tests).
 The entry points are plain synchronous functions that read files: call them with
-``asyncio.to_thread``.
+``asyncio.to_thread``; :class:`SystemInfoCache` does, once, for ``GET /system/info``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import platform
 import socket
 import time
@@ -71,10 +73,23 @@ class SystemInfoRead(BaseModel):
     hostcore_version: str
 
 
+HOSTNAME_FILES = ("proc/sys/kernel/hostname", "etc/hostname")
+
+
 def read_hostname(root: Path) -> str | None:
     """The kernel's hostname, else the first entry of ``etc/hostname``."""
-    for text in (read_text(root, "proc/sys/kernel/hostname"), read_text(root, "etc/hostname")):
-        for line in (text or "").splitlines():
+    return _first_hostname(str(root / name) for name in HOSTNAME_FILES)
+
+
+def _first_hostname(paths: Iterable[str]) -> str | None:
+    for path in paths:  # in order, each read only when the one before named nobody
+        try:
+            # A string path and open(): asked per request, where pathlib costs more.
+            with open(path, "rb") as handle:  # noqa: PTH123
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
             name = line.strip()
             if name and not name.startswith("#"):
                 return name
@@ -165,3 +180,63 @@ def installed_packages(root: Path, names: Iterable[str]) -> list[PackageRead]:
     if text is None:
         raise Unavailable(f"no dpkg status database at {root / DPKG_STATUS}")
     return list(parse_dpkg_status(text, names).values())
+
+
+OS_RELEASE_FILES = ("etc/os-release", "usr/lib/os-release")
+FileState = tuple[int, int, int] | None
+
+
+def _file_state(path: str) -> FileState:
+    try:
+        found = os.stat(path)  # noqa: PTH116 - per request, as above
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def _boottime() -> float:
+    """Seconds since boot, suspend included: the clock /proc/uptime reads."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class SystemInfoCache:
+    """``system_info`` read in full once, then answered from memory while what it
+    describes holds, without a thread.
+
+    Nearly all of it is fixed until the host reboots, and a reboot restarts hostcore.
+    Per call only the hostname (one small procfs read) and the state of the
+    os-release files (a ``stat`` each) are looked at: a new hostname or an upgraded OS
+    reads everything again at once, and so does the first call after ``FQDN_TTL_S``
+    (the FQDN may need DNS, which only the full read, in a thread, asks). Uptime is the
+    uptime read then plus the boot-time clock's advance since, to the /proc/uptime
+    figure's hundredth of a second.
+    """
+
+    def __init__(self, root: Path, *, hostcore_version: str) -> None:
+        self.root = root
+        self.hostcore_version = hostcore_version
+        self._cached: SystemInfoRead | None = None
+        self._key: tuple[object, ...] | None = None
+        self._read_at = 0.0  # the boot-time clock at the full read
+        # Strings, not Paths: asked on every request.
+        self._hostname_files = [str(root / name) for name in HOSTNAME_FILES]
+        self._release_files = [str(root / name) for name in OS_RELEASE_FILES]
+
+    def _current_key(self) -> tuple[object, ...]:
+        releases = tuple(_file_state(path) for path in self._release_files)
+        return _first_hostname(self._hostname_files), releases
+
+    async def get(self) -> SystemInfoRead:
+        key = self._current_key()
+        cached = self._cached
+        since = _boottime() - self._read_at
+        if cached is not None and key == self._key and since < FQDN_TTL_S:
+            if cached.uptime_s is None:
+                return cached
+            return cached.model_copy(update={"uptime_s": round(cached.uptime_s + since, 2)})
+        read_at = _boottime()
+        info = await asyncio.to_thread(
+            system_info, self.root, hostcore_version=self.hostcore_version
+        )
+        self._cached, self._key, self._read_at = info, key, read_at
+        return info

@@ -18,7 +18,7 @@ from hostcore.builtin.system.dbus import (
     UnitJobRead,
     UnitRead,
 )
-from hostcore.builtin.system.info import SystemInfoRead, installed_packages, system_info
+from hostcore.builtin.system.info import SystemInfoCache, SystemInfoRead, installed_packages
 from hostcore.builtin.system.journal import LogEntryRead, read_logs
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import SystemSettings, UnitAction
@@ -36,6 +36,7 @@ class SystemService:
         self.runner = runner
         self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
         self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
+        self._info = SystemInfoCache(config.root, hostcore_version=__version__)
         self._encoded_sample: SystemStatsRead | None = None
         self._encoded: Encoded | None = None
 
@@ -52,7 +53,7 @@ class SystemService:
             raise Forbidden(f"unit {unit} is not on the allowed-units list")
 
     async def info(self) -> SystemInfoRead:
-        return await asyncio.to_thread(system_info, self.config.root, hostcore_version=__version__)
+        return await self._info.get()
 
     async def stats_sample(self) -> Encoded:
         """The newest sample as JSON, encoded once per sample: every consumer polling
