@@ -11,6 +11,8 @@ import html
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -19,10 +21,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from hostcore import __version__
+from hostcore.assets import CompressedAssets
 from hostcore.middleware import LIVENESS_BODY
 from hostcore.plugins import API_PREFIX, Plugin, PluginRegistry, PluginState
 from hostcore.routing import add_routes_flat
@@ -63,6 +65,13 @@ class PluginRead(BaseModel):
 def docs_assets_dir() -> Path:
     """Swagger UI and ReDoc bundles shipped as package data, so docs work offline."""
     return Path(str(files("fastapi_offline") / "static"))
+
+
+@cache
+def asset_url(name: str) -> str:
+    """A docs asset's URL, naming the bundles' version: clients keep it for a year
+    (hostcore.assets), and an upgrade of the bundles changes it."""
+    return f"{DOCS_ASSETS_URL}/{name}?v={metadata.version('fastapi-offline')}"
 
 
 async def plugin_health(registry: PluginRegistry, plugin: Plugin, app: FastAPI) -> dict[str, Any]:
@@ -200,9 +209,9 @@ def pages_router(registry: PluginRegistry, security: SecurityRuntime, *, docs: b
         return get_swagger_ui_html(
             openapi_url=OPENAPI_URL,
             title=f"hostcore {__version__} - Swagger UI",
-            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            swagger_js_url=asset_url("swagger-ui-bundle.js"),
+            swagger_css_url=asset_url("swagger-ui.css"),
+            swagger_favicon_url=asset_url("favicon.png"),
             swagger_ui_parameters={"validatorUrl": None},
         )
 
@@ -211,8 +220,8 @@ def pages_router(registry: PluginRegistry, security: SecurityRuntime, *, docs: b
         return get_redoc_html(
             openapi_url=OPENAPI_URL,
             title=f"hostcore {__version__} - ReDoc",
-            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            redoc_js_url=asset_url("redoc.standalone.js"),
+            redoc_favicon_url=asset_url("favicon.png"),
             with_google_fonts=False,
         )
 
@@ -225,7 +234,7 @@ def install_meta_routes(
     add_routes_flat(app, api_router(registry))
     add_routes_flat(app, pages_router(registry, security, docs=docs))
     if docs:
-        assets = StaticFiles(directory=docs_assets_dir())
+        assets = CompressedAssets(docs_assets_dir())
         app.mount(DOCS_ASSETS_URL, CountedByAddress(assets, DOCS_ASSETS_URL), name="docs-assets")
 
 
