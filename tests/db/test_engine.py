@@ -160,3 +160,23 @@ async def test_a_readable_database_of_ours_is_tightened(tmp_path: Path, usual_um
             assert mode(tmp_path / name) == 0o640, name
     finally:
         await again.dispose()
+
+
+def test_a_postgresql_url_without_asyncpg_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncpg is the `postgres` extra: an embedded SQLite install does not carry it."""
+    import builtins
+
+    real = builtins.__import__
+
+    def without_asyncpg(name: str, *args: object, **kwargs: object) -> object:
+        if name.split(".")[0] == "asyncpg":
+            raise ModuleNotFoundError("No module named 'asyncpg'", name="asyncpg")
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", without_asyncpg)
+    with pytest.raises(ConfigError) as refused:
+        Database("postgresql+asyncpg://hc:pa55@db/hc")
+    message = str(refused.value)
+    assert "pip install 'hostcore[postgres]'" in message and "pa55" not in message
