@@ -80,8 +80,7 @@ class Database:
             if isinstance(exc, ImportError) and exc.name == "asyncpg":
                 hint = " (install hostcore's PostgreSQL support: pip install 'hostcore[postgres]')"
             raise ConfigError(
-                f"database.url {self.describe()} cannot be used: "
-                f"{type(exc).__name__}: {exc}{hint}"
+                f"database.url {self.describe()} cannot be used: {type(exc).__name__}: {exc}{hint}"
             ) from None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
