@@ -120,3 +120,11 @@ def test_nothing_is_read_before_someone_opens_the_docs(
     monkeypatch.setattr(Path, "read_bytes", counted)
     CompressedAssets(tmp_path)
     assert read == []
+
+
+def test_a_websocket_to_the_assets_is_closed(client: TestClient) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(CSS):
+        pass
+    assert closed.value.code == 1008

@@ -28,6 +28,8 @@ from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from hostcore.errors import WS_POLICY_VIOLATION
+
 CACHE_FOREVER = b"public, max-age=31536000, immutable"
 # What a bundle may fetch from elsewhere, and what it gets instead.
 REMOTE_URLS = {b"https://cdn.redoc.ly/redoc/logo-mini.svg": b"data:image/svg+xml,%3Csvg/%3E"}
@@ -62,6 +64,9 @@ class CompressedAssets:
                 self.assets[path.name] = _Asset(path, media_type.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # a websocket handshake: there is nothing to talk to
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+            return
         # hostcore's handler answers these as every other 404 and 405 (JSON).
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(status_code=405, headers={"Allow": "GET, HEAD"})
