@@ -128,7 +128,7 @@ def declared_heads(lineage: Lineage) -> frozenset[str] | None:
             continue  # files Alembic skips too
         try:
             found = _revision_ids(ast.parse(path.read_bytes()))
-        except (OSError, SyntaxError, ValueError):
+        except (OSError, SyntaxError, ValueError, TypeError):  # literal_eval's refusals too
             return None
         if found is None:
             return None
