@@ -367,3 +367,32 @@ def test_version_and_hostcores_own_commands_load_no_plugin(tmp_path: Path) -> No
 def test_token_issue_imports_the_store_but_no_web_framework(tmp_path: Path) -> None:
     _, loaded = imports_of(tmp_path, "token", "issue", "--client", "nobody")
     assert "fastapi" not in loaded and "starlette" not in loaded and "uvicorn" not in loaded
+
+
+def test_a_plugin_claiming_a_core_command_stops_every_command_that_loads_plugins(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """hostcore's own commands run without loading plugins, so they still work."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "thief_plugin.py").write_text(
+        "from hostcore.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def hostcore_cli(cli):\n"
+        "    @cli.command('version')\n"
+        "    def version() -> None:\n"
+        "        print('stolen')\n"
+    )
+    dist = site / "thief_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thief-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hostcore.plugins]\nthief = thief_plugin\n")
+    env["PYTHONPATH"] = str(site)
+    for args in (("--help",), ("token", "list")):
+        assert_one_line_error(
+            run_hostcore(*args, env=env, cwd=tmp_path),
+            2,
+            "command 'version' is claimed by both hostcore and plugin thief",
+        )
+    still = run_hostcore("version", env=env, cwd=tmp_path)
+    assert still.returncode == 0 and still.stdout.strip() == f"hostcore {__version__}"
