@@ -285,21 +285,62 @@ class FakeServiceUnit(ServiceInterface):
 
 
 class FakeSystemd(FakeDaemon):
-    """org.freedesktop.systemd1.Manager over a dict of units; jobs finish at once."""
+    """org.freedesktop.systemd1.Manager over a dict of units; jobs finish at once.
+
+    As systemd does, a unit's ``PropertiesChanged`` signals (its state, its main pid)
+    are emitted only while some client has called ``Subscribe``; :meth:`change` alters
+    a unit as if it had changed by itself (a crash, a timer)."""
 
     def __init__(self, units: dict[str, UnitState] | None = None) -> None:
         super().__init__("org.freedesktop.systemd1.Manager")
         self.units = default_units() if units is None else units
         self._jobs = 0
+        self.subscribed = 0
+        self._exported: dict[str, list[ServiceInterface]] = {}
 
     def objects(self) -> list[tuple[str, ServiceInterface]]:
         """What to export besides the manager: each unit's object."""
         exported: list[tuple[str, ServiceInterface]] = []
         for name, state in self.units.items():
-            exported.append((unit_path(name), FakeUnit(name, state)))
+            interfaces: list[ServiceInterface] = [FakeUnit(name, state)]
             if name.endswith(".service"):
-                exported.append((unit_path(name), FakeServiceUnit(state)))
+                interfaces.append(FakeServiceUnit(state))
+            self._exported[name] = interfaces
+            exported += [(unit_path(name), interface) for interface in interfaces]
         return exported
+
+    @dbus_method()
+    async def Subscribe(self) -> NoOutput:
+        await self._enter("Subscribe")
+        self.subscribed += 1
+
+    @dbus_method()
+    async def Unsubscribe(self) -> NoOutput:
+        await self._enter("Unsubscribe")
+        self.subscribed = max(0, self.subscribed - 1)
+
+    def change(self, name: str, **fields: Any) -> None:
+        """Set ``UnitState`` fields of a unit and signal it, as systemd would."""
+        state = self._known(name)
+        for field_name, value in fields.items():
+            setattr(state, field_name, value)
+        self._signal(name)
+
+    def _signal(self, name: str) -> None:
+        if not self.subscribed:
+            return
+        state = self.units[name]
+        for interface in self._exported.get(name, ()):
+            if isinstance(interface, FakeUnit):
+                interface.emit_properties_changed(
+                    {
+                        "ActiveState": state.active_state,
+                        "SubState": state.sub_state,
+                        "ActiveEnterTimestamp": state.active_enter_usec,
+                    }
+                )
+            elif isinstance(interface, FakeServiceUnit):
+                interface.emit_properties_changed({"MainPID": state.main_pid})
 
     def _known(self, name: str) -> UnitState:
         state = self.units.get(name)
@@ -335,6 +376,7 @@ class FakeSystemd(FakeDaemon):
             state.active_enter_usec = int(time.time() * 1_000_000)
         else:
             state.active_state, state.sub_state = "inactive", "dead"
+        self._signal(name)
         return self._job()
 
     @dbus_method()
@@ -577,6 +619,14 @@ class FakeServices:
             if not thread.is_alive():
                 loop.close()
             self._loop = self._thread = None
+
+    def change_unit(self, name: str, **fields: Any) -> None:
+        """Change a unit as if by itself, in the fakes' own thread (systemd signals it)."""
+
+        async def change() -> None:
+            self.systemd.change(name, **fields)
+
+        self._run(change())
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None

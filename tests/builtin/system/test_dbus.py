@@ -697,3 +697,57 @@ def test_the_fakes_answer_a_synchronous_caller_on_another_loop(
             await bus.close()
 
     assert asyncio.run(read()) == "device"
+
+
+# --- units kept current by systemd's signals -------------------------------------------------
+
+
+async def until_unit(bus: SystemBus, name: str, active_state: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while (await bus.unit(name)).active_state != active_state:
+        assert time.monotonic() < deadline, f"{name} never became {active_state}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_unit_read_once_is_answered_from_memory_and_follows_its_signals(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    first = await system_bus.unit("ssh.service")
+    assert fake_services.systemd.called("Subscribe") == [()]
+    assert await system_bus.unit("ssh.service") == first
+    fake_services.change_unit("ssh.service", active_state="failed", sub_state="failed", main_pid=0)
+    await until_unit(system_bus, "ssh.service", "failed")
+    changed = await system_bus.unit("ssh.service")
+    assert (changed.sub_state, changed.main_pid) == ("failed", None)
+    assert fake_services.systemd.called("LoadUnit") == [("ssh.service",)], "no second read"
+
+
+async def test_a_unit_started_through_hostcore_is_seen_running_at_once_after_its_signal(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    assert (await system_bus.unit("nginx.service")).active_state == "inactive"
+    await system_bus.start_unit("nginx.service")
+    await until_unit(system_bus, "nginx.service", "active")
+    assert (await system_bus.unit("nginx.service")).since is not None
+
+
+async def test_without_a_subscription_every_read_asks_systemd(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    fake_services.systemd.errors["Subscribe"] = (ACCESS_DENIED, "no")
+    await system_bus.unit("ssh.service")
+    await system_bus.unit("ssh.service")
+    assert len(fake_services.systemd.called("LoadUnit")) == 2
+
+
+async def test_after_the_bus_restarts_units_are_read_again(
+    private_bus_daemon: PrivateBus, fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.unit("ssh.service")
+    fake_services.stop()
+    private_bus_daemon.restart()
+    fake_services.start()
+    await _until_disconnected(system_bus)
+    fake_services.systemd.units["ssh.service"].active_state = "inactive"  # signalled to nobody
+    assert (await system_bus.unit("ssh.service")).active_state == "inactive"
+    assert len(fake_services.systemd.called("LoadUnit")) == 2

@@ -56,6 +56,22 @@ SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 _USEC_PER_S = 1_000_000
 # Closing waits this long for the bus to acknowledge; the socket is shut down either way.
 _CLOSE_GRACE_S = 1.0
+# The state changes of every unit, which systemd signals to subscribed clients.
+UNIT_SIGNALS = (
+    "type='signal',sender='org.freedesktop.systemd1',"
+    "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
+    "path_namespace='/org/freedesktop/systemd1/unit'"
+)
+# A property systemd signals, and the UnitRead field it sets (with its conversion).
+_UNIT_FIELDS: dict[str, tuple[str, Any]] = {
+    "ActiveState": ("active_state", str),
+    "SubState": ("sub_state", str),
+    "LoadState": ("load_state", str),
+    "Description": ("description", str),
+    "UnitFileState": ("unit_file_state", lambda value: str(value) or None),
+    "ActiveEnterTimestamp": ("since", lambda value: _epoch_or_none(int(value))),
+    "MainPID": ("main_pid", lambda value: int(value) or None),
+}
 
 
 @dataclass(frozen=True)
@@ -291,6 +307,14 @@ class SystemBus:
         self._bus_loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[MessageBus] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        # Units as systemd's signals keep them, by object path, while subscribed on
+        # ``_subscribed`` (a connection); cleared when that connection goes.
+        self._units: dict[str, UnitRead] = {}
+        self._unit_paths: dict[str, str] = {}
+        self._reading: dict[str, bool] = {}  # path -> whether a signal overtook the read
+        self._subscribed: MessageBus | None = None
+        self._handled: MessageBus | None = None  # the connection _on_message listens on
+        self._subscribing: asyncio.Task[bool] | None = None
 
     @property
     def address(self) -> str:
@@ -359,6 +383,10 @@ class SystemBus:
     def _forget(self, bus: MessageBus) -> None:
         if self._bus is bus:
             self._bus = self._bus_loop = None
+        if self._subscribed is bus:
+            self._subscribed = None
+            self._units.clear()
+            self._unit_paths.clear()
 
     async def close(self) -> None:
         """Disconnect; a later call connects again."""
@@ -452,8 +480,98 @@ class SystemBus:
     # -- systemd --
 
     async def unit(self, name: str) -> UnitRead:
-        """A unit's state; ``NotFound`` when systemd knows no such unit."""
+        """A unit's state; ``NotFound`` when systemd knows no such unit.
+
+        Answered from memory while subscribed to systemd's signals (a unit read once is
+        kept current by its ``PropertiesChanged``), else by asking systemd (three
+        calls). A read that a change overtakes is answered but not kept."""
+        subscribed = await self._subscription()
+        path = self._unit_paths.get(name)
+        if subscribed is not None and path is not None and path in self._units:
+            return self._units[path]
         path = await self._unit_path(name)
+        self._reading[path] = False
+        try:
+            unit = await self._read_unit(name, path)
+        finally:
+            overtaken = self._reading.pop(path, True)
+        if subscribed is not None and self._subscribed is subscribed and not overtaken:
+            self._unit_paths[name] = path
+            self._units[path] = unit
+        return unit
+
+    async def _subscription(self) -> MessageBus | None:
+        """The connection on which systemd's unit signals reach this process, subscribing
+        once per connection; None when that cannot be had (every read asks systemd)."""
+        try:
+            bus = await self._connection()
+        except HostcoreError:
+            return None
+        if self._subscribed is bus:
+            return bus
+        task = self._subscribing
+        if task is None or task.done():
+            task = self._subscribing = asyncio.ensure_future(self._subscribe(bus))
+        return bus if await asyncio.shield(task) and self._subscribed is bus else None
+
+    async def _subscribe(self, bus: MessageBus) -> bool:
+        if self._handled is not bus:
+            bus.add_message_handler(self._on_message)
+            self._handled = bus
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                reply = await bus.call(
+                    Message(
+                        destination="org.freedesktop.DBus",
+                        path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus",
+                        member="AddMatch",
+                        signature="s",
+                        body=[UNIT_SIGNALS],
+                    )
+                )
+                if reply is None or reply.message_type is MessageType.ERROR:
+                    return False
+                await self.call(SYSTEMD, "Subscribe")
+        except (HostcoreError, TimeoutError, OSError, EOFError):
+            logger.info("not subscribed to systemd's unit signals: units are read each time")
+            return False
+        if self._bus is bus:
+            self._units.clear()
+            self._unit_paths.clear()
+            self._subscribed = bus
+        return self._subscribed is bus
+
+    def _on_message(self, message: Message) -> None:
+        """A unit's PropertiesChanged: its cached state follows (invalidated: forgotten)."""
+        if (
+            message.message_type is not MessageType.SIGNAL
+            or message.member != "PropertiesChanged"
+            or message.interface != PROPERTIES_INTERFACE
+            or not (message.path or "").startswith("/org/freedesktop/systemd1/unit/")
+        ):
+            return
+        path = str(message.path)
+        if path in self._reading:
+            self._reading[path] = True
+        unit = self._units.get(path)
+        if unit is None:
+            return
+        try:
+            _interface, changed, invalidated = message.body
+            update = {}
+            for name, value in changed.items():
+                if name in _UNIT_FIELDS:
+                    field, convert = _UNIT_FIELDS[name]
+                    update[field] = convert(_unwrap(value))
+        except (ValueError, TypeError, AttributeError):
+            invalidated = True  # a signal not shaped as systemd's: read the unit again
+        if invalidated:
+            self._units.pop(path, None)
+        elif update:
+            self._units[path] = unit.model_copy(update=update)
+
+    async def _read_unit(self, name: str, path: str) -> UnitRead:
         props = await self.get_properties(SYSTEMD, UNIT_INTERFACE, path=path)
         if props.get("LoadState") == "not-found":
             raise _no_such_unit(name)
