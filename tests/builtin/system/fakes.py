@@ -48,7 +48,7 @@ from dbus_fast.annotations import (
     DBusUInt32,
     DBusUInt64,
 )
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from hostcore.config import RunnerSettings
 from hostcore.runner import CommandResult, Runner
@@ -297,6 +297,7 @@ class FakeSystemd(FakeDaemon):
         self._jobs = 0
         self.subscribed = 0
         self._exported: dict[str, list[ServiceInterface]] = {}
+        self._reloading = False
 
     def objects(self) -> list[tuple[str, ServiceInterface]]:
         """What to export besides the manager: each unit's object."""
@@ -318,6 +319,22 @@ class FakeSystemd(FakeDaemon):
     async def Unsubscribe(self) -> NoOutput:
         await self._enter("Unsubscribe")
         self.subscribed = max(0, self.subscribed - 1)
+
+    @dbus_signal()
+    def Reloading(self) -> DBusBool:
+        return self._reloading
+
+    def daemon_reload(self, units: dict[str, UnitState]) -> None:
+        """``systemctl daemon-reload`` after ``units`` were installed: signalled before and
+        after, as systemd does (to subscribed clients). New units get no object here, so
+        install only units the test reads as not found."""
+        if self.subscribed:
+            self._reloading = True
+            self.Reloading()
+        self.units.update(units)
+        if self.subscribed:
+            self._reloading = False
+            self.Reloading()
 
     def change(self, name: str, **fields: Any) -> None:
         """Set ``UnitState`` fields of a unit and signal it, as systemd would."""
@@ -619,6 +636,14 @@ class FakeServices:
             if not thread.is_alive():
                 loop.close()
             self._loop = self._thread = None
+
+    def daemon_reload(self, units: dict[str, UnitState]) -> None:
+        """A daemon reload that installs ``units``, in the fakes' own thread."""
+
+        async def reload() -> None:
+            self.systemd.daemon_reload(units)
+
+        self._run(reload())
 
     def change_unit(self, name: str, **fields: Any) -> None:
         """Change a unit as if by itself, in the fakes' own thread (systemd signals it)."""

@@ -751,3 +751,19 @@ async def test_after_the_bus_restarts_units_are_read_again(
     fake_services.systemd.units["ssh.service"].active_state = "inactive"  # signalled to nobody
     assert (await system_bus.unit("ssh.service")).active_state == "inactive"
     assert len(fake_services.systemd.called("LoadUnit")) == 2
+
+
+async def test_a_unit_systemd_does_not_know_is_asked_again_only_after_a_daemon_reload(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            await system_bus.unit("hostapd.service")
+    assert fake_services.systemd.called("LoadUnit") == [("hostapd.service",)]
+    fake_services.daemon_reload({})
+    deadline = time.monotonic() + HANG_GUARD_S
+    while len(fake_services.systemd.called("LoadUnit")) < 2:
+        assert time.monotonic() < deadline, "the reload never reached the client"
+        with pytest.raises(NotFound):
+            await system_bus.unit("hostapd.service")
+        await asyncio.sleep(0.01)

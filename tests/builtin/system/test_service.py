@@ -97,6 +97,16 @@ async def test_every_allowed_unit_is_listed_and_one_not_installed_is_not_found(
     )
 
 
+async def test_a_second_listing_asks_systemd_nothing(
+    fake_services: FakeServices, service: SystemService
+) -> None:
+    """Every unit, found or not, was read once; systemd's signals keep them current."""
+    first = await service.units()
+    loaded = len(fake_services.systemd.called("LoadUnit"))
+    assert await service.units() == first
+    assert len(fake_services.systemd.called("LoadUnit")) == loaded
+
+
 # --- the limits -------------------------------------------------------------------------
 
 

@@ -62,6 +62,12 @@ UNIT_SIGNALS = (
     "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
     "path_namespace='/org/freedesktop/systemd1/unit'"
 )
+# The manager's: a unit loaded or gone, unit files changed, a daemon reload.
+MANAGER_SIGNALS = (
+    "type='signal',sender='org.freedesktop.systemd1',"
+    "interface='org.freedesktop.systemd1.Manager',path='/org/freedesktop/systemd1'"
+)
+_MANAGER_CHANGES = frozenset({"UnitNew", "UnitRemoved", "UnitFilesChanged", "Reloading"})
 # A property systemd signals, and the UnitRead field it sets (with its conversion).
 _UNIT_FIELDS: dict[str, tuple[str, Any]] = {
     "ActiveState": ("active_state", str),
@@ -312,6 +318,8 @@ class SystemBus:
         self._units: dict[str, UnitRead] = {}
         self._unit_paths: dict[str, str] = {}
         self._reading: dict[str, bool] = {}  # path -> whether a signal overtook the read
+        self._missing: set[str] = set()  # names systemd knows no unit of
+        self._manager_changes = 0  # manager signals seen: a unit may exist since
         self._subscribed: MessageBus | None = None
         self._handled: MessageBus | None = None  # the connection _on_message listens on
         self._subscribing: asyncio.Task[bool] | None = None
@@ -387,6 +395,7 @@ class SystemBus:
             self._subscribed = None
             self._units.clear()
             self._unit_paths.clear()
+            self._missing.clear()
 
     async def close(self) -> None:
         """Disconnect; a later call connects again."""
@@ -487,18 +496,45 @@ class SystemBus:
         calls). A read that a change overtakes is answered but not kept."""
         subscribed = await self._subscription()
         path = self._unit_paths.get(name)
-        if subscribed is not None and path is not None and path in self._units:
-            return self._units[path]
-        path = await self._unit_path(name)
-        self._reading[path] = False
+        if subscribed is not None:
+            if path is not None and path in self._units:
+                return self._units[path]
+            if name in self._missing:
+                raise _no_such_unit(name)
+        changes = self._manager_changes
         try:
-            unit = await self._read_unit(name, path)
-        finally:
-            overtaken = self._reading.pop(path, True)
+            path = await self._unit_path(name)
+            self._reading[path] = False
+            try:
+                unit = await self._read_unit(name, path)
+            finally:
+                overtaken = self._reading.pop(path, True)
+        except NotFound:
+            # Kept while subscribed, unless a unit may have appeared meanwhile.
+            if (
+                subscribed is not None
+                and self._subscribed is subscribed
+                and self._manager_changes == changes
+            ):
+                self._missing.add(name)
+            raise
         if subscribed is not None and self._subscribed is subscribed and not overtaken:
             self._unit_paths[name] = path
             self._units[path] = unit
         return unit
+
+    def known_unit(self, name: str) -> UnitRead | None:
+        """A unit as the signals keep it, without a call or a task: None when it has to
+        be read (:meth:`unit`); ``NotFound`` when systemd knows no such unit."""
+        subscribed = self._subscribed
+        if subscribed is None or subscribed is not self._bus or not subscribed.connected:
+            return None
+        path = self._unit_paths.get(name)
+        if path is not None and path in self._units:
+            return self._units[path]
+        if name in self._missing:
+            raise _no_such_unit(name)
+        return None
 
     async def _subscription(self) -> MessageBus | None:
         """The connection on which systemd's unit signals reach this process, subscribing
@@ -520,18 +556,19 @@ class SystemBus:
             self._handled = bus
         try:
             async with asyncio.timeout(self.timeout_s):
-                reply = await bus.call(
-                    Message(
-                        destination="org.freedesktop.DBus",
-                        path="/org/freedesktop/DBus",
-                        interface="org.freedesktop.DBus",
-                        member="AddMatch",
-                        signature="s",
-                        body=[UNIT_SIGNALS],
+                for rule in (UNIT_SIGNALS, MANAGER_SIGNALS):
+                    reply = await bus.call(
+                        Message(
+                            destination="org.freedesktop.DBus",
+                            path="/org/freedesktop/DBus",
+                            interface="org.freedesktop.DBus",
+                            member="AddMatch",
+                            signature="s",
+                            body=[rule],
+                        )
                     )
-                )
-                if reply is None or reply.message_type is MessageType.ERROR:
-                    return False
+                    if reply is None or reply.message_type is MessageType.ERROR:
+                        return False
                 await self.call(SYSTEMD, "Subscribe")
         except (HostcoreError, TimeoutError, OSError, EOFError):
             logger.info("not subscribed to systemd's unit signals: units are read each time")
@@ -539,11 +576,24 @@ class SystemBus:
         if self._bus is bus:
             self._units.clear()
             self._unit_paths.clear()
+            self._missing.clear()
             self._subscribed = bus
         return self._subscribed is bus
 
     def _on_message(self, message: Message) -> None:
-        """A unit's PropertiesChanged: its cached state follows (invalidated: forgotten)."""
+        """A unit's PropertiesChanged: its cached state follows (invalidated: forgotten).
+        A manager's signal that units came, went or were reloaded: every unit not found
+        may exist now (and after a reload every unit is read again)."""
+        if (
+            message.message_type is MessageType.SIGNAL
+            and message.interface == SYSTEMD.interface
+            and message.member in _MANAGER_CHANGES
+        ):
+            self._manager_changes += 1
+            self._missing.clear()
+            if message.member == "Reloading":
+                self._units.clear()
+            return
         if (
             message.message_type is not MessageType.SIGNAL
             or message.member != "PropertiesChanged"

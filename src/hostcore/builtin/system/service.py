@@ -66,23 +66,28 @@ class SystemService:
         return self._encoded
 
     async def units(self) -> list[UnitRead]:
-        """Every allowed unit; one that is not installed shows as load_state not-found."""
-        return list(
-            await asyncio.gather(*(self._unit_or_missing(u) for u in self.config.allowed_units))
-        )
+        """Every allowed unit; one that is not installed shows as load_state not-found.
+
+        Those systemd's signals keep current are answered at once; the others are read
+        together (one task each)."""
+        found: list[UnitRead | None] = []
+        for name in self.config.allowed_units:
+            try:
+                found.append(self.bus.known_unit(name))
+            except NotFound:
+                found.append(_missing_unit(name))
+        if all(unit is not None for unit in found):
+            return [unit for unit in found if unit is not None]
+        allowed = self.config.allowed_units
+        names = [name for name, unit in zip(allowed, found, strict=True) if unit is None]
+        read = iter(await asyncio.gather(*(self._unit_or_missing(name) for name in names)))
+        return [unit if unit is not None else next(read) for unit in found]
 
     async def _unit_or_missing(self, name: str) -> UnitRead:
         try:
             return await self.bus.unit(name)
         except NotFound:
-            return UnitRead(
-                name=name,
-                description="",
-                load_state="not-found",
-                active_state="inactive",
-                sub_state="dead",
-                since=None,
-            )
+            return _missing_unit(name)
 
     async def unit(self, name: str) -> UnitRead:
         self._require_allowed(name)
@@ -132,3 +137,15 @@ class SystemService:
 
     async def packages(self) -> list[PackageRead]:
         return await asyncio.to_thread(installed_packages, self.config.root, self.config.packages)
+
+
+def _missing_unit(name: str) -> UnitRead:
+    """What a unit systemd does not know looks like in the list."""
+    return UnitRead(
+        name=name,
+        description="",
+        load_state="not-found",
+        active_state="inactive",
+        sub_state="dead",
+        since=None,
+    )
