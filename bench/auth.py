@@ -33,16 +33,20 @@ Exit status: 0 PASS, 1 FAIL, 2 could not run, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from _load import (
     COUNT_SENT_ARGS,
     HEALTH_PATH,
+    REPO_ROOT,
     UNREACHED_RATE_LIMIT,
     BenchError,
     HttpReply,
@@ -84,16 +88,20 @@ ROUTES = {
     "whoami": "/api/v1/auth/whoami",
     "stats": "/api/v1/system/stats",
     "info": "/api/v1/system/info",
+    "services": "/api/v1/system/services",
 }
 ROUTE_SCOPES = {
     "stats": "system:read",
     "whoami": "any authenticated caller",
     "info": "system:read",
+    "services": "system:read",
 }
 # "both": the ordinary routes gated at --min-ratio (issue 8). /system/info reads the
-# device's identity (cached, uptime computed), ~1 KB: its own target (issue 9).
+# device's identity (cached, uptime computed), ~1 KB; /system/services the allowed units
+# from systemd (the fake systemd on a private bus here, its signals keeping them
+# current): their own target (issue 9).
 ORDINARY = ("whoami", "stats")
-ROUTE_TARGETS = {"info": 0.5}
+ROUTE_TARGETS = {"info": 0.5, "services": 0.5}
 HELLO = "hello"  # the baseline: bare's GET /api/v1/health
 HELLO_BODY = b'{"status":"ok"}'
 CLIENT = "bench"
@@ -152,7 +160,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default="both",
         help="which route(s) to measure: whoami (GET /api/v1/auth/whoami), stats (GET "
         "/api/v1/system/stats, scope system:read), both of them (default, gated at "
-        "--min-ratio), info (GET /api/v1/system/info, gated at 0.5) or all; each is gated",
+        "--min-ratio), info (GET /api/v1/system/info) or services (GET /api/v1/system/services, "
+        "against the fake systemd on a private bus), each gated at 0.5, or all",
     )
     add_server_option(parser, "informational, not gated, no activity check")
     args = parser.parse_args(argv)
@@ -199,12 +208,38 @@ class OwnRequests:
 # --- the run ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def fake_systemd() -> Iterator[dict[str, str]]:
+    """A private D-Bus daemon with the tests' fake systemd, logind, hostnamed and timedated
+    on it (tests/builtin/system/fakes.py), for /system/services; the environment that
+    points hostcore at it. Stopped when the run ends."""
+    if shutil.which("dbus-daemon") is None:
+        raise BenchError("dbus-daemon is missing (apt-get install dbus): /system/services needs it")
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.builtin.system.fakes import FakeServices, PrivateBus
+
+    bus = PrivateBus()
+    try:
+        address = bus.start()
+        services = FakeServices(address).start()
+        try:
+            yield {"DBUS_SYSTEM_BUS_ADDRESS": address}
+        finally:
+            services.stop()
+    finally:
+        bus.cleanup()
+
+
 def run(opts: Options) -> dict[str, Any]:
     """Start the servers, check them, measure, stop hostcore, count its activity rows."""
     progress = opts.as_json  # progress lines go to stderr when stdout carries JSON
     own = OwnRequests()
-    with Workdir(keep=opts.keep_workdir) as work, ServerGroup(work.path) as group:
-        core_spec = hostcore_spec(work.path, free_port(), CORE, extra_env=CORE_ENV)
+    with (
+        Workdir(keep=opts.keep_workdir) as work,
+        fake_systemd() as bus_env,
+        ServerGroup(work.path) as group,
+    ):
+        core_spec = hostcore_spec(work.path, free_port(), CORE, extra_env={**CORE_ENV, **bus_env})
         core = group.start(core_spec)
         bare = group.start(bare_spec(work.path, free_port(), name=BARE))
         wait_ready(core, HEALTH_PATH, timeout_s=opts.ready_timeout)
@@ -235,7 +270,9 @@ def run(opts: Options) -> dict[str, Any]:
         tokens = {CORE: token}
         for name, env in opts.extra_servers:
             servers[name] = group.start(
-                hostcore_spec(work.path, free_port(), name, extra_env={**CORE_ENV, **env})
+                hostcore_spec(
+                    work.path, free_port(), name, extra_env={**CORE_ENV, **bus_env, **env}
+                )
             )
             wait_ready(servers[name], HEALTH_PATH, timeout_s=opts.ready_timeout)
             tokens[name] = issue_token(servers[name].spec, CLIENT)
