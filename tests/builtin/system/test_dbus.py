@@ -738,6 +738,7 @@ async def test_without_a_subscription_every_read_asks_systemd(
     await system_bus.unit("ssh.service")
     await system_bus.unit("ssh.service")
     assert len(fake_services.systemd.called("LoadUnit")) == 2
+    assert len(fake_services.systemd.called("Subscribe")) == 1, "not asked again"
 
 
 async def test_after_the_bus_restarts_units_are_read_again(

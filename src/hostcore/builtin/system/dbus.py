@@ -322,6 +322,7 @@ class SystemBus:
         self._manager_changes = 0  # manager signals seen: a unit may exist since
         self._subscribed: MessageBus | None = None
         self._handled: MessageBus | None = None  # the connection _on_message listens on
+        self._refused: MessageBus | None = None  # the connection a subscription failed on
         self._subscribing: asyncio.Task[bool] | None = None
 
     @property
@@ -545,6 +546,8 @@ class SystemBus:
             return None
         if self._subscribed is bus:
             return bus
+        if self._refused is bus:
+            return None  # refused on this connection: not asked again until the next one
         task = self._subscribing
         if task is None or task.done():
             task = self._subscribing = asyncio.ensure_future(self._subscribe(bus))
@@ -572,6 +575,7 @@ class SystemBus:
                 await self.call(SYSTEMD, "Subscribe")
         except (HostcoreError, TimeoutError, OSError, EOFError):
             logger.info("not subscribed to systemd's unit signals: units are read each time")
+            self._refused = bus
             return False
         if self._bus is bus:
             self._units.clear()
