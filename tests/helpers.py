@@ -36,14 +36,17 @@ from typing import Any
 
 import httpx2
 import jwt
+import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
 
 import hostcore.builtin.auth
 from hostcore.config import ServerSettings
+from hostcore.db.engine import Database
 from hostcore.errors import NotFound
 from hostcore.hookspecs import hookimpl
 from hostcore.protocol import server_protocols
@@ -64,6 +67,26 @@ ClientFor = Callable[[FastAPI], TestClient]
 """The ``client_for`` fixture: a running TestClient holding an all-scopes token."""
 
 # --- processes and waiting -------------------------------------------------------------
+
+
+def postgres_url() -> str:
+    """The PostgreSQL database of the store tests (``HOSTCORE_TEST_POSTGRES_URL``, made by
+    .ci/postgres.sh): skipped without one, and a failure in CI, which must provide it."""
+    url = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide HOSTCORE_TEST_POSTGRES_URL (see .ci/postgres.sh)")
+        pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database (.ci/postgres.sh)")
+    return url
+
+
+async def empty_postgres(url: str) -> None:
+    """Drop everything in the database's public schema: each test starts from nothing."""
+    db = Database(url)
+    async with db.engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await db.dispose()
 
 
 def isolated_environ(tmp_path: Path, **extra: str) -> dict[str, str]:

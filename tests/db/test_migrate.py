@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,12 +26,17 @@ from hostcore.db.migrate import (
     migration_lock,
     upgrade,
 )
-from tests.helpers import bearer, hostcore_command, isolated_environ
+from tests.helpers import (
+    bearer,
+    empty_postgres,
+    hostcore_command,
+    isolated_environ,
+    postgres_url,
+)
 
 EXAMPLE_MIGRATIONS = (
     Path(__file__).resolve().parents[2] / "examples/hostcore-hello/src/hostcore_hello/migrations"
 )
-POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
 
 
 def sqlite(tmp_path: Path, name: str = "store.db") -> Database:
@@ -181,25 +185,13 @@ def test_db_commands(tmp_path: Path) -> None:
     assert run("history").count("applied") == len(CORE_REVISIONS)
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    if POSTGRES_URL is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must provide HOSTCORE_TEST_POSTGRES_URL (see .ci/postgres.sh)")
-        pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database (.ci/postgres.sh)")
-    return POSTGRES_URL
-
-
-async def reset_postgres(url: str) -> None:
-    db = Database(url)
-    async with db.engine.begin() as connection:
-        await connection.execute(text("DROP SCHEMA public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await db.dispose()
+@pytest.fixture(name="postgres_url")
+def postgres_url_fixture() -> str:
+    return postgres_url()
 
 
 async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: str) -> None:
-    await reset_postgres(postgres_url)
+    await empty_postgres(postgres_url)
     found = [*lineages({}), Lineage("hello", EXAMPLE_MIGRATIONS)]
     first, second = Database(postgres_url), Database(postgres_url)
     results = await asyncio.gather(migrate(first, found), migrate(second, found))
@@ -217,7 +209,7 @@ async def test_postgresql_migrates_once_under_its_advisory_lock(postgres_url: st
 def test_the_whole_app_runs_on_postgresql_unchanged(
     postgres_url: str, settings_factory: Callable[..., Settings]
 ) -> None:
-    asyncio.run(reset_postgres(postgres_url))
+    asyncio.run(empty_postgres(postgres_url))
     settings = settings_factory(f"database.url={postgres_url}")
     app = create_app(settings)  # the installed plugins, the built-in auth among them
     with TestClient(app) as client:

@@ -3,13 +3,11 @@ server the integration tests share."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from hostcore.db.engine import Database
 from hostcore.db.migrate import lineages, migration_lock, upgrade
@@ -18,8 +16,10 @@ from tests.helpers import (
     RealServer,
     accepts,
     answers,
+    empty_postgres,
     hostcore_command,
     isolated_environ,
+    postgres_url,
     stop_group,
     wait_for,
 )
@@ -35,20 +35,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A store with hostcore's tables on each backend: SQLite, and the PostgreSQL database
     ``HOSTCORE_TEST_POSTGRES_URL`` names (emptied first; .ci/postgres.sh makes one)."""
     if request.param == "postgresql":
-        if POSTGRES_URL is None:
-            pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database")
-        database = Database(POSTGRES_URL)
-        async with database.engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
+        url = postgres_url()
+        await empty_postgres(url)
+        database = Database(url)
     else:
         database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     async with migration_lock(database):

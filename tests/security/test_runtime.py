@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from hostcore.db.engine import Database
 from hostcore.errors import TooManyRequests, Unavailable
 from hostcore.security.activity import ActivityRecord, ActivityRow
 from hostcore.security.runtime import SecurityRuntime
-from tests.helpers import WHOAMI, Serve, bearer, runtime_of
+from tests.helpers import WHOAMI, Serve, bearer, empty_postgres, postgres_url, runtime_of
 
 
 def request_context(client: str = "192.0.2.7") -> RequestContext:
@@ -255,17 +254,6 @@ def test_each_request_is_recorded_once_with_bounded_fields(runtime: SecurityRunt
 # --- the activity record --------------------------------------------------------------
 
 
-POSTGRES_URL = os.environ.get("HOSTCORE_TEST_POSTGRES_URL")
-
-
-async def empty_postgres(url: str) -> None:
-    db = Database(url)
-    async with db.engine.begin() as connection:
-        await connection.execute(text("DROP SCHEMA public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await db.dispose()
-
-
 @pytest.mark.parametrize(
     "backend",
     [
@@ -278,10 +266,9 @@ def test_one_odd_request_does_not_stop_the_activity_record(
 ) -> None:
     overrides = []
     if backend == "postgresql":
-        if POSTGRES_URL is None:
-            pytest.skip("set HOSTCORE_TEST_POSTGRES_URL to a PostgreSQL database")
-        asyncio.run(empty_postgres(POSTGRES_URL))
-        overrides.append(f"database.url={POSTGRES_URL}")
+        url = postgres_url()
+        asyncio.run(empty_postgres(url))
+        overrides.append(f"database.url={url}")
     client = serve(settings_factory(*overrides))
     runtime = runtime_of(client)
     assert runtime.activity is not None and client.portal is not None
