@@ -52,11 +52,8 @@ def build_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/info", dependencies=READ, responses=error_responses(401, 403, 429, 503))
-    async def info(request: Request) -> SystemInfoRead:
+    async def info(system: System) -> SystemInfoRead:
         """Hostname, OS, kernel, device model, serial, CPU, memory, boot time, uptime."""
-        # The service from the request, not as a dependency: every consumer reads this,
-        # and solving a dependency costs more than the cached answer.
-        system: SystemService = request.app.state.system
         return await system.info()
 
     @router.get(
