@@ -128,3 +128,18 @@ def test_a_websocket_to_the_assets_is_closed(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(CSS):
         pass
     assert closed.value.code == 1008
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        ("redoc.standalone.js", "text/javascript; charset=utf-8"),
+        ("swagger-ui.css", "text/css; charset=utf-8"),
+        ("favicon.png", "image/png"),
+    ],
+)
+def test_each_asset_says_what_it_is(client: TestClient, name: str, media_type: str) -> None:
+    answer = client.head(f"/static/docs/{name}")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == media_type

@@ -183,4 +183,31 @@ def test_domain_error_maps_to_its_status(client: TestClient) -> None:
 def test_422_is_documented_with_its_field_list(client: TestClient) -> None:
     from hostcore.errors import error_responses
 
-    assert error_responses(422)[422]["model"].__name__ == "ValidationErrorRead"
+    documented = error_responses(422)[422]["content"]["application/json"]["schema"]
+    assert documented == {"$ref": "#/components/schemas/ValidationErrorRead"}
+    document: dict[str, Any] = client.app.openapi()  # type: ignore[attr-defined]
+    schemas = document["components"]["schemas"]
+    assert set(schemas["ValidationErrorRead"]["required"]) == {"error", "detail", "errors"}
+    assert schemas["ValidationErrorRead"]["properties"]["errors"]["items"] == {
+        "$ref": "#/components/schemas/FieldErrorRead"
+    }
+    assert set(schemas["FieldErrorRead"]["properties"]) == {"loc", "msg", "type"}
+    assert set(schemas["ErrorRead"]["required"]) == {"error", "detail"}
+
+
+def test_every_reference_in_the_document_resolves(client: TestClient) -> None:
+    document: dict[str, Any] = client.app.openapi()  # type: ignore[attr-defined]
+
+    def references(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [ref for value in node.values() for ref in references(value)]
+        if isinstance(node, list):
+            return [ref for value in node for ref in references(value)]
+        return []
+
+    refs = set(references(document))
+    assert refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/")
+        assert ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]

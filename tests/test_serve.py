@@ -106,6 +106,8 @@ def test_gunicorn_with_two_workers_on_a_unix_socket(start: object, tmp_path: Pat
     assert master == [str(server.process.pid)], "the master logs in hostcore's format"
     access_pids = set(re.findall(r"\[(\d+)\] hostcore\.access \[uds-\d+\]", log))
     assert access_pids <= booted and access_pids, "workers log in hostcore's format"
+    builders = re.findall(r"\[(\d+)\] hostcore\.app \[-\] app built", log)
+    assert builders == [str(server.process.pid)], "workers fork from the master's app"
     assert (tmp_path / "log" / "debug" / "debug.log").is_file()
 
     assert server.stop() == 0
@@ -300,6 +302,8 @@ def test_sighup_reloads_gunicorn_without_failing_a_request(start: object, tmp_pa
     assert set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
     log = server.app_log()
     assert "configuration reloaded" in log
+    builders = re.findall(r"\[(\d+)\] hostcore\.app \[-\] app built", log)
+    assert builders == [str(server.process.pid)] * 2, "the master builds each app, once"
     pid_file = tmp_path / "run" / "hostcore.pid"
     assert pid_file.read_text() == f"{server.process.pid}\n", "hostcore reload finds the master"
     assert server.stop() == 0

@@ -54,6 +54,18 @@ CORE_EXCEPTIONS: tuple[type[Exception], ...] = (
 log = logging.getLogger(__name__)
 
 
+class HostcoreApp(FastAPI):
+    """FastAPI with the error bodies' schemas in its OpenAPI document (see
+    :mod:`hostcore.error_models`: routes reference them instead of naming models)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            from hostcore.error_models import add_error_schemas
+
+            add_error_schemas(super().openapi())
+        return super().openapi()
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
@@ -278,7 +290,7 @@ def create_app(
             await db.dispose()
 
     docs = settings.server.docs
-    app = FastAPI(
+    app = HostcoreApp(
         title="hostcore",
         version=__version__,
         description="One API to read and control this device.",
@@ -323,4 +335,5 @@ def create_app(
         observe=security.observe,
         count_refused=count_refused,
     )
+    log.info("app built: %d routes", len(app.routes))
     return app

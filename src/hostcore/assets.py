@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,16 @@ from starlette.types import Receive, Scope, Send
 from hostcore.errors import WS_POLICY_VIOLATION
 
 CACHE_FOREVER = b"public, max-age=31536000, immutable"
+# The kinds of file the docs pages load. (``mimetypes`` would read the system's table of
+# a thousand types into every process to name these few.)
+MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".map": "application/json",
+}
 # What a bundle may fetch from elsewhere, and what it gets instead.
 REMOTE_URLS = {b"https://cdn.redoc.ly/redoc/logo-mini.svg": b"data:image/svg+xml,%3Csvg/%3E"}
 
@@ -60,7 +69,7 @@ class CompressedAssets:
         self.assets: dict[str, _Asset] = {}
         for path in sorted(directory.iterdir()):
             if path.is_file():
-                media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                media_type = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
                 self.assets[path.name] = _Asset(path, media_type.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -120,13 +120,22 @@ WS_TRY_AGAIN_LATER = 1013
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route, so OpenAPI shows the errors it can answer."""
-    from hostcore.error_models import ErrorRead, ValidationErrorRead
+    """``responses=`` for a route, so OpenAPI shows the errors it can answer.
 
+    The bodies are referenced, not given as models: the app adds their schemas to the
+    document (``hostcore.error_models``).
+    """
     return {
         code: {
-            "model": ValidationErrorRead if code == 422 else ErrorRead,
             "description": HTTPStatus(code).phrase,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "$ref": "#/components/schemas/"
+                        + ("ValidationErrorRead" if code == 422 else "ErrorRead")
+                    }
+                }
+            },
         }
         for code in codes
     }

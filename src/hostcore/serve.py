@@ -2,9 +2,9 @@
 
 hostcore binds the listening socket itself (:mod:`hostcore.listen`) and hands it
 to either server, with the same protocol (:mod:`hostcore.protocol`: header
-limits, timeouts, the unix-socket peer's credentials). Workers receive the
-already-loaded settings through fork (gunicorn's ``load()`` runs in each worker),
-so configuration never travels through temporary files. ``--reload`` is the
+limits, timeouts, the unix-socket peer's credentials). Workers are forked from the
+master that built the app (:mod:`hostcore.workers`, imported only when there are
+workers), so configuration never travels through temporary files. ``--reload`` is the
 exception: uvicorn spawns a fresh interpreter, so the CLI's --config/--set travel
 in one environment variable.
 
@@ -15,8 +15,9 @@ fails is refused, the server keeps the configuration it has and says why (the
 log, and the outcome ``hostcore reload`` prints). One that passes is applied
 without failing a request:
 
-- gunicorn: the master keeps it and replaces its workers (gunicorn's own HUP);
-  new workers build the app from it while the old ones finish their requests.
+- gunicorn: the master keeps it and the app it built while checking it, and
+  replaces its workers (gunicorn's own HUP): new workers fork from that app while
+  the old ones finish their requests.
 - one uvicorn process: the server stops accepting, finishes the requests under
   way, shuts the app down, then serves the new app on the same socket. One
   process stays one process (a small device, a developer's terminal) with the pid
@@ -49,13 +50,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from gunicorn.app.base import BaseApplication
-from uvicorn_worker import UvicornWorker
 
 from hostcore.app import create_app
 from hostcore.config import (
     CLI_LAYERS_ENV,
-    ServerSettings,
     Settings,
     cli_layers_to_environment,
     load_settings,
@@ -64,7 +62,7 @@ from hostcore.control import ServerRecord
 from hostcore.errors import ConfigError, PluginError
 from hostcore.files import DIRECTORY_LIMIT, checked_file, private_directory
 from hostcore.listen import close_listener, describe, open_listener
-from hostcore.logging import configure_logging, logging_config, prepare_log_dirs
+from hostcore.logging import configure_logging, prepare_log_dirs
 from hostcore.protocol import server_protocols
 from hostcore.security.secret_files import PASSABLE_DIRECTORY, group_reads_a_secret
 
@@ -106,8 +104,9 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
     owner = os.getpid()
     try:
         # Build the app once here so config errors and conflicts stop the start with a
-        # clear message, not inside a worker. One process serves it alone: state the
-        # workers would share (rate-limit counters) stays in its memory.
+        # clear message, not inside a worker; gunicorn's workers fork from it. One
+        # process serves it alone: state the workers would share (rate-limit counters)
+        # stays in its memory.
         app = create_app(settings, single_process=not multiprocess)
         if code_reload:
             run_uvicorn_reloading_code(settings, listener, layers)
@@ -116,7 +115,10 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
         record = ServerRecord(settings.run_dir)
         try:
             if multiprocess:
-                run_gunicorn(settings, listener, layers, record, debug=settings.debug)
+                # gunicorn is imported by the servers that use it, not by one process.
+                from hostcore.workers import run_gunicorn
+
+                run_gunicorn(settings, app, listener, layers, record, debug=settings.debug)
             else:
                 run_uvicorn(settings, app, listener, layers, record)
         finally:
@@ -195,110 +197,6 @@ def _value(settings: Settings, dotted: str) -> Any:
     for part in dotted.split("."):
         value = getattr(value, part)
     return value
-
-
-# --- gunicorn ----------------------------------------------------------------------------
-
-
-class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    """The maintained uvicorn worker, with hostcore's protocol and its own access line."""
-
-    CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 - overrides the base class attribute
-        "loop": "auto",
-        "http": "auto",
-        "access_log": False,
-        "lifespan": "on",
-        "server_header": False,
-        # The peer address stays the real one; hostcore decides which proxies to trust.
-        "proxy_headers": False,
-    }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The base class makes uvicorn's loggers share gunicorn.error's handler list (the
-        # list object itself), and it runs in the master, which builds every worker: a
-        # reload's dictConfig, emptying uvicorn.error, then emptied gunicorn.error too.
-        # hostcore's logging config routes uvicorn's loggers itself.
-        for name, propagate in (("uvicorn.error", True), ("uvicorn.access", False)):
-            logger = logging.getLogger(name)
-            logger.handlers = []
-            logger.propagate = propagate
-        settings = getattr(self.app, "settings", None)
-        server = settings.server if isinstance(settings, Settings) else ServerSettings()
-        for name, value in server_protocols(server).items():
-            setattr(self.config, name, value)
-
-
-class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        listener_fd: int,
-        layers: CliLayers,
-        record: ServerRecord,
-        debug: bool,
-    ) -> None:
-        self.settings = settings
-        self.listener_fd = listener_fd
-        self.layers = layers
-        self.record = record
-        self.debug = debug
-        super().__init__()
-
-    def load_config(self) -> None:
-        server = self.settings.server
-        options: dict[str, Any] = {
-            # hostcore bound the socket (mode, group, errors); gunicorn takes it as is.
-            "bind": [f"fd://{self.listener_fd}"],
-            "workers": server.workers,
-            "worker_class": f"{__name__}.HostcoreUvicornWorker",
-            "graceful_timeout": server.graceful_timeout_s,
-            "keepalive": server.keepalive_timeout_s,
-            "proc_name": "hostcore",
-            "logconfig_dict": logging_config(self.settings, debug=self.debug, rotate=False),
-            "accesslog": None,
-            "preload_app": False,
-            # Two servers on one machine (tests, side-by-side installs) must not share
-            # gunicorn's default control socket path.
-            "control_socket_disable": True,
-            # The master handles SIGHUP from here on: tell `hostcore reload` where it is.
-            "when_ready": lambda _arbiter: self.record.started(),
-        }
-        for key, value in options.items():
-            if key in self.cfg.settings:
-                self.cfg.set(key, value)
-
-    def reload(self) -> None:
-        """gunicorn's HUP: read the configuration again; the new workers get it."""
-        kept = [f"server.{key}" for key in LISTENER_KEYS] + ["run_dir"]
-        reloaded = reread(self.settings, self.layers, self.record, kept=kept)
-        if reloaded is not None:
-            self.settings = reloaded.settings
-        super().reload()
-
-    def load(self) -> Any:
-        return create_app(self.settings)
-
-
-def run_gunicorn(
-    settings: Settings,
-    listener: socket.socket,
-    layers: CliLayers,
-    record: ServerRecord,
-    *,
-    debug: bool,
-) -> None:
-    log.info(
-        "starting gunicorn with %d uvicorn workers on %s",
-        settings.server.workers,
-        describe(settings.server),
-    )
-    listener.set_inheritable(True)
-    app = HostcoreGunicorn(
-        settings, listener_fd=listener.detach(), layers=layers, record=record, debug=debug
-    )
-    app.run()
 
 
 # --- one uvicorn process -----------------------------------------------------------------
