@@ -101,10 +101,12 @@ def _insert(session: AsyncSession) -> Any:
     PostgreSQL one alone costs about 2 MiB, on every device that runs SQLite).
     """
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(LoginFailure)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(LoginFailure)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(LoginFailure)
 
 
 async def clear(session: AsyncSession, username: str) -> None:
