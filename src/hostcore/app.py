@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hostcore import __version__
+from hostcore import __version__, compat
 from hostcore.config import Settings
 from hostcore.context import RequestContext
 from hostcore.db.engine import Database
@@ -261,6 +261,7 @@ def create_app(
     (``hostcore serve`` without workers), so state that workers share (rate-limit
     counters) can stay in this process's memory. Left False, nothing is assumed.
     """
+    compat.install()
     registry = PluginRegistry.load(settings) if registry is None else registry
     db = Database.from_settings(settings)
     security = SecurityRuntime(settings, db, single_process=single_process)

@@ -52,7 +52,7 @@ def test_the_dummy_hash_is_made_once_with_the_current_parameters(
     with ThreadPoolExecutor(4) as pool:
         found = set(pool.map(lambda _: passwords.dummy_hash(), range(8)))
     assert len(found) == 1 and len(made) == 1
-    assert not passwords.HASHER.check_needs_rehash(found.pop())
+    assert not passwords.hasher().check_needs_rehash(found.pop())
 
 
 def test_passwords_are_hashed_with_the_documented_parameters() -> None:

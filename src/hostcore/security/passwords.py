@@ -19,22 +19,31 @@ import secrets
 import threading
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 TIME_COST = 2
 MEMORY_COST_KIB = 19 * 1024
 PARALLELISM = 1
 
-HASHER = PasswordHasher(
-    time_cost=TIME_COST,
-    memory_cost=MEMORY_COST_KIB,
-    parallelism=PARALLELISM,
-    hash_len=32,
-    salt_len=16,
-    type=Type.ID,
-)
+
+@cache
+def hasher() -> PasswordHasher:
+    """The one hasher, argon2 imported on first use: a device whose callers all use
+    tokens or HMAC keys never loads it."""
+    from argon2 import PasswordHasher, Type
+
+    return PasswordHasher(
+        time_cost=TIME_COST,
+        memory_cost=MEMORY_COST_KIB,
+        parallelism=PARALLELISM,
+        hash_len=32,
+        salt_len=16,
+        type=Type.ID,
+    )
+
 
 _dummy_lock = threading.Lock()
 
@@ -57,7 +66,7 @@ def encodable(password: str) -> bool:
 
 
 def hash_password(password: str) -> str:
-    return HASHER.hash(password)
+    return hasher().hash(password)
 
 
 def dummy_hash() -> str:
@@ -73,7 +82,7 @@ def dummy_hash() -> str:
 
 @cache
 def _make_dummy_hash() -> str:
-    return HASHER.hash(secrets.token_urlsafe(32))
+    return hasher().hash(secrets.token_urlsafe(32))
 
 
 def verify(password_hash: str | None, password: str) -> Checked:
@@ -82,15 +91,17 @@ def verify(password_hash: str | None, password: str) -> Checked:
     One argon2 computation either way; a second one only after a match with an
     outdated hash, to make its replacement.
     """
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     if not encodable(password):
         # No stored hash was made from it; still one argon2 run, like any miss.
         password_hash, password = None, ""
     try:
-        HASHER.verify(dummy_hash() if password_hash is None else password_hash, password)
+        hasher().verify(dummy_hash() if password_hash is None else password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return Checked(matched=False)
     if password_hash is None:
         return Checked(matched=False)
-    if HASHER.check_needs_rehash(password_hash):
-        return Checked(matched=True, rehashed=HASHER.hash(password))
+    if hasher().check_needs_rehash(password_hash):
+        return Checked(matched=True, rehashed=hasher().hash(password))
     return Checked(matched=True)
