@@ -528,3 +528,32 @@ def test_reading_the_settings_imports_neither_limits_nor_the_web_framework() -> 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert found.stdout.strip() == "[]", found.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "data", "log"),
+    [
+        ({}, "~/.local/share/hostcore", "~/.local/state/hostcore/log"),
+        (
+            {"XDG_DATA_HOME": "/srv/data", "XDG_STATE_HOME": "/srv/state"},
+            "/srv/data/hostcore",
+            "/srv/state/hostcore/log",
+        ),
+        # The XDG spec: a relative or empty value is ignored.
+        (
+            {"XDG_DATA_HOME": "relative", "XDG_STATE_HOME": " "},
+            "~/.local/share/hostcore",
+            "~/.local/state/hostcore/log",
+        ),
+    ],
+)
+def test_a_user_s_default_directories_follow_xdg(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], data: str, log: str
+) -> None:
+    monkeypatch.setattr(config_module, "_is_root", lambda: False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    assert config_module._default_data_dir() == Path(data).expanduser()
+    assert config_module._default_log_dir() == Path(log).expanduser()

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import platformdirs
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -55,16 +54,26 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+def _xdg_home(variable: str, fallback: str) -> Path:
+    """An XDG base directory: ``$variable`` when set to an absolute path (the spec
+    ignores a relative one), else ``~/fallback``."""
+    value = os.environ.get(variable, "").strip()
+    if value and Path(value).is_absolute():
+        return Path(value)
+    return Path.home() / fallback
+
+
 def _default_data_dir() -> Path:
     if _is_root():
         return Path("/var/lib/hostcore")
-    return Path(platformdirs.user_data_dir(APP_NAME))
+    return _xdg_home("XDG_DATA_HOME", ".local/share") / APP_NAME
 
 
 def _default_log_dir() -> Path:
+    """Logs are state in the XDG spec: ``~/.local/state/hostcore/log``."""
     if _is_root():
         return Path("/var/log/hostcore")
-    return Path(platformdirs.user_log_dir(APP_NAME))
+    return _xdg_home("XDG_STATE_HOME", ".local/state") / APP_NAME / "log"
 
 
 def _default_run_dir() -> Path:

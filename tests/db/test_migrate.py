@@ -137,9 +137,14 @@ async def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(tmp_path: Path
     async with db.engine.connect() as connection:
         pragmas = {
             name: (await connection.execute(text(f"PRAGMA {name}"))).scalar()
-            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            for name in ("journal_mode", "busy_timeout", "foreign_keys", "cache_size")
         }
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 4321, "foreign_keys": 1}
+    assert pragmas == {
+        "journal_mode": "wal",
+        "busy_timeout": 4321,
+        "foreign_keys": 1,
+        "cache_size": -512,  # KiB: a bounded page cache per connection
+    }
     await db.dispose()
 
 
@@ -243,6 +248,15 @@ def test_a_script_that_does_not_say_its_revision_plainly_leaves_it_to_alembic(
     assert declared_heads(Lineage("odd", tmp_path)) is None
     (tmp_path / "0001_odd.py").write_text("down_revision = None\n")
     assert declared_heads(Lineage("odd", tmp_path)) is None
+    # Only the part before the first function is read: ids set after one are not seen.
+    (tmp_path / "0001_odd.py").write_text(
+        'down_revision = None\n\ndef upgrade() -> None:\n    pass\n\nrevision = "0001"\n'
+    )
+    assert declared_heads(Lineage("odd", tmp_path)) is None
+    (tmp_path / "0001_odd.py").write_text(
+        'revision = "0001"\ndown_revision = None\n\ndef upgrade() -> None:\n    x = (\n'
+    )
+    assert declared_heads(Lineage("odd", tmp_path)) == {"0001"}, "a body is never parsed"
 
 
 def test_a_current_store_is_checked_without_importing_alembic(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from hostcore.errors import ConfigError, Unavailable
 from hostcore.files import PRIVATE_DIRECTORY, checked_file, private_file
 from hostcore.redaction import redact_database_url
 
+# The page cache of one SQLite connection (SQLite's default is 2000 KiB).
+SQLITE_CACHE_KIB = 512
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -138,6 +140,9 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         _wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Each connection keeps its own page cache, 2 MiB by default, filled as the
+        # activity table grows; the kernel caches the file anyway.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     return apply

@@ -127,7 +127,7 @@ def declared_heads(lineage: Lineage) -> frozenset[str] | None:
         if path.name.startswith(("__init__", ".#")):
             continue  # files Alembic skips too
         try:
-            found = _revision_ids(ast.parse(path.read_bytes()))
+            found = _revision_ids(ast.parse(_header(path.read_bytes())))
         except (OSError, SyntaxError, ValueError, TypeError):  # literal_eval's refusals too
             return None
         if found is None:
@@ -136,6 +136,16 @@ def declared_heads(lineage: Lineage) -> frozenset[str] | None:
         revisions.add(revision)
         downs.update(down)
     return frozenset(revisions - downs)
+
+
+def _header(script: bytes) -> bytes:
+    """A script up to its first function: where Alembic writes the revision ids.
+
+    Parsing only this much keeps the syntax trees of the upgrade and downgrade bodies
+    out of memory (a server's start would otherwise keep their high-water mark).
+    """
+    at = script.find(b"\ndef ")
+    return script if at == -1 else script[: at + 1]
 
 
 def _revision_ids(module: ast.Module) -> tuple[str, tuple[str, ...]] | None:
