@@ -447,7 +447,8 @@ _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class FakeHostnamed(FakeDaemon):
-    """org.freedesktop.hostname1."""
+    """org.freedesktop.hostname1; as hostnamed does, a name it sets is signalled
+    (``PropertiesChanged``) before the call is answered."""
 
     def __init__(self) -> None:
         super().__init__("org.freedesktop.hostname1")
@@ -477,16 +478,21 @@ class FakeHostnamed(FakeDaemon):
         await self._enter("SetStaticHostname", name, interactive)
         self._check(name, "static ")
         self.static_hostname = name
+        self.emit_properties_changed({"StaticHostname": name})
 
     @dbus_method()
     async def SetHostname(self, name: DBusStr, interactive: DBusBool) -> NoOutput:
         await self._enter("SetHostname", name, interactive)
         self._check(name, "")
         self.hostname = name
+        self.emit_properties_changed({"Hostname": name})
 
 
 class FakeTimedated(FakeDaemon):
-    """org.freedesktop.timedate1 with a few installed time zones and no RTC by default."""
+    """org.freedesktop.timedate1 with a few installed time zones and no RTC by default.
+
+    As timedated does, it signals the settings it changes (Timezone, LocalRTC, NTP),
+    never NTPSynchronized, CanNTP or the clocks."""
 
     ZONES = frozenset({"UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"})
 
@@ -533,6 +539,7 @@ class FakeTimedated(FakeDaemon):
         if timezone not in self.ZONES:
             raise DBusError(INVALID_ARGS, f"Invalid or not installed time zone '{timezone}'")
         self.timezone = timezone
+        self.emit_properties_changed({"Timezone": timezone})
 
 
 # --- running them -------------------------------------------------------------------
@@ -571,6 +578,8 @@ class FakeServices:
         self.unresponsive: set[str] = set(unresponsive)
         # (service key, member) of each call an unresponsive fake received and never answered.
         self.swallowed: list[tuple[str, str]] = []
+        # (service key, member) of every method call a fake received, Properties' included.
+        self.received: list[tuple[str, str]] = []
         self.absent: frozenset[str] = frozenset(absent)
         self.systemd = FakeSystemd(units)
         self.logind = FakeLogind()
@@ -653,6 +662,38 @@ class FakeServices:
 
         self._run(change())
 
+    def property_reads(self, key: str) -> int:
+        """How many times ``key``'s properties were read all at once (GetAll)."""
+        return self.received.count((key, "GetAll"))
+
+    def change_names(self, **names: str) -> None:
+        """Change hostnamed's names as another client would through it (it signals them):
+        ``hostname``, ``static_hostname``, ``pretty_hostname``."""
+        properties = {
+            "hostname": "Hostname",
+            "static_hostname": "StaticHostname",
+            "pretty_hostname": "PrettyHostname",
+        }
+
+        async def change() -> None:
+            for field_name, value in names.items():
+                setattr(self.hostnamed, field_name, value)
+            self.hostnamed.emit_properties_changed({properties[n]: v for n, v in names.items()})
+
+        self._run(change())
+
+    def change_time_settings(self, **settings: Any) -> None:
+        """Change what timedated signals as another client would through it:
+        ``timezone``, ``local_rtc``, ``ntp``."""
+        properties = {"timezone": "Timezone", "local_rtc": "LocalRTC", "ntp": "NTP"}
+
+        async def change() -> None:
+            for field_name, value in settings.items():
+                setattr(self.timedated, field_name, value)
+            self.timedated.emit_properties_changed({properties[n]: v for n, v in settings.items()})
+
+        self._run(change())
+
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(STARTUP_TIMEOUT_S)
@@ -673,6 +714,8 @@ class FakeServices:
 
     def _muter(self, key: str) -> Callable[[Message], bool]:
         def swallow(message: Message) -> bool:
+            if message.message_type is MessageType.METHOD_CALL:
+                self.received.append((key, str(message.member)))
             # True marks the message handled, so no reply is ever sent.
             if message.message_type is MessageType.METHOD_CALL and key in self.unresponsive:
                 self.swallowed.append((key, str(message.member)))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hostcore.builtin.system import dbus as dbus_module
 from hostcore.builtin.system.dbus import (
     HOSTNAMED,
     LOGIND,
@@ -289,7 +290,7 @@ async def test_time_settings_with_a_hardware_clock(
 
     settings = await system_bus.time_settings()
 
-    assert settings.rtc_time == FIXED_NOW_USEC / 1_000_000
+    assert settings.rtc_time == pytest.approx(FIXED_NOW_USEC / 1_000_000, abs=0.5)
 
 
 async def test_set_timezone(fake_services: FakeServices, system_bus: SystemBus) -> None:
@@ -596,8 +597,9 @@ async def test_a_drop_not_yet_noticed_fails_one_call_then_it_reconnects(
     loop.set_exception_handler(lambda _, context: unretrieved.append(context["exception"]))
     try:
         # No await since the restart: the loop has not seen the old socket close yet.
+        # (A call, not hostname(): that one would answer from what hostnamed last said.)
         with pytest.raises(Unavailable, match="connection was lost while calling hostnamed"):
-            await system_bus.hostname()
+            await system_bus.get_properties(HOSTNAMED, HOSTNAMED.interface)
         assert (await system_bus.hostname()).hostname == "device"
         gc.collect()
     finally:
@@ -768,3 +770,104 @@ async def test_a_unit_systemd_does_not_know_is_asked_again_only_after_a_daemon_r
         with pytest.raises(NotFound):
             await system_bus.unit("hostapd.service")
         await asyncio.sleep(0.01)
+
+
+# --- hostnamed's and timedated's answers, kept by their signals ----------------------
+
+
+async def until_names(bus: SystemBus, hostname: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while (await bus.hostname()).hostname != hostname:
+        assert time.monotonic() < deadline, f"the hostname never became {hostname}"
+        await asyncio.sleep(0.01)
+
+
+async def test_hostnameds_answer_is_kept_until_it_signals_a_change(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    first = await system_bus.hostname()
+    assert await system_bus.hostname() == first
+    assert fake_services.property_reads("hostname1") == 1, "the second answered from memory"
+    fake_services.change_names(hostname="hall", pretty_hostname="Hall Panel")  # another client
+    await until_names(system_bus, "hall")
+    assert (await system_bus.hostname()).pretty_hostname == "Hall Panel"
+    assert fake_services.property_reads("hostname1") == 2, "read once more, after the signal"
+
+
+async def test_a_different_key_reads_hostnamed_again(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.hostname(key="a")
+    await system_bus.hostname(key="a")
+    fake_services.hostnamed.hostname = "renamed"  # as by sethostname(2): hostnamed says nothing
+    assert (await system_bus.hostname(key="a")).hostname == "device", "the same key: kept"
+    assert (await system_bus.hostname(key="b")).hostname == "renamed"
+    assert fake_services.property_reads("hostname1") == 2
+
+
+async def test_a_name_hostcore_sets_is_answered_at_once(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.hostname()
+    assert (await system_bus.set_hostname("kitchen")).hostname == "kitchen"
+    assert (await system_bus.hostname()).static_hostname == "kitchen"
+
+
+async def test_timedateds_settings_are_kept_until_it_signals_and_the_clock_is_always_now(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    first = await system_bus.time_settings()
+    await asyncio.sleep(0.05)
+    second = await system_bus.time_settings()
+    assert fake_services.property_reads("timedate1") == 1
+    assert second.time - first.time >= 0.04, "the clock is this process's, not the kept one"
+    fake_services.change_time_settings(timezone="Asia/Tokyo")
+    deadline = time.monotonic() + HANG_GUARD_S
+    while (await system_bus.time_settings()).timezone != "Asia/Tokyo":
+        assert time.monotonic() < deadline, "the time zone never changed"
+        await asyncio.sleep(0.01)
+    assert fake_services.property_reads("timedate1") == 2
+
+
+async def test_what_timedated_does_not_signal_is_read_again_after_a_while(
+    fake_services: FakeServices, system_bus: SystemBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dbus_module, "TIME_MAX_AGE_S", 0.05)
+    fake_services.timedated.rtc_usec = FIXED_NOW_USEC
+    assert (await system_bus.time_settings()).ntp_synchronized is True
+    fake_services.timedated.ntp_synchronized = False  # the kernel's state: never signalled
+    await asyncio.sleep(0.03)
+    kept = await system_bus.time_settings()
+    assert kept.ntp_synchronized is True, "still within the age"
+    assert kept.rtc_time is not None and kept.rtc_time >= FIXED_NOW_USEC / 1e6 + 0.03
+    await asyncio.sleep(0.05)
+    assert (await system_bus.time_settings()).ntp_synchronized is False
+
+
+async def test_a_timezone_hostcore_sets_is_answered_at_once(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.time_settings()
+    assert (await system_bus.set_timezone("Europe/Berlin")).timezone == "Europe/Berlin"
+    assert (await system_bus.time_settings()).timezone == "Europe/Berlin"
+
+
+async def test_the_daemons_answers_are_kept_even_when_systemd_refuses_a_subscription(
+    fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    fake_services.systemd.errors["Subscribe"] = (ACCESS_DENIED, "no")
+    await system_bus.hostname()
+    await system_bus.hostname()
+    assert fake_services.property_reads("hostname1") == 1
+
+
+async def test_after_the_bus_restarts_the_daemons_are_read_again(
+    private_bus_daemon: PrivateBus, fake_services: FakeServices, system_bus: SystemBus
+) -> None:
+    await system_bus.hostname()
+    fake_services.stop()
+    private_bus_daemon.restart()
+    fake_services.start()
+    await _until_disconnected(system_bus)
+    fake_services.hostnamed.hostname = "after"  # signalled to nobody
+    assert (await system_bus.hostname()).hostname == "after"

@@ -16,7 +16,7 @@ from hostcore.builtin.system.schemas import SystemSettings
 from hostcore.builtin.system.service import SystemService
 from hostcore.errors import BadRequest, Forbidden
 from tests.builtin.system.fakes import FakeServices, ScriptedRunner, bus_calls
-from tests.builtin.system.trees import RPI
+from tests.builtin.system.trees import RPI, copy_tree
 
 JOURNAL = Path(__file__).resolve().parents[2] / "fixtures" / "journal" / "reverse.jsonl"
 ALLOWED = ["ssh.service", "nginx.service", "ghost.service"]
@@ -144,3 +144,47 @@ async def test_logs_default_to_at_most_100_lines_and_never_beyond_the_configured
         await service.logs(None, None, None, 51)
     await service.stop()
     assert len(journal.commands) == asked, "no journalctl for a refused limit"
+
+
+# --- names and time: what the daemons read, changed behind their backs -----------------
+
+
+async def test_a_hostname_changed_without_hostnamed_is_read_again(
+    fake_services: FakeServices, journal: ScriptedRunner, tmp_path: Path
+) -> None:
+    """sethostname(2) or an edited /etc/hostname: hostnamed signals nothing."""
+    root = copy_tree(RPI, tmp_path)
+    service = SystemService(system_settings(root=root), journal)
+    try:
+        assert (await service.hostname()).hostname == "device"
+        assert (await service.hostname()).hostname == "device"
+        assert fake_services.property_reads("hostname1") == 1
+        fake_services.hostnamed.hostname = "renamed"
+        (root / "proc/sys/kernel/hostname").write_text("renamed\n")
+        assert (await service.hostname()).hostname == "renamed"
+        fake_services.hostnamed.pretty_hostname = "Front Desk"
+        (root / "etc/machine-info").write_text('PRETTY_HOSTNAME="Front Desk"\n')
+        assert (await service.hostname()).pretty_hostname == "Front Desk"
+        assert fake_services.property_reads("hostname1") == 3
+    finally:
+        await service.stop()
+
+
+async def test_a_time_zone_linked_without_timedated_is_read_again(
+    fake_services: FakeServices, journal: ScriptedRunner, tmp_path: Path
+) -> None:
+    """``ln -sf /usr/share/zoneinfo/... /etc/localtime``: timedated signals nothing."""
+    root = copy_tree(RPI, tmp_path)
+    (root / "etc/localtime").unlink(missing_ok=True)
+    (root / "etc/localtime").symlink_to("/usr/share/zoneinfo/UTC")
+    service = SystemService(system_settings(root=root), journal)
+    try:
+        assert (await service.time()).timezone == "UTC"
+        assert (await service.time()).timezone == "UTC"
+        assert fake_services.property_reads("timedate1") == 1
+        fake_services.timedated.timezone = "Asia/Tokyo"
+        (root / "etc/localtime.new").symlink_to("/usr/share/zoneinfo/Asia/Tokyo")
+        (root / "etc/localtime.new").replace(root / "etc/localtime")
+        assert (await service.time()).timezone == "Asia/Tokyo"
+    finally:
+        await service.stop()

@@ -17,6 +17,14 @@ of the host.
 
 Callers validate names (units, hostnames, time zones) before they get here;
 object paths always come from the daemon (``LoadUnit``), never from input.
+
+Reads are answered from memory where the daemons' signals keep it current: a unit's
+state once read (systemd's ``PropertiesChanged`` after ``Subscribe``), hostnamed's
+and timedated's answers (their ``PropertiesChanged``). Memory is only trusted on the
+connection the signals arrive on; a read a signal overtakes is answered but not
+kept; the caller's ``key`` (the files a daemon reads, which others may change
+without it) must match; see :meth:`SystemBus.hostname` and
+:meth:`SystemBus.time_settings` for what each keeps and for how long.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +76,21 @@ MANAGER_SIGNALS = (
     "interface='org.freedesktop.systemd1.Manager',path='/org/freedesktop/systemd1'"
 )
 _MANAGER_CHANGES = frozenset({"UnitNew", "UnitRemoved", "UnitFilesChanged", "Reloading"})
+# hostnamed's and timedated's: a name, the time zone, NTP or the RTC mode changed.
+HOSTNAMED_SIGNALS = (
+    "type='signal',sender='org.freedesktop.hostname1',"
+    "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
+    "path='/org/freedesktop/hostname1'"
+)
+TIMEDATED_SIGNALS = (
+    "type='signal',sender='org.freedesktop.timedate1',"
+    "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
+    "path='/org/freedesktop/timedate1'"
+)
+SIGNAL_RULES = (UNIT_SIGNALS, MANAGER_SIGNALS, HOSTNAMED_SIGNALS, TIMEDATED_SIGNALS)
+# timedated signals its settings (Timezone, LocalRTC, NTP), not NTPSynchronized, CanNTP
+# or the hardware clock, which change without it: its answer is read again this often.
+TIME_MAX_AGE_S = 10.0
 # A property systemd signals, and the UnitRead field it sets (with its conversion).
 _UNIT_FIELDS: dict[str, tuple[str, Any]] = {
     "ActiveState": ("active_state", str),
@@ -94,6 +117,15 @@ class DBusService:
         return f"{self.label} ({self.name})"
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """A daemon's answer kept in memory: what it was read for, and when (monotonic)."""
+
+    key: Hashable
+    props: dict[str, Any]
+    read_at: float
+
+
 SYSTEMD = DBusService(
     "systemd",
     "org.freedesktop.systemd1",
@@ -118,6 +150,8 @@ TIMEDATED = DBusService(
     "/org/freedesktop/timedate1",
     "org.freedesktop.timedate1",
 )
+# The daemons whose answers are kept, by the object path their signals come from.
+_KEPT_DAEMONS = {HOSTNAMED.path: HOSTNAMED.name, TIMEDATED.path: TIMEDATED.name}
 
 
 class DBusCallFailed(HostcoreError):
@@ -321,6 +355,11 @@ class SystemBus:
         self._missing: set[str] = set()  # names systemd knows no unit of
         self._manager_changes = 0  # manager signals seen: a unit may exist since
         self._subscribed: MessageBus | None = None
+        # hostnamed's and timedated's answers, by bus name, while their signals reach
+        # this process on ``_matched``; a signal bumps the daemon's generation.
+        self._kept: dict[str, _Kept] = {}
+        self._generations: dict[str, int] = {}
+        self._matched: MessageBus | None = None
         self._handled: MessageBus | None = None  # the connection _on_message listens on
         self._refused: MessageBus | None = None  # the connection a subscription failed on
         self._subscribing: asyncio.Task[bool] | None = None
@@ -392,6 +431,9 @@ class SystemBus:
     def _forget(self, bus: MessageBus) -> None:
         if self._bus is bus:
             self._bus = self._bus_loop = None
+        if self._matched is bus:
+            self._matched = None
+            self._kept.clear()
         if self._subscribed is bus:
             self._subscribed = None
             self._units.clear()
@@ -559,7 +601,7 @@ class SystemBus:
             self._handled = bus
         try:
             async with asyncio.timeout(self.timeout_s):
-                for rule in (UNIT_SIGNALS, MANAGER_SIGNALS):
+                for rule in SIGNAL_RULES:
                     reply = await bus.call(
                         Message(
                             destination="org.freedesktop.DBus",
@@ -572,6 +614,11 @@ class SystemBus:
                     )
                     if reply is None or reply.message_type is MessageType.ERROR:
                         return False
+                if self._bus is bus:
+                    # hostnamed's and timedated's signals arrive from here on, whether or
+                    # not systemd takes the subscription below.
+                    self._kept.clear()
+                    self._matched = bus
                 await self.call(SYSTEMD, "Subscribe")
         except (HostcoreError, TimeoutError, OSError, EOFError):
             logger.info("not subscribed to systemd's unit signals: units are read each time")
@@ -587,7 +634,18 @@ class SystemBus:
     def _on_message(self, message: Message) -> None:
         """A unit's PropertiesChanged: its cached state follows (invalidated: forgotten).
         A manager's signal that units came, went or were reloaded: every unit not found
-        may exist now (and after a reload every unit is read again)."""
+        may exist now (and after a reload every unit is read again). hostnamed's or
+        timedated's PropertiesChanged: its kept answer is forgotten."""
+        if (
+            message.message_type is MessageType.SIGNAL
+            and message.member == "PropertiesChanged"
+            and message.interface == PROPERTIES_INTERFACE
+            and message.path in _KEPT_DAEMONS
+        ):
+            name = _KEPT_DAEMONS[str(message.path)]
+            self._generations[name] = self._generations.get(name, 0) + 1
+            self._kept.pop(name, None)
+            return
         if (
             message.message_type is MessageType.SIGNAL
             and message.interface == SYSTEMD.interface
@@ -694,10 +752,55 @@ class SystemBus:
         await self.call(LOGIND, "ScheduleShutdown", "st", [action, at_usec])
         return PowerActionRead(action=action, delay_s=delay_s, at=at_usec / _USEC_PER_S)
 
-    # -- hostnamed --
+    # -- hostnamed and timedated --
 
-    async def hostname(self) -> HostnameRead:
-        props = await self.get_properties(HOSTNAMED, HOSTNAMED.interface)
+    async def _watching(self) -> MessageBus | None:
+        """The connection hostnamed's and timedated's signals reach this process on,
+        subscribing once per connection; None when they do not (every read asks).
+        Raises what stops a connection, as a call would."""
+        await self._connection()
+        await self._subscription()
+        bus = self._bus
+        if bus is not None and self._matched is bus and bus.connected:
+            return bus
+        return None
+
+    def _drop(self, service: DBusService) -> None:
+        """Forget a daemon's kept answer (hostcore just changed it)."""
+        self._generations[service.name] = self._generations.get(service.name, 0) + 1
+        self._kept.pop(service.name, None)
+
+    async def _properties(
+        self, service: DBusService, key: Hashable, max_age_s: float | None = None
+    ) -> _Kept:
+        """The daemon's properties: kept ones while its signals reach this process, they
+        were read for ``key`` and are younger than ``max_age_s``; else read (and kept,
+        unless a signal overtook the read)."""
+        watching = await self._watching()
+        kept = self._kept.get(service.name)
+        if (
+            watching is not None
+            and kept is not None
+            and kept.key == key
+            and (max_age_s is None or time.monotonic() - kept.read_at < max_age_s)
+        ):
+            return kept
+        generation = self._generations.get(service.name, 0)
+        props = await self.get_properties(service, service.interface)
+        fresh = _Kept(key, props, time.monotonic())
+        if (
+            watching is not None
+            and self._matched is watching
+            and self._generations.get(service.name, 0) == generation
+        ):
+            self._kept[service.name] = fresh
+        return fresh
+
+    async def hostname(self, key: Hashable = None) -> HostnameRead:
+        """The three names. Kept while hostnamed's signals arrive and ``key`` stays the
+        same: the caller passes what hostnamed reads its answer from (the kernel's
+        hostname, the files), which others may change without telling hostnamed."""
+        props = (await self._properties(HOSTNAMED, key)).props
         return HostnameRead(
             hostname=props["Hostname"],
             static_hostname=props.get("StaticHostname") or None,
@@ -706,26 +809,34 @@ class SystemBus:
 
     async def set_hostname(self, name: str) -> HostnameRead:
         """Make ``name`` the static (persistent) and the running hostname."""
+        self._drop(HOSTNAMED)
         await self.call(HOSTNAMED, "SetStaticHostname", "sb", [name, False])
         await self.call(HOSTNAMED, "SetHostname", "sb", [name, False])
+        self._drop(HOSTNAMED)
         return await self.hostname()
 
-    # -- timedated --
-
-    async def time_settings(self) -> TimeRead:
-        props = await self.get_properties(TIMEDATED, TIMEDATED.interface)
+    async def time_settings(self, key: Hashable = None) -> TimeRead:
+        """The clock and its settings. timedated's answer is kept while its signals
+        arrive, ``key`` (the caller's view of /etc/localtime) stays the same, and for
+        at most :data:`TIME_MAX_AGE_S` (what it does not signal). ``time`` is always this
+        process's clock; the hardware clock is advanced by the time since it was read."""
+        kept = await self._properties(TIMEDATED, key, TIME_MAX_AGE_S)
+        props = kept.props
+        rtc = _epoch_or_none(props.get("RTCTimeUSec", 0))
         return TimeRead(
             timezone=props["Timezone"],
             local_rtc=props["LocalRTC"],
             can_ntp=props["CanNTP"],
             ntp=props["NTP"],
             ntp_synchronized=props["NTPSynchronized"],
-            time=props["TimeUSec"] / _USEC_PER_S,
-            rtc_time=_epoch_or_none(props.get("RTCTimeUSec", 0)),
+            time=time.time(),
+            rtc_time=None if rtc is None else rtc + (time.monotonic() - kept.read_at),
         )
 
     async def set_timezone(self, timezone: str) -> TimeRead:
+        self._drop(TIMEDATED)
         await self.call(TIMEDATED, "SetTimezone", "sb", [timezone, False])
+        self._drop(TIMEDATED)
         return await self.time_settings()
 
 

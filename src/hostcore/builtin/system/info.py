@@ -186,9 +186,11 @@ OS_RELEASE_FILES = ("etc/os-release", "usr/lib/os-release")
 FileState = tuple[int, int, int] | None
 
 
-def _file_state(path: str) -> FileState:
+def file_state(path: str, *, follow_symlinks: bool = True) -> FileState:
+    """What tells a file's change apart cheaply (one ``stat``): inode, mtime, size;
+    None when it is missing. Replaced by a rename or a new symlink: a new inode."""
     try:
-        found = os.stat(path)  # noqa: PTH116 - per request, as above
+        found = os.stat(path, follow_symlinks=follow_symlinks)  # noqa: PTH116 - per request
     except OSError:
         return None
     return found.st_ino, found.st_mtime_ns, found.st_size
@@ -223,7 +225,7 @@ class SystemInfoCache:
         self._release_files = [str(root / name) for name in OS_RELEASE_FILES]
 
     def _current_key(self) -> tuple[object, ...]:
-        releases = tuple(_file_state(path) for path in self._release_files)
+        releases = tuple(file_state(path) for path in self._release_files)
         return _first_hostname(self._hostname_files), releases
 
     async def get(self) -> SystemInfoRead:

@@ -8,6 +8,7 @@ holds up the others.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 
 from hostcore import __version__
 from hostcore.builtin.system.dbus import (
@@ -18,7 +19,13 @@ from hostcore.builtin.system.dbus import (
     UnitJobRead,
     UnitRead,
 )
-from hostcore.builtin.system.info import SystemInfoCache, SystemInfoRead, installed_packages
+from hostcore.builtin.system.info import (
+    HOSTNAME_FILES,
+    SystemInfoCache,
+    SystemInfoRead,
+    file_state,
+    installed_packages,
+)
 from hostcore.builtin.system.journal import LogEntryRead, read_logs
 from hostcore.builtin.system.parsers import PackageRead
 from hostcore.builtin.system.schemas import SystemSettings, UnitAction
@@ -39,6 +46,13 @@ class SystemService:
         self._info = SystemInfoCache(config.root, hostcore_version=__version__)
         self._encoded_sample: SystemStatsRead | None = None
         self._encoded: Encoded | None = None
+        # What hostnamed and timedated read their answers from, which others may change
+        # without them (sethostname(2), an edited file, a new /etc/localtime link):
+        # looked at on every read, a stat or a procfs read each.
+        root = config.root
+        self._kernel_hostname = str(root / HOSTNAME_FILES[0])
+        self._name_files = [str(root / "etc/hostname"), str(root / "etc/machine-info")]
+        self._localtime = str(root / "etc/localtime")
 
     async def start(self) -> None:
         await self.collector.start()
@@ -109,13 +123,25 @@ class SystemService:
         return await self.bus.power_off(delay_s)
 
     async def time(self) -> TimeRead:
-        return await self.bus.time_settings()
+        return await self.bus.time_settings(self._time_key())
 
     async def set_timezone(self, timezone: str) -> TimeRead:
         return await self.bus.set_timezone(timezone)
 
     async def hostname(self) -> HostnameRead:
-        return await self.bus.hostname()
+        return await self.bus.hostname(self._names_key())
+
+    def _names_key(self) -> Hashable:
+        try:
+            with open(self._kernel_hostname, "rb") as kernel:  # noqa: PTH123 - per request
+                running: bytes | None = kernel.read(256)
+        except OSError:
+            running = None
+        return running, *(file_state(path) for path in self._name_files)
+
+    def _time_key(self) -> Hashable:
+        # The link itself: a new zone is a new link (a new inode), its target unchanged.
+        return file_state(self._localtime, follow_symlinks=False)
 
     async def set_hostname(self, name: str) -> HostnameRead:
         return await self.bus.set_hostname(name)
