@@ -188,3 +188,26 @@ async def test_a_time_zone_linked_without_timedated_is_read_again(
         assert (await service.time()).timezone == "Asia/Tokyo"
     finally:
         await service.stop()
+
+
+@pytest.mark.parametrize(("workers", "shared"), [(1, False), (2, True)])
+async def test_workers_share_their_stats_sample_through_the_run_directory(
+    journal: ScriptedRunner, tmp_path: Path, workers: int, shared: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from hostcore.builtin import system as plugin
+    from hostcore.config import load_settings
+
+    settings = load_settings(
+        overrides=[f"run_dir={tmp_path}", f"data_dir={tmp_path}", f"server.workers={workers}"]
+    )
+    app = SimpleNamespace(state=SimpleNamespace(runner=journal))
+    await plugin.hostcore_startup(app, settings, system_settings())  # type: ignore[arg-type]
+    try:
+        collector = app.state.system.collector
+        assert collector.shared == (tmp_path / plugin.SHARED_STATS_FILE if shared else None)
+        await collector.current()
+        assert (tmp_path / plugin.SHARED_STATS_FILE).exists() == shared
+    finally:
+        await plugin.hostcore_shutdown(app)  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -204,12 +206,12 @@ def test_interval_must_be_positive() -> None:
         StatsCollector(RPI, interval_s=0)
 
 
-def test_latest_without_the_task_samples_at_most_once_per_interval(tmp_path: Path) -> None:
+async def test_a_read_within_the_interval_reads_nothing(tmp_path: Path) -> None:
     collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=3600)
-    first = collector.latest()
-    assert collector.latest() is first
+    first = await collector.current()
+    assert await collector.current() is first
     collector.interval_s = 1e-9
-    assert collector.latest() is not first
+    assert await collector.current() is not first
 
 
 # The collector has no event to wait on: its outcome is polled for, bounded.
@@ -217,8 +219,9 @@ COLLECTOR_WITHIN_S = 10.0
 
 
 async def wait_for_sample(collector: StatsCollector, after: SystemStatsRead) -> SystemStatsRead:
-    await wait_until(lambda: collector.latest() is not after, COLLECTOR_WITHIN_S, "a new sample")
-    return collector.latest()
+    await wait_until(lambda: collector.newest is not after, COLLECTOR_WITHIN_S, "a new sample")
+    assert collector.newest is not None
+    return collector.newest
 
 
 async def test_collector_task_keeps_the_latest_sample(tmp_path: Path) -> None:
@@ -226,9 +229,9 @@ async def test_collector_task_keeps_the_latest_sample(tmp_path: Path) -> None:
     collector = StatsCollector(root, interval_s=0.05)
     await collector.start()
     try:
-        first = collector.latest()
+        first = await collector.current()
         assert first.cpu.percent is None
-        assert collector.latest() is first  # no I/O between samples
+        assert await collector.current() is first  # no I/O between samples
         advance_stat(root, {f"cpu{n}": [25, 0, 0, 75] for n in range(4)})
         later = await wait_for_sample(collector, first)
         while later.cpu.percent == 0.0:  # samples taken before the rewrite
@@ -249,7 +252,7 @@ async def test_collector_survives_failing_samples(
     caplog.set_level(logging.INFO, logger="hostcore.builtin.system.stats")
     await collector.start()
     try:
-        good = collector.latest()
+        good = await collector.current()
         stat = (root / "proc/stat").read_bytes()
         (root / "proc/stat").unlink()
         await wait_until(
@@ -257,14 +260,14 @@ async def test_collector_survives_failing_samples(
             COLLECTOR_WITHIN_S,
             "the failure to be logged",
         )
-        assert collector.latest() is good  # the last good sample is still served
+        assert collector.newest is good  # the last good sample is still served
         (root / "proc/stat").write_bytes(stat)
         await wait_until(
             lambda: "sampling system stats works again" in caplog.messages,
             COLLECTOR_WITHIN_S,
             "the recovery to be logged",
         )
-        assert collector.latest() is not good
+        assert collector.newest is not good
     finally:
         await collector.stop()
     assert caplog.messages.count("sampling system stats failed") == 1
@@ -275,7 +278,7 @@ async def test_start_on_a_broken_root_serves_503s(tmp_path: Path) -> None:
     await collector.start()
     try:
         with pytest.raises(Unavailable):
-            collector.latest()
+            await collector.current()
     finally:
         await collector.stop()
 
@@ -318,7 +321,7 @@ async def test_nobody_reading_means_no_sampling_and_a_read_restarts_it(
         assert len(taken) == 3, "the first read after a pause takes a fresh pair"
         assert fresh is taken[-1] and fresh.cpu.percent is not None
         await wait_until(lambda: len(taken) > 5, COLLECTOR_WITHIN_S, "sampling to resume")
-        assert await collector.current() is collector.latest()  # running: no I/O to answer
+        assert await collector.current() is collector.newest  # running: no I/O to answer
     finally:
         await collector.stop()
 
@@ -360,3 +363,63 @@ async def test_the_cpu_figure_after_a_pause_is_that_of_the_fresh_pair(
     monkeypatch.setattr(stats_module.asyncio, "sleep", idle_between)
     fresh = await collector.current()
     assert fresh.cpu.percent == 0.0
+
+
+# --- gunicorn's workers: one sampler between them ----------------------------------------
+
+
+def counting(collector: StatsCollector, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record when ``collector`` samples itself."""
+    taken: list[float] = []
+    sample = collector.sample
+
+    def counted() -> SystemStatsRead:
+        taken.append(time.monotonic())
+        return sample()
+
+    monkeypatch.setattr(collector, "sample", counted)
+    return taken
+
+
+async def test_workers_sharing_a_file_sample_once_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    shared = tmp_path / "run" / "system-stats.json"
+    shared.parent.mkdir()
+    interval = 0.05
+    first, second = (StatsCollector(root, interval_s=interval, shared=shared) for _ in "ab")
+    taken = {"first": counting(first, monkeypatch), "second": counting(second, monkeypatch)}
+    await first.start()
+    await second.start()
+    try:
+        seen_by_second: set[float] = set()
+        began = time.monotonic()
+        while time.monotonic() - began < 1.0:  # both are read, as a poller's requests are
+            await first.current()
+            seen_by_second.add((await second.current()).sampled_at)
+            await asyncio.sleep(interval / 5)
+        ticks = 1.0 / interval
+        both = len(taken["first"]) + len(taken["second"])
+        assert both <= 1.4 * ticks, f"{both} samples in {ticks:g} intervals: two samplers"
+        assert both >= 0.5 * ticks, "sampling went on"
+        assert len(seen_by_second) >= 0.5 * ticks, "the second answered fresh samples"
+        assert oct(shared.stat().st_mode & 0o777) == "0o600"
+
+        await first.stop()  # one worker gone: the other samples for itself
+        before = len(taken["second"])
+        await wait_until(
+            lambda: len(taken["second"]) > before + 3, COLLECTOR_WITHIN_S, "its own samples"
+        )
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_damaged_shared_file_is_ignored(tmp_path: Path) -> None:
+    shared = tmp_path / "system-stats.json"
+    shared.write_text("{not json")
+    collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=3600, shared=shared)
+    stats = await collector.current()
+    assert stats.memory.total_bytes > 0
+    assert json.loads(shared.read_text())["sampled_at"] == stats.sampled_at

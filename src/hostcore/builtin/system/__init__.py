@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hostcore.builtin.system.service import SystemService
+    from hostcore.config import Settings
+
+SHARED_STATS_FILE = "system-stats.json"
 
 # The server code (router, service) is imported by the hooks that need it, never at
 # import: the command line loads this module to list every plugin's commands.
@@ -40,10 +43,12 @@ def hostcore_routes() -> APIRouter:
 
 
 @hookimpl
-async def hostcore_startup(app: FastAPI, config: SystemSettings) -> None:
+async def hostcore_startup(app: FastAPI, settings: Settings, config: SystemSettings) -> None:
     from hostcore.builtin.system.service import SystemService
 
-    service = SystemService(config, app.state.runner)
+    # Several workers sample once between them, through a file in the run directory.
+    shared = settings.run_dir / SHARED_STATS_FILE if settings.server.workers > 1 else None
+    service = SystemService(config, app.state.runner, shared_stats=shared)
     await service.start()
     app.state.system = service
 

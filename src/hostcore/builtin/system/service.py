@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from pathlib import Path
 
 from hostcore import __version__
 from hostcore.builtin.system.dbus import (
@@ -38,11 +39,16 @@ DEFAULT_LOG_LINES = 100
 
 
 class SystemService:
-    def __init__(self, config: SystemSettings, runner: Runner) -> None:
+    def __init__(
+        self, config: SystemSettings, runner: Runner, *, shared_stats: Path | None = None
+    ) -> None:
+        """``shared_stats``: the file gunicorn's workers share one stats sample through."""
         self.config = config
         self.runner = runner
         self.bus = SystemBus(timeout_s=config.dbus_timeout_s)
-        self.collector = StatsCollector(config.root, interval_s=config.stats_interval_s)
+        self.collector = StatsCollector(
+            config.root, interval_s=config.stats_interval_s, shared=shared_stats
+        )
         self._info = SystemInfoCache(config.root, hostcore_version=__version__)
         self._encoded_sample: SystemStatsRead | None = None
         self._encoded: Encoded | None = None

@@ -231,6 +231,8 @@ IDLE_AFTER_S = 60.0
 # between two samples, and one taken after a long pause would be that pause's average.
 # (/proc/stat counts in 1/100 s: over 0.25 s that is 4 % of one core at most.)
 WAKE_PAIR_S = 0.25
+# A shared sample younger than this part of the interval spares a worker its own.
+SHARED_FRESH = 0.9
 
 
 class StatsCollector:
@@ -239,26 +241,41 @@ class StatsCollector:
 
     ``await start()`` takes a first sample and starts an asyncio task that runs
     :meth:`sample` on a worker thread every ``interval_s`` seconds while stats were
-    read (:meth:`current`, :meth:`latest`) within ``IDLE_AFTER_S``; ``await stop()``
-    ends it. CPU usage is measured between consecutive samples, so the background
-    interval is its window; the first read after a pause answers from a fresh pair of
-    samples ``WAKE_PAIR_S`` apart (and restarts the sampling), so its CPU figure is
-    current too. An idle device does no sampling at all.
+    read (:meth:`current`) within ``IDLE_AFTER_S``; ``await stop()`` ends it. CPU usage
+    is measured between consecutive samples, so the background interval is its window;
+    the first read after a pause answers from a fresh pair of samples ``WAKE_PAIR_S``
+    apart (and restarts the sampling), so its CPU figure is current too. An idle device
+    does no sampling at all.
+
+    ``shared`` (gunicorn's workers, one file in the run directory) makes the workers'
+    collectors one sampler: each sample is also written there, a collector whose
+    interval comes round finds a sample another worker wrote within it and takes that
+    (one ``stat`` a tick; the file is read only when a reader asks), and samples itself
+    only when nobody else did.
     """
 
-    def __init__(self, root: Path = Path("/"), interval_s: float = 1.0) -> None:
+    def __init__(
+        self, root: Path = Path("/"), interval_s: float = 1.0, *, shared: Path | None = None
+    ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.root = root
         self.interval_s = interval_s
+        self.shared = shared
         self._lock = threading.Lock()
         self._previous_cpu: dict[str, CpuTimes] | None = None
         self._latest: SystemStatsRead | None = None
         self._latest_at = -math.inf
+        self._adopted_mtime = 0  # of the shared file, when its sample was last taken
         self._task: asyncio.Task[None] | None = None
         self._read_at = -math.inf
         self._wanted: asyncio.Event | None = None  # set by a read while sampling pauses
         self._waking: asyncio.Future[SystemStatsRead] | None = None
+
+    @property
+    def newest(self) -> SystemStatsRead | None:
+        """The newest sample this collector holds, without reading anything."""
+        return self._latest
 
     def sample(self) -> SystemStatsRead:
         """Read everything now. Blocking (a few file reads and statvfs calls): use a thread.
@@ -294,27 +311,59 @@ class StatsCollector:
             )
             self._latest = stats
             self._latest_at = time.monotonic()
+            self._publish(stats)
         return stats
 
-    def latest(self) -> SystemStatsRead:
-        """The newest sample, instantly while the background task runs.
+    # -- one sampler for several workers --
 
-        Before the first sample, or when the task is not running and the sample is older
-        than ``interval_s``, it samples synchronously (a few file reads, well under 1 ms
-        of I/O on a Pi).
-        """
-        self._was_read()
-        stats = self._latest
-        if stats is None or (
-            self._task is None and time.monotonic() - self._latest_at >= self.interval_s
-        ):
-            stats = self.sample()
-        return stats
+    def _publish(self, stats: SystemStatsRead) -> None:
+        """Write ``stats`` to the shared file (whole, by rename), if there is one."""
+        shared = self.shared
+        if shared is None:
+            return
+        temporary = shared.with_name(f".{shared.name}.{os.getpid()}")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(stats.model_dump_json().encode())
+            temporary.replace(shared)
+            self._adopted_mtime = shared.stat().st_mtime_ns
+        except OSError as exc:
+            log.debug("cannot share the stats sample in %s: %s", shared, exc)
+
+    def _shared_age(self) -> tuple[float, int] | None:
+        """Seconds since the shared sample was written, and its mtime; None without one."""
+        if self.shared is None:
+            return None
+        try:
+            mtime = self.shared.stat().st_mtime_ns
+        except OSError:
+            return None
+        return time.time() - mtime / 1e9, mtime
+
+    def _take_shared(self) -> bool:
+        """Take a sample another worker wrote within the interval, if there is a newer
+        one than this collector holds; whether this collector holds a current one."""
+        found = self._shared_age()
+        if self.shared is None or found is None or found[0] >= self.interval_s:
+            return False
+        age, mtime = found
+        if mtime != self._adopted_mtime:
+            try:
+                stats = SystemStatsRead.model_validate_json(self.shared.read_bytes())
+            except (OSError, ValueError):
+                return False
+            self._latest, self._latest_at = stats, time.monotonic() - max(age, 0.0)
+            self._adopted_mtime = mtime
+        return True
 
     async def current(self) -> SystemStatsRead:
-        """The newest sample while the background sampling runs; after a pause, a fresh
-        pair of samples (concurrent readers share it), which restarts the sampling."""
+        """The newest sample while the background sampling runs (this worker's or one
+        another worker shared); after a pause, a fresh pair of samples (concurrent
+        readers share it), which restarts the sampling."""
         self._read_at = time.monotonic()
+        if self.shared is not None:
+            self._take_shared()
         stats = self._latest
         if stats is not None and time.monotonic() - self._latest_at < 2 * self.interval_s:
             return stats
@@ -364,6 +413,9 @@ class StatsCollector:
                 await wanted.wait()  # nobody reads: no sampling until someone does
                 continue
             await asyncio.sleep(self.interval_s)
+            found = self._shared_age()
+            if found is not None and found[0] < self.interval_s * SHARED_FRESH:
+                continue  # another worker sampled within this interval: its sample serves
             try:
                 await asyncio.to_thread(self.sample)
             except Exception:
