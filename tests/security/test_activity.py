@@ -402,3 +402,27 @@ async def test_retention_through_the_engine_takes_the_oldest_rows_a_bounded_slic
     async with any_store.session() as session, session.begin():
         await activity.apply_retention(session, settings)
     assert await remaining() == (1000, "r-106")
+
+
+async def test_an_idle_writer_does_not_wake_and_a_row_is_written_within_the_interval(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = ActivityRecorder(db, ActivitySettings(flush_interval_s=0.05))
+    flushes: list[int] = []
+    real_flush = recorder.flush
+
+    async def counted_flush() -> int:
+        flushes.append(len(recorder._buffer))
+        return await real_flush()
+
+    monkeypatch.setattr(recorder, "flush", counted_flush)
+    recorder.start()
+    try:
+        await asyncio.sleep(0.3)  # six intervals with nothing to write
+        assert flushes == []
+        recorder.record(entry(1))
+        await wait_until(lambda: len(rows(store_file(db))) == 1, HANG_GUARD_S, "the row")
+        await asyncio.sleep(0.3)
+        assert len(flushes) <= 2, "back to sleep once the buffer is empty"
+    finally:
+        await recorder.close()

@@ -226,6 +226,7 @@ class ActivityRecorder:
         self.settings = settings
         self._buffer: list[ActivityRow] = []
         self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()  # a row came into an empty buffer
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
@@ -240,6 +241,8 @@ class ActivityRecorder:
             # The store is far behind; losing rows beats exhausting memory.
             self.dropped += 1
             return
+        if not self._buffer:
+            self._arrived.set()
         self._buffer.append(entry)
         if len(self._buffer) >= self.settings.batch_size:
             self._wake.set()
@@ -248,11 +251,19 @@ class ActivityRecorder:
         # A new event per start: an event belongs to the loop that first waits on it,
         # and an app may be started again in another loop (tests, a restarted server).
         self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name="hostcore-activity-writer")
 
     async def _run(self) -> None:
         while not self._closing:
+            if not self._buffer:
+                # Nothing to write: sleep until a row comes (an idle server wakes for
+                # nothing), then at most flush_interval_s for more to join it.
+                await self._arrived.wait()
+                self._arrived.clear()
+                if self._closing:
+                    break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.flush_interval_s):
                     await self._wake.wait()
@@ -347,6 +358,7 @@ class ActivityRecorder:
         if self._task is not None:
             self._closing = True
             self._wake.set()
+            self._arrived.set()
             await self._task
             self._task = None
         try:
