@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from fastapi import APIRouter
@@ -13,7 +15,7 @@ from fastapi.exceptions import FastAPIError
 from hostcore import compat
 
 
-def test_building_every_built_in_route_does_not_import_pydantic_v1() -> None:
+def test_building_every_built_in_route_does_not_import_pydantic_v1(tmp_path: Path) -> None:
     # A fresh interpreter: this one may have imported pydantic.v1 for another test.
     code = textwrap.dedent(
         """
@@ -29,8 +31,15 @@ def test_building_every_built_in_route_does_not_import_pydantic_v1() -> None:
         print("pydantic.v1" in sys.modules)
         """
     )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HOSTCORE_")}
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=environ,
+        cwd=tmp_path,
     )
     assert done.stdout.strip() == "False", done.stderr
 

@@ -7,13 +7,14 @@ scripted runner.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from hostcore.builtin.system.schemas import SystemSettings
 from hostcore.builtin.system.service import SystemService
+from hostcore.config import Settings
 from hostcore.errors import BadRequest, Forbidden
 from tests.builtin.system.fakes import FakeServices, ScriptedRunner, bus_calls
 from tests.builtin.system.trees import RPI, copy_tree
@@ -192,16 +193,17 @@ async def test_a_time_zone_linked_without_timedated_is_read_again(
 
 @pytest.mark.parametrize(("workers", "shared"), [(1, False), (2, True)])
 async def test_workers_share_their_stats_sample_through_the_run_directory(
-    journal: ScriptedRunner, tmp_path: Path, workers: int, shared: bool
+    journal: ScriptedRunner,
+    tmp_path: Path,
+    settings_factory: Callable[..., Settings],
+    workers: int,
+    shared: bool,
 ) -> None:
     from types import SimpleNamespace
 
     from hostcore.builtin import system as plugin
-    from hostcore.config import load_settings
 
-    settings = load_settings(
-        overrides=[f"run_dir={tmp_path}", f"data_dir={tmp_path}", f"server.workers={workers}"]
-    )
+    settings = settings_factory(f"run_dir={tmp_path}", f"server.workers={workers}")
     app = SimpleNamespace(state=SimpleNamespace(runner=journal))
     await plugin.hostcore_startup(app, settings, system_settings())  # type: ignore[arg-type]
     try:
