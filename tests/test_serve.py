@@ -524,3 +524,35 @@ def test_without_a_group_read_secret_a_passable_data_directory_is_tightened_or_r
     with pytest.raises(ConfigError, match=r"is mode 0o711 and owned by .*make it 0o710"):
         secure_data_dir(settings)
     assert mode(settings.data_dir) == 0o711, "another user's directory is left as it is"
+
+
+async def test_one_process_ticks_once_a_second_and_a_signal_wakes_it_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn's own loop ticks ten times a second, idle or not."""
+    import asyncio
+
+    import uvicorn
+
+    monkeypatch.setattr(serve_module, "TICK_S", 3600.0)  # only a wake-up can tick
+    signals = serve_module._Signals()
+    try:
+        server = serve_module._ReloadingServer(uvicorn.Config(FastAPI()), signals, lambda: None)
+        ticks: list[int] = []
+
+        async def on_tick(counter: int) -> bool:
+            ticks.append(counter)
+            return len(ticks) >= 3
+
+        monkeypatch.setattr(server, "on_tick", on_tick)
+        loop_task = asyncio.create_task(server.main_loop())
+        await asyncio.sleep(0.3)
+        assert ticks == [0], "no tick without a reason within the tick's second"
+        server.handle_exit(signal.SIGTERM, None)  # what uvicorn's signal handler calls
+        await asyncio.sleep(0.05)
+        assert len(ticks) == 2
+        signals._handle(signal.SIGHUP, None)  # a reload request
+        await asyncio.wait_for(loop_task, 5.0)
+        assert ticks == [0, 10, 20], "each tick refreshes the Date header (a multiple of 10)"
+    finally:
+        signals.restore()

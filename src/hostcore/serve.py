@@ -37,6 +37,7 @@ take effect at the next start: the socket is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -69,6 +70,8 @@ from hostcore.security.secret_files import PASSABLE_DIRECTORY, group_reads_a_sec
 log = logging.getLogger(__name__)
 
 LISTENER_KEYS = ("host", "port", "uds", "uds_mode", "uds_group")
+TICK_S = 1.0  # one uvicorn process's housekeeping tick (uvicorn's own: 0.1 s)
+TICKS_PER_SECOND = 10  # of uvicorn's on_tick counter
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class _Signals:
     def __init__(self) -> None:
         self.reload = False
         self.stop = False
+        self.listener: Callable[[], None] | None = None  # told of each signal
         self._previous = {
             sig: signal.signal(sig, self._handle)
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
@@ -235,6 +239,8 @@ class _Signals:
             self.reload = True
         else:
             self.stop = True
+        if self.listener is not None:
+            self.listener()
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -242,7 +248,13 @@ class _Signals:
 
 
 class _ReloadingServer(uvicorn.Server):
-    """A uvicorn server that stops to be replaced when the configuration is reloaded."""
+    """A uvicorn server that stops to be replaced when the configuration is reloaded.
+
+    It ticks once a second where uvicorn ticks ten times (the tick refreshes the Date
+    header, once a second in both, and looks for a request to stop or reload): an idle
+    device's process wakes for nothing nine times a second less. A signal wakes it at
+    once, so stopping and reloading wait no longer than before.
+    """
 
     def __init__(
         self, config: uvicorn.Config, signals: _Signals, reread: Callable[[], Reloaded | None]
@@ -251,6 +263,31 @@ class _ReloadingServer(uvicorn.Server):
         self.signals = signals
         self.reread = reread
         self.replacement: Reloaded | None = None
+        self._tick: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._tick = asyncio.get_running_loop(), asyncio.Event()
+        self.signals.listener = self.wake
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + TICKS_PER_SECOND) % 864000  # uvicorn's on_tick counts tenths
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    await self._tick.wait()
+            self._tick.clear()
+            should_exit = await self.on_tick(counter)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.wake()
+
+    def wake(self) -> None:
+        """Tick now (safe from a signal handler: through the loop's own wake-up)."""
+        loop, tick = self._loop, self._tick
+        if loop is not None and tick is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(tick.set)
 
     async def on_tick(self, counter: int) -> bool:
         if self.signals.stop:
