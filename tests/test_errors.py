@@ -184,15 +184,15 @@ def test_422_is_documented_with_its_field_list(client: TestClient) -> None:
     from hostcore.errors import error_responses
 
     documented = error_responses(422)[422]["content"]["application/json"]["schema"]
-    assert documented == {"$ref": "#/components/schemas/ValidationErrorRead"}
+    assert documented == {"$ref": "#/components/schemas/hostcore.ValidationErrorRead"}
     document: dict[str, Any] = client.app.openapi()  # type: ignore[attr-defined]
     schemas = document["components"]["schemas"]
-    assert set(schemas["ValidationErrorRead"]["required"]) == {"error", "detail", "errors"}
-    assert schemas["ValidationErrorRead"]["properties"]["errors"]["items"] == {
-        "$ref": "#/components/schemas/FieldErrorRead"
+    assert set(schemas["hostcore.ValidationErrorRead"]["required"]) == {"error", "detail", "errors"}
+    assert schemas["hostcore.ValidationErrorRead"]["properties"]["errors"]["items"] == {
+        "$ref": "#/components/schemas/hostcore.FieldErrorRead"
     }
-    assert set(schemas["FieldErrorRead"]["properties"]) == {"loc", "msg", "type"}
-    assert set(schemas["ErrorRead"]["required"]) == {"error", "detail"}
+    assert set(schemas["hostcore.FieldErrorRead"]["properties"]) == {"loc", "msg", "type"}
+    assert set(schemas["hostcore.ErrorRead"]["required"]) == {"error", "detail"}
 
 
 def test_every_reference_in_the_document_resolves(client: TestClient) -> None:
@@ -211,3 +211,26 @@ def test_every_reference_in_the_document_resolves(client: TestClient) -> None:
     for ref in refs:
         assert ref.startswith("#/components/schemas/")
         assert ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
+
+
+def test_a_plugin_model_named_like_the_error_body_does_not_replace_it(
+    app_factory: AppFactory, client_for: ClientFor
+) -> None:
+    class ErrorRead(BaseModel):  # a plugin's own model, by the same class name
+        code: int
+
+    class Clash:
+        @hookimpl
+        def hostcore_routes(self) -> APIRouter:
+            router = APIRouter()
+
+            @router.get("/own", dependencies=[Public], response_model=ErrorRead)
+            async def own() -> ErrorRead:
+                return ErrorRead(code=1)
+
+            return router
+
+    document = app_factory({"clash": Clash()}).openapi()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["hostcore.ErrorRead"]["properties"]) == {"error", "detail"}
+    assert set(schemas["ErrorRead"]["properties"]) == {"code"}

@@ -106,7 +106,7 @@ def test_the_openapi_document_is_the_one_include_router_gives(
     assert ours["components"]["schemas"]["Leaf"] == theirs["components"]["schemas"]["Leaf"]
     leaf = ours["paths"][f"{PREFIX}/middle/inner/leaf/{{name}}"]["get"]["responses"]["422"]
     assert leaf["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/ValidationErrorRead"
+        "$ref": "#/components/schemas/hostcore.ValidationErrorRead"
     }
     assert "422" not in ours["paths"][f"{PREFIX}/root"]["get"]["responses"], "it takes no input"
 

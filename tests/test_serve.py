@@ -556,3 +556,34 @@ async def test_one_process_ticks_once_a_second_and_a_signal_wakes_it_at_once(
         assert ticks == [0, 10, 20], "each tick refreshes the Date header (a multiple of 10)"
     finally:
         signals.restore()
+
+
+def test_a_gunicorn_reload_lets_the_replaced_app_go(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The master forks every worker from its app: one it replaced must not stay behind."""
+    import gc
+    import weakref
+
+    from hostcore import workers
+    from hostcore.app import create_app
+
+    first = create_app(settings)
+    replaced = weakref.ref(first)
+    server = workers.HostcoreGunicorn(
+        settings, first, listener_fd=0, layers=CliLayers(), record=ServerRecord(tmp_path),
+        debug=False,
+    )  # fmt: skip
+    del first
+    assert server.wsgi() is replaced()
+    second = create_app(settings)
+    monkeypatch.setattr(
+        workers, "reread", lambda *_a, **_k: serve_module.Reloaded(settings, second)
+    )
+    server.reload()
+    assert server.wsgi() is second, "new workers fork from the new app"
+    gc.freeze()  # what the next fork does
+    try:
+        assert replaced() is None
+    finally:
+        gc.unfreeze()

@@ -275,6 +275,9 @@ def create_app(
         log.info("store: %s", db.describe())
         started = await _start_plugins(app, registry, settings)
         # What startup built lives as long as the worker: keep the collector off it.
+        # Collected first: what a replaced app left in reference cycles (a reload in this
+        # process) must not be frozen with it.
+        gc.collect()
         gc.freeze()
         log.info(
             "hostcore %s ready: %s",
@@ -284,7 +287,8 @@ def create_app(
         try:
             yield {}
         finally:
-            # A reload builds a new app in this process: let the old one be collected.
+            # A reload builds a new app in this process: let the old one be collected
+            # (now, before the new app's startup freezes what is left).
             gc.unfreeze()
             await _stop_plugins(app, registry, started)
             await security.stop()

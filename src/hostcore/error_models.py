@@ -1,6 +1,6 @@
 """The bodies of error responses, as OpenAPI shows them (see ``errors.error_responses``).
 
-Routes point at these schemas by reference (``#/components/schemas/ErrorRead``) instead
+Routes point at these schemas by reference (``#/components/schemas/hostcore.ErrorRead``) instead
 of naming a model in ``responses=``: FastAPI builds a pydantic serializer for every
 ``model`` of every documented status of every route, only to write the document, which
 cost hostcore's built-in routes about 1 MiB of every process. The schemas are added to
@@ -15,7 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-SCHEMA_REF = "#/components/schemas/{model}"
+# Named apart from any plugin's models (a class name cannot hold a dot): a plugin's own
+# ``ErrorRead`` must not take the place of the body every error response names.
+SCHEMA_PREFIX = "hostcore."
+SCHEMA_REF = "#/components/schemas/" + SCHEMA_PREFIX + "{model}"
 
 
 class ErrorRead(BaseModel):
@@ -49,4 +52,4 @@ def add_error_schemas(document: dict[str, Any]) -> None:
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in top.get("$defs", {}).items():
-        schemas.setdefault(name, schema)
+        schemas[SCHEMA_PREFIX + name] = schema

@@ -131,7 +131,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             "content": {
                 "application/json": {
                     "schema": {
-                        "$ref": "#/components/schemas/"
+                        "$ref": "#/components/schemas/hostcore."
                         + ("ValidationErrorRead" if code == 422 else "ErrorRead")
                     }
                 }

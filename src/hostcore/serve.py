@@ -110,7 +110,9 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
         # clear message, not inside a worker; gunicorn's workers fork from it. One
         # process serves it alone: state the workers would share (rate-limit counters)
         # stays in its memory.
-        app = create_app(settings, single_process=not multiprocess)
+        # (In a list: the server it is handed to holds the only reference, and lets it
+        # go when a reload replaces it.)
+        built = [create_app(settings, single_process=not multiprocess)]
         if code_reload:
             run_uvicorn_reloading_code(settings, listener, layers)
             return
@@ -121,9 +123,9 @@ def serve(settings: Settings, layers: CliLayers, *, code_reload: bool) -> None:
                 # gunicorn is imported by the servers that use it, not by one process.
                 from hostcore.workers import run_gunicorn
 
-                run_gunicorn(settings, app, listener, layers, record, debug=settings.debug)
+                run_gunicorn(settings, built.pop(), listener, layers, record, debug=settings.debug)
             else:
-                run_uvicorn(settings, app, listener, layers, record)
+                run_uvicorn(settings, built.pop(), listener, layers, record)
         finally:
             record.stopped()
     finally:

@@ -118,9 +118,11 @@ class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is un
         if reloaded is not None:
             self.settings = reloaded.settings
             self.built = reloaded.app
-            # The old app is no longer anyone's: let the collector see it again.
-            gc.unfreeze()
             self.callable = None
+            # The old app is no longer anyone's: collect it now, before the next fork
+            # freezes what is left (its reference cycles would be frozen with it).
+            gc.unfreeze()
+            gc.collect()
         super().reload()
 
     def load(self) -> FastAPI:
@@ -145,4 +147,5 @@ def run_gunicorn(
     server = HostcoreGunicorn(
         settings, app, listener_fd=listener.detach(), layers=layers, record=record, debug=debug
     )
+    del app  # the server holds it, and lets it go when a reload replaces it
     server.run()

@@ -426,3 +426,22 @@ async def test_an_idle_writer_does_not_wake_and_a_row_is_written_within_the_inte
         assert len(flushes) <= 2, "back to sleep once the buffer is empty"
     finally:
         await recorder.close()
+
+
+async def test_an_idle_store_still_loses_its_old_rows_within_the_idle_period(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activity, "IDLE_PRUNE_EVERY_S", 0.2)
+    path = store_file(db)
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO activity (at, request_id, principal, method, route, status,"
+            " duration_ms, client) VALUES (?, ?, NULL, 'GET', '/x', 200, 0.1, NULL)",
+            [(time.time() - 31 * 86400, f"old-{n}") for n in range(3)],
+        )
+    recorder = ActivityRecorder(db, ActivitySettings(retention_days=30))
+    recorder.start()
+    try:
+        await wait_until(lambda: rows(path) == [], HANG_GUARD_S, "the idle prune")
+    finally:
+        await recorder.close()

@@ -258,12 +258,19 @@ class ActivityRecorder:
     async def _run(self) -> None:
         while not self._closing:
             if not self._buffer:
-                # Nothing to write: sleep until a row comes (an idle server wakes for
-                # nothing), then at most flush_interval_s for more to join it.
-                await self._arrived.wait()
+                # Nothing to write: sleep until a row comes, or the idle store's retention
+                # check is due (an idle server wakes once a minute, not every interval),
+                # then at most flush_interval_s for more rows to join it.
+                due = IDLE_PRUNE_EVERY_S - (time.monotonic() - self._pruned_at)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(due, 0.0)):
+                        await self._arrived.wait()
                 self._arrived.clear()
                 if self._closing:
                     break
+                if not self._buffer:
+                    await self._prune_idle()
+                    continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.flush_interval_s):
                     await self._wake.wait()
@@ -301,6 +308,15 @@ class ActivityRecorder:
             self._pruned_at = time.monotonic()
             self._unpruned = 0
         return written
+
+    async def _prune_idle(self) -> None:
+        try:
+            await self.flush()
+        except StoreBusy:
+            self._pruned_at = time.monotonic() - IDLE_PRUNE_EVERY_S + LOCKED_RETRY_S
+        except Exception:
+            log.exception("activity: applying retention failed; retried in a minute")
+            self._pruned_at = time.monotonic()
 
     async def prune(self, limit: int) -> int:
         """Delete up to ``limit`` rows past the retention limits, oldest first."""

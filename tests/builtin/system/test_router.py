@@ -378,7 +378,9 @@ def test_every_route_documents_the_422_body_hostcore_sends(api: TestClient) -> N
         if "422" in operation["responses"]
     }
     expected = {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrorRead"}}
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/hostcore.ValidationErrorRead"}
+        }
     }
     assert documented == dict.fromkeys(documented, expected)
     assert {"GET /api/v1/system/logs", "PUT /api/v1/system/hostname"} <= set(documented)
