@@ -7,6 +7,7 @@ scripted runner.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hostcore.config import Settings
 from hostcore.errors import BadRequest, Forbidden
 from tests.builtin.system.fakes import FakeServices, ScriptedRunner, bus_calls
 from tests.builtin.system.trees import RPI, copy_tree
+from tests.helpers import wait_until
 
 JOURNAL = Path(__file__).resolve().parents[2] / "fixtures" / "journal" / "reverse.jsonl"
 ALLOWED = ["ssh.service", "nginx.service", "ghost.service"]
@@ -209,7 +211,14 @@ async def test_workers_share_their_stats_sample_through_the_run_directory(
     try:
         collector = app.state.system.collector
         assert collector.shared == (tmp_path / plugin.SHARED_STATS_FILE if shared else None)
+        collector.interval_s = 0.05
         await collector.current()
-        assert (tmp_path / plugin.SHARED_STATS_FILE).exists() == shared
+        if shared:
+            await wait_until(
+                (tmp_path / plugin.SHARED_STATS_FILE).exists, 10.0, "the first shared sample"
+            )
+        else:
+            await asyncio.sleep(0.2)
+            assert not (tmp_path / plugin.SHARED_STATS_FILE).exists()
     finally:
         await plugin.hostcore_shutdown(app)  # type: ignore[arg-type]

@@ -267,7 +267,8 @@ async def test_collector_survives_failing_samples(
             COLLECTOR_WITHIN_S,
             "the recovery to be logged",
         )
-        assert collector.newest is not good
+        # The first sample after the failures averages over them: it primes the next.
+        await wait_until(lambda: collector.newest is not good, COLLECTOR_WITHIN_S, "a sample")
     finally:
         await collector.stop()
     assert caplog.messages.count("sampling system stats failed") == 1
@@ -422,4 +423,58 @@ async def test_a_damaged_shared_file_is_ignored(tmp_path: Path) -> None:
     collector = StatsCollector(copy_tree(RPI, tmp_path), interval_s=3600, shared=shared)
     stats = await collector.current()
     assert stats.memory.total_bytes > 0
-    assert json.loads(shared.read_text())["sampled_at"] == stats.sampled_at
+    assert json.loads(shared.read_text())["sample"]["sampled_at"] == stats.sampled_at
+
+
+async def test_a_worker_taking_over_measures_from_the_shared_counters_not_its_own_old_ones(
+    tmp_path: Path,
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    shared = tmp_path / "system-stats.json"
+    interval = 0.05
+    first, second = (StatsCollector(root, interval_s=interval, shared=shared) for _ in "ab")
+    second.sample()  # the second's own counters: from long before
+    advance_stat(root, {f"cpu{n}": [1000, 0, 0, 0] for n in range(4)})  # busy, long ago
+    await first.start()
+    try:
+        for _ in range(20):  # the first samples for both; the second takes its samples
+            await first.current()
+            await second.current()
+            advance_stat(root, {f"cpu{n}": [0, 0, 0, 5] for n in range(4)})  # idle since
+            await asyncio.sleep(interval / 2)
+        assert first._lock_fd is not None and second._lock_fd is None
+        await first.stop()  # the sampler goes: the second takes over
+        await second.start()
+        taken_over = await wait_for_sample(second, second.newest)  # type: ignore[arg-type]
+        while second._lock_fd is None:
+            advance_stat(root, {f"cpu{n}": [0, 0, 0, 5] for n in range(4)})
+            taken_over = await wait_for_sample(second, taken_over)
+        advance_stat(root, {f"cpu{n}": [0, 0, 0, 5] for n in range(4)})
+        own = await wait_for_sample(second, taken_over)
+        assert own.cpu.percent == 0.0, "idle since the last shared counters"
+        shared_sample = json.loads(shared.read_text())["sample"]
+        assert shared_sample["cpu"]["percent"] == 0.0
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_stepped_wall_clock_does_not_make_an_old_shared_sample_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_tree(RPI, tmp_path)
+    shared = tmp_path / "system-stats.json"
+    writer = StatsCollector(root, interval_s=0.05, shared=shared)
+    assert writer._sampler()
+    writer.sample()
+    await asyncio.sleep(0.06)
+    writer.sample()  # shared: a current window
+    reader = StatsCollector(root, interval_s=0.05, shared=shared)
+    reader._take_shared()
+    assert reader.newest is not None
+    await asyncio.sleep(0.15)  # older than two intervals by the monotonic clock
+    later = StatsCollector(root, interval_s=0.05, shared=shared)
+    monkeypatch.setattr(stats_module.time, "time", lambda: 0.0)  # the wall clock stepped back
+    later._take_shared()
+    assert later.newest is None, "too old, whatever the wall clock says"
+    writer._release()

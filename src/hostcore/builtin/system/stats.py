@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
 import math
 import os
 import threading
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -231,8 +234,6 @@ IDLE_AFTER_S = 60.0
 # between two samples, and one taken after a long pause would be that pause's average.
 # (/proc/stat counts in 1/100 s: over 0.25 s that is 4 % of one core at most.)
 WAKE_PAIR_S = 0.25
-# A shared sample younger than this part of the interval spares a worker its own.
-SHARED_FRESH = 0.9
 
 
 class StatsCollector:
@@ -247,11 +248,15 @@ class StatsCollector:
     apart (and restarts the sampling), so its CPU figure is current too. An idle device
     does no sampling at all.
 
-    ``shared`` (gunicorn's workers, one file in the run directory) makes the workers'
-    collectors one sampler: each sample is also written there, a collector whose
-    interval comes round finds a sample another worker wrote within it and takes that
-    (one ``stat`` a tick; the file is read only when a reader asks), and samples itself
-    only when nobody else did.
+    ``shared`` (gunicorn's workers, a file in the run directory) makes the workers'
+    collectors one sampler. Of the collectors whose stats are being read, the one
+    holding an exclusive ``flock`` on ``<shared>.lock`` samples and writes each sample
+    to the file, with its /proc/stat counters and the (system-wide) monotonic clock;
+    the others try the lock once an interval and, while a reader asks, take the newest
+    sample from the file (one ``stat`` a request, the file read when it changed). A
+    collector that stops being read lets the lock go; one whose holder died gets it
+    from the kernel. A collector that takes over measures CPU from the newest shared
+    counters, never from its own old ones (see :meth:`sample`).
     """
 
     def __init__(
@@ -264,9 +269,11 @@ class StatsCollector:
         self.shared = shared
         self._lock = threading.Lock()
         self._previous_cpu: dict[str, CpuTimes] | None = None
+        self._previous_at = -math.inf  # monotonic time of those counters
         self._latest: SystemStatsRead | None = None
         self._latest_at = -math.inf
         self._adopted_mtime = 0  # of the shared file, when its sample was last taken
+        self._lock_fd: int | None = None  # open while this collector samples for all
         self._task: asyncio.Task[None] | None = None
         self._read_at = -math.inf
         self._wanted: asyncio.Event | None = None  # set by a read while sampling pauses
@@ -280,7 +287,10 @@ class StatsCollector:
     def sample(self) -> SystemStatsRead:
         """Read everything now. Blocking (a few file reads and statvfs calls): use a thread.
 
-        CPU usage is relative to the previous call (``None`` on the first). Raises
+        CPU usage is relative to the previous counters: this collector's last sample, or
+        a newer one another worker shared (``None`` on the first). A sample is shared
+        when this collector holds the lock and its CPU window is at most two intervals
+        (never an average over a pause). Raises
         :class:`~hostcore.errors.Unavailable` when ``proc/stat`` or ``proc/meminfo``
         cannot be read; every other missing source gives ``None`` or an empty list.
         """
@@ -294,7 +304,8 @@ class StatsCollector:
                 raise Unavailable(f"{root / missing} cannot be read")
             cpu_times = parse_proc_stat_cpu(stat)
             cpu = cpu_usage(self._previous_cpu, cpu_times)
-            self._previous_cpu = cpu_times
+            window_s = time.monotonic() - self._previous_at
+            self._previous_cpu, self._previous_at = cpu_times, time.monotonic()
             memory, swap = memory_usage(parse_meminfo(meminfo))
             mounts = parse_mounts(read_text(root, "proc/mounts", errors="surrogateescape") or "")
             stats = SystemStatsRead(
@@ -309,63 +320,97 @@ class StatsCollector:
                 network=network_traffic(parse_net_dev(read_text(root, "proc/net/dev") or "")),
                 process_count=count_processes(root),
             )
-            self._latest = stats
-            self._latest_at = time.monotonic()
-            self._publish(stats)
+            current = window_s <= 2 * self.interval_s
+            # A CPU figure averaged over a pause is never served: it primes the next one
+            # (a fresh pair's first sample; a worker's first after taking over).
+            if current or self._latest is None:
+                self._latest, self._latest_at = stats, time.monotonic()
+            if current and self._lock_fd is not None:
+                self._publish(stats, cpu_times)
         return stats
 
     # -- one sampler for several workers --
 
-    def _publish(self, stats: SystemStatsRead) -> None:
-        """Write ``stats`` to the shared file (whole, by rename), if there is one."""
+    def _publish(self, stats: SystemStatsRead, cpu_times: dict[str, CpuTimes]) -> None:
+        """Write ``stats`` and its counters to the shared file (whole, by rename)."""
         shared = self.shared
         if shared is None:
             return
+        document = {
+            "monotonic": time.monotonic(),
+            "cpu": {name: list(astuple(times)) for name, times in cpu_times.items()},
+            "sample": stats.model_dump(mode="json"),
+        }
         temporary = shared.with_name(f".{shared.name}.{os.getpid()}")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
-                handle.write(stats.model_dump_json().encode())
+                handle.write(json.dumps(document).encode())
             temporary.replace(shared)
             self._adopted_mtime = shared.stat().st_mtime_ns
         except OSError as exc:
             log.debug("cannot share the stats sample in %s: %s", shared, exc)
 
-    def _shared_age(self) -> tuple[float, int] | None:
-        """Seconds since the shared sample was written, and its mtime; None without one."""
-        if self.shared is None:
-            return None
+    def _take_shared(self) -> None:
+        """Take the shared sample if it changed since last taken and is current (two
+        intervals, by the monotonic clock: a stepped wall clock changes nothing)."""
+        shared = self.shared
+        if shared is None:
+            return
         try:
-            mtime = self.shared.stat().st_mtime_ns
-        except OSError:
-            return None
-        return time.time() - mtime / 1e9, mtime
+            mtime = shared.stat().st_mtime_ns
+            if mtime == self._adopted_mtime:
+                return
+            document = json.loads(shared.read_bytes())
+            at = float(document["monotonic"])
+            age = time.monotonic() - at
+            if not 0 <= age < 2 * self.interval_s or at <= self._latest_at:
+                return
+            stats = SystemStatsRead.model_validate(document["sample"])
+            counters = {
+                str(name): CpuTimes(*(int(value) for value in values))
+                for name, values in document["cpu"].items()
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return  # nothing (usable) shared: this collector's own sample serves
+        with self._lock:
+            self._latest, self._latest_at, self._adopted_mtime = stats, at, mtime
+            if at > self._previous_at:
+                self._previous_cpu, self._previous_at = counters, at
 
-    def _take_shared(self) -> bool:
-        """Take a sample another worker wrote within the interval, if there is a newer
-        one than this collector holds; whether this collector holds a current one."""
-        found = self._shared_age()
-        if self.shared is None or found is None or found[0] >= self.interval_s:
+    def _sampler(self) -> bool:
+        """Whether this collector samples for every worker: holds, or now takes, the lock."""
+        if self.shared is None or self._lock_fd is not None:
+            return True
+        path = self.shared.with_name(self.shared.name + ".lock")
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.debug("cannot open %s: %s; sampling alone", path, exc)
+            return True
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
             return False
-        age, mtime = found
-        if mtime != self._adopted_mtime:
-            try:
-                stats = SystemStatsRead.model_validate_json(self.shared.read_bytes())
-            except (OSError, ValueError):
-                return False
-            self._latest, self._latest_at = stats, time.monotonic() - max(age, 0.0)
-            self._adopted_mtime = mtime
+        self._lock_fd = descriptor
         return True
+
+    def _release(self) -> None:
+        descriptor, self._lock_fd = self._lock_fd, None
+        if descriptor is not None:
+            os.close(descriptor)  # closing the only descriptor lets the lock go
 
     async def current(self) -> SystemStatsRead:
         """The newest sample while the background sampling runs (this worker's or one
         another worker shared); after a pause, a fresh pair of samples (concurrent
         readers share it), which restarts the sampling."""
         self._read_at = time.monotonic()
-        if self.shared is not None:
-            self._take_shared()
+        self._take_shared()
         stats = self._latest
         if stats is not None and time.monotonic() - self._latest_at < 2 * self.interval_s:
+            if self._wanted is not None and not self._wanted.is_set():
+                self._wanted.set()  # this worker's loop resumes (to take over if need be)
             return stats
         if self._waking is None:
             self._waking = asyncio.ensure_future(self._fresh_pair())
@@ -375,6 +420,7 @@ class StatsCollector:
         try:
             await asyncio.to_thread(self.sample)
             await asyncio.sleep(WAKE_PAIR_S)
+            self._sampler()  # the second of the pair is shared when nobody else samples
             return await asyncio.to_thread(self.sample)
         finally:
             self._waking = None
@@ -402,6 +448,7 @@ class StatsCollector:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._release()
 
     async def _run(self) -> None:
         failing = False
@@ -409,13 +456,13 @@ class StatsCollector:
         assert wanted is not None
         while True:
             if time.monotonic() - self._read_at >= IDLE_AFTER_S:
+                self._release()  # another worker whose stats are read samples from now
                 wanted.clear()
                 await wanted.wait()  # nobody reads: no sampling until someone does
                 continue
             await asyncio.sleep(self.interval_s)
-            found = self._shared_age()
-            if found is not None and found[0] < self.interval_s * SHARED_FRESH:
-                continue  # another worker sampled within this interval: its sample serves
+            if not self._sampler():
+                continue  # another worker samples for all; current() takes its samples
             try:
                 await asyncio.to_thread(self.sample)
             except Exception:
