@@ -41,6 +41,7 @@ QUOTES_OF_THE_MODULE = [
     ("### `hostcore_shutdown(app)`", 0),
     ("### `hostcore_health(app)`", 0),
     ("### `hostcore_static_mounts(settings, config)`", 0),
+    ("### `hostcore_job_kinds(settings, config)`", 0),
     ("## The store", 0),
     ("## Lifecycle and per-worker state", 0),
 ]

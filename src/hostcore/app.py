@@ -28,6 +28,9 @@ from hostcore.db.engine import Database
 from hostcore.db.migrate import Lineage, core_lineage, migration_lock, upgrade
 from hostcore.error_handling import handle_error
 from hostcore.errors import HostcoreError, PluginError
+from hostcore.jobs.kinds import JobKind
+from hostcore.jobs.router import jobs_router
+from hostcore.jobs.service import JobService, collect_kinds
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
@@ -154,6 +157,30 @@ def _mount_plugin(
         app.mount(url_path, CountedByAddress(files, url_path), name=f"{plugin.name}:{url_path}")
 
 
+def _job_kinds(registry: PluginRegistry, settings: Settings) -> dict[str, JobKind]:
+    """Every active plugin's job kinds; a plugin whose declaration is wrong is failed."""
+    kinds: dict[str, JobKind] = {}
+    for plugin in registry.active():
+        if not registry.implements(plugin.name, "hostcore_job_kinds"):
+            continue
+        try:
+            declared = list(
+                registry.call(
+                    plugin.name, "hostcore_job_kinds", settings=settings, config=plugin.config
+                )
+                or ()
+            )
+            found = collect_kinds({plugin.name: declared})
+            if clash := sorted(set(found) & set(kinds)):
+                raise PluginError(f"job kinds {clash} are declared twice")
+        except Exception as exc:
+            log.exception("plugin %s: its job kinds cannot be used", plugin.name)
+            registry.fail(plugin.name, f"job kinds: {type(exc).__name__}: {exc}")
+            continue
+        kinds |= found
+    return kinds
+
+
 def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:
     """Every plugin route says who may call it, and names a scope some plugin defines."""
     known = registry.all_scopes()
@@ -265,6 +292,8 @@ def create_app(
     registry = PluginRegistry.load(settings) if registry is None else registry
     db = Database.from_settings(settings)
     security = SecurityRuntime(settings, db, single_process=single_process)
+    runner = Runner(settings.runner)
+    jobs = JobService(db, runner, _job_kinds(registry, settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
@@ -274,6 +303,7 @@ def create_app(
             await security.start()
         log.info("store: %s", db.describe())
         started = await _start_plugins(app, registry, settings)
+        await jobs.start()
         # What startup built lives as long as the worker: keep the collector off it.
         # Collected first: what a replaced app left in reference cycles (a reload in this
         # process) must not be frozen with it.
@@ -290,6 +320,7 @@ def create_app(
             # A reload builds a new app in this process: let the old one be collected
             # (now, before the new app's startup freezes what is left).
             gc.unfreeze()
+            await jobs.stop()  # before the plugins whose resources the jobs use
             await _stop_plugins(app, registry, started)
             await security.stop()
             await db.dispose()
@@ -311,9 +342,10 @@ def create_app(
     app.router.default = counting_unmatched(app.router.default)
     app.state.settings = settings
     app.state.registry = registry
-    app.state.runner = Runner(settings.runner)
+    app.state.runner = runner
     app.state.db = db
     app.state.security = security
+    app.state.jobs = jobs
 
     claims = PathClaims()
     for path in CORE_PATHS:
@@ -325,6 +357,7 @@ def create_app(
     # After the plugins' routes: no path is claimed twice, so the order changes no answer,
     # and the routes consumers poll are matched first.
     install_meta_routes(app, registry, security, docs=docs)
+    add_routes_flat(app, jobs_router())
     allow_all_methods_of_each_path(app)
     _install_exception_handlers(app, registry)
 

@@ -7,7 +7,7 @@ once per plugin, so hostcore always knows which plugin returned what.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hostcore.config import Settings
+    from hostcore.jobs.kinds import JobKind
 
 hookspec = pluggy.HookspecMarker("hostcore")
 hookimpl = pluggy.HookimplMarker("hostcore")
@@ -74,3 +75,9 @@ def hostcore_static_mounts(settings: Settings, config: Any) -> Mapping[str, Path
 @hookspec
 def hostcore_exception_handlers() -> Mapping[type[Exception], ExceptionHandler] | None:
     """Return exception class -> handler for exceptions this plugin's code raises."""
+
+
+@hookspec
+def hostcore_job_kinds(settings: Settings, config: Any) -> Sequence[JobKind] | None:
+    """Return the kinds of job this plugin runs (``hostcore.jobs.JobKind``, each named
+    ``<plugin>.<kind>``); its routes start them through the ``Jobs`` dependency."""

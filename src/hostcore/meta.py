@@ -246,5 +246,7 @@ CORE_PATHS = (
     f"{API_PREFIX}/plugins",
     OPENAPI_URL,
     JWKS_URL,
+    f"{API_PREFIX}/jobs",
+    f"{API_PREFIX}/jobs/{{job_id}}",
 )
 CORE_MOUNTS = (DOCS_ASSETS_URL,)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.cli_support import ConfigOption, SetOption, fail, load_or_exit
 from hostcore.config import validate_plugin_settings
+from hostcore.context import Principal
 from hostcore.db.deps import DbSession
 from hostcore.errors import BadRequest, ConfigError, error_responses
 from hostcore.hookspecs import hookimpl
+from hostcore.jobs import JobContext, JobKind, JobRead, Jobs, accepted
 from hostcore.security.deps import RequireScope
 
 __version__ = "0.1.0"
@@ -68,6 +72,35 @@ async def recent(session: AsyncSession, limit: int) -> list[GreetedRead]:
     return [GreetedRead(name=row.name, at=row.at) for row in rows]
 
 
+class CountdownStart(BaseModel):
+    """The body of ``POST /countdown``: a job counting down, a step at a time."""
+
+    model_config = {"extra": "forbid"}
+
+    steps: int = Field(3, ge=1, le=60)
+    step_s: float = Field(1.0, ge=0.05, le=5.0)
+
+
+class CountdownRead(BaseModel):
+    counted: int
+
+
+async def countdown(context: JobContext, params: CountdownStart) -> CountdownRead:
+    """The job's work: report progress each step; ``check()`` ends it when cancelled
+    (an ``await`` ends too: hostcore cancels the task)."""
+    for done in range(params.steps):
+        context.check()
+        context.progress(done / params.steps, f"{params.steps - done} to go")
+        await asyncio.sleep(params.step_s)
+    context.log("lift-off")
+    return CountdownRead(counted=params.steps)
+
+
+# One countdown at a time (per resource: this kind has one, ""); a second start answers
+# 409 naming the running one.
+COUNTDOWN = JobKind("hello.countdown", countdown, timeout_s=120, description="Count down.")
+
+
 class Counter:
     """State created at startup, kept on the app so each worker has its own."""
 
@@ -106,7 +139,27 @@ def hostcore_routes(config: HelloSettings) -> APIRouter:
     ) -> list[GreetedRead]:
         return await recent(session, limit)
 
+    @router.post(
+        "/countdown",
+        status_code=202,
+        response_model=JobRead,
+        responses=error_responses(401, 403, 409, 422, 429),
+        summary="Start a countdown job (follow it at the Location it answers with)",
+    )
+    async def start_countdown(
+        body: CountdownStart,
+        principal: Annotated[Principal, RequireScope("hello:read")],
+        jobs: Jobs,
+    ) -> JSONResponse:
+        job, reused = await jobs.start_job(COUNTDOWN.name, principal, body)
+        return accepted(job, reused)
+
     return router
+
+
+@hookimpl
+def hostcore_job_kinds() -> list[JobKind]:
+    return [COUNTDOWN]
 
 
 @hookimpl
