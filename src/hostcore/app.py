@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,11 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostcore import __version__, compat
 from hostcore.config import Settings
-from hostcore.context import RequestContext
+from hostcore.context import Principal, RequestContext
 from hostcore.db.engine import Database
 from hostcore.db.migrate import Lineage, core_lineage, migration_lock, upgrade
 from hostcore.error_handling import handle_error
 from hostcore.errors import HostcoreError, PluginError
+from hostcore.events.hub import JOBS_PREFIX, PLUGINS_TOPIC, EventHub, Topic
+from hostcore.events.router import events_router
 from hostcore.jobs.kinds import JobKind
 from hostcore.jobs.router import jobs_router
 from hostcore.jobs.service import JobService, collect_kinds
@@ -43,6 +46,8 @@ from hostcore.security.runtime import SecurityRuntime
 CORE = "hostcore core"
 REFUSED = "<refused>"  # the rate-limit key of requests the middleware answers itself
 STARTUP_TIMEOUT_S = 30.0
+EVENTS_DIRECTORY = "events"  # in the run directory: the workers' datagram sockets
+TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_.-]{0,40}$")
 SHUTDOWN_TIMEOUT_S = 10.0
 # FastAPI's OpenTelemetry bridge asks on every request whether a tracer, meter or logger
 # provider has been configured (reading the environment each time). hostcore records
@@ -181,6 +186,49 @@ def _job_kinds(registry: PluginRegistry, settings: Settings) -> dict[str, JobKin
     return kinds
 
 
+def _event_hub(
+    app: FastAPI, registry: PluginRegistry, settings: Settings, jobs: JobService
+) -> EventHub:
+    """The worker's events: every active plugin's topics, jobs' and the plugin list."""
+    topics: list[Topic] = []
+    for plugin in registry.active():
+        if not registry.implements(plugin.name, "hostcore_event_topics"):
+            continue
+        try:
+            declared = list(
+                registry.call(
+                    plugin.name, "hostcore_event_topics", settings=settings, config=plugin.config
+                )
+                or ()
+            )
+            for topic in declared:
+                if not isinstance(topic, Topic) or not TOPIC_NAME.match(topic.name):
+                    raise PluginError("hostcore_event_topics must return Topic objects")
+                if topic.name.split(".", 1)[0] != plugin.name:
+                    raise PluginError(f"topic {topic.name!r} must begin {plugin.name}.")
+        except Exception as exc:
+            log.exception("plugin %s: its event topics cannot be used", plugin.name)
+            registry.fail(plugin.name, f"event topics: {type(exc).__name__}: {exc}")
+            continue
+        topics += declared
+    hub = EventHub(app, topics)
+
+    async def job_snapshot(topic: str, principal: Principal) -> Any:
+        return await jobs.get(topic.removeprefix(JOBS_PREFIX), principal)
+
+    def plugin_states() -> list[dict[str, str]]:
+        return [{"name": p.name, "version": p.version, "state": p.state.value} for p in registry]
+
+    async def plugins_snapshot(_topic: str, _principal: Principal) -> Any:
+        return plugin_states()
+
+    hub.snapshots[JOBS_PREFIX] = job_snapshot
+    hub.snapshots[PLUGINS_TOPIC] = plugins_snapshot
+    registry.observers.append(lambda: hub.publish(PLUGINS_TOPIC, plugin_states()))
+    jobs.publish = lambda job: hub.publish(f"{JOBS_PREFIX}{job.id}", job, forward=True)
+    return hub
+
+
 def _check_declared_scopes(router: APIRouter, plugin: Plugin, registry: PluginRegistry) -> None:
     """Every plugin route says who may call it, and names a scope some plugin defines."""
     known = registry.all_scopes()
@@ -304,6 +352,8 @@ def create_app(
         log.info("store: %s", db.describe())
         started = await _start_plugins(app, registry, settings)
         await jobs.start()
+        if settings.server.workers > 1:  # events of one worker's jobs reach the others
+            hub.open_peers(settings.run_dir / EVENTS_DIRECTORY)
         # What startup built lives as long as the worker: keep the collector off it.
         # Collected first: what a replaced app left in reference cycles (a reload in this
         # process) must not be frozen with it.
@@ -320,6 +370,7 @@ def create_app(
             # A reload builds a new app in this process: let the old one be collected
             # (now, before the new app's startup freezes what is left).
             gc.unfreeze()
+            await hub.close()
             await jobs.stop()  # before the plugins whose resources the jobs use
             await _stop_plugins(app, registry, started)
             await security.stop()
@@ -340,12 +391,14 @@ def create_app(
         telemetry=TELEMETRY_OFF,
     )
     app.router.default = counting_unmatched(app.router.default)
+    hub = _event_hub(app, registry, settings, jobs)
     app.state.settings = settings
     app.state.registry = registry
     app.state.runner = runner
     app.state.db = db
     app.state.security = security
     app.state.jobs = jobs
+    app.state.events = hub
 
     claims = PathClaims()
     for path in CORE_PATHS:
@@ -358,6 +411,7 @@ def create_app(
     # and the routes consumers poll are matched first.
     install_meta_routes(app, registry, security, docs=docs)
     add_routes_flat(app, jobs_router())
+    add_routes_flat(app, events_router())
     allow_all_methods_of_each_path(app)
     _install_exception_handlers(app, registry)
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hostcore.config import Settings
+    from hostcore.events.hub import Topic
     from hostcore.jobs.kinds import JobKind
 
 hookspec = pluggy.HookspecMarker("hostcore")
@@ -81,3 +82,9 @@ def hostcore_exception_handlers() -> Mapping[type[Exception], ExceptionHandler] 
 def hostcore_job_kinds(settings: Settings, config: Any) -> Sequence[JobKind] | None:
     """Return the kinds of job this plugin runs (``hostcore.jobs.JobKind``, each named
     ``<plugin>.<kind>``); its routes start them through the ``Jobs`` dependency."""
+
+
+@hookspec
+def hostcore_event_topics(settings: Settings, config: Any) -> Sequence[Topic] | None:
+    """Return the event topics this plugin publishes (``hostcore.events.Topic``, each
+    named ``<plugin>.<topic>``, with the scope that reads it and its source)."""

@@ -248,5 +248,7 @@ CORE_PATHS = (
     JWKS_URL,
     f"{API_PREFIX}/jobs",
     f"{API_PREFIX}/jobs/{{job_id}}",
+    f"{API_PREFIX}/events",
+    f"{API_PREFIX}/ws",
 )
 CORE_MOUNTS = (DOCS_ASSETS_URL,)

@@ -113,6 +113,8 @@ class PluginRegistry:
         self.pm.add_hookspecs(hookspecs)
         self._plugins: dict[str, Plugin] = {}
         self._failed_prefixes: list[tuple[str, Plugin]] = []
+        # Told when a plugin's state changes (the ``plugins`` event topic).
+        self.observers: list[Callable[[], None]] = []
 
     @classmethod
     def load(
@@ -230,6 +232,8 @@ class PluginRegistry:
         plugin.state = PluginState.FAILED
         plugin.reason = reason
         self._failed_prefixes.extend((prefix, plugin) for prefix in plugin.prefixes)
+        for observer in self.observers:
+            observer()
 
     def unavailable_for(self, path: str) -> PluginUnavailable | None:
         """The 503 for a path served by a failed plugin; checked on every request. Why the

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,8 @@ class JobService:
         self._running: dict[str, _Running] = {}
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        # Told of each job's new state (the ``jobs.<id>`` event topic).
+        self.publish: Callable[[JobRead], None] | None = None
 
     # -- lifecycle --
 
@@ -175,7 +177,19 @@ class JobService:
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watch_running(), name="hostcore-jobs")
         log.info("job %s (%s) started for %s", job_id, kind_name, principal.subject)
+        self._announce([job])
         return job, False
+
+    def _announce(self, jobs: Sequence[JobRead]) -> None:
+        if self.publish is not None:
+            for job in jobs:
+                self.publish(job)
+
+    async def _announce_rows(self, session: Any, job_ids: Sequence[str]) -> None:
+        if self.publish is None or not job_ids:
+            return
+        rows = (await session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))).all()
+        self._announce([_read(row) for row in rows])
 
     async def _busy(self, kind_name: str, resource: str) -> Conflict:
         async with self.db.session() as session:
@@ -254,6 +268,7 @@ class JobService:
                 )
                 await self._retain(session, context.kind.name, now)
                 await session.commit()
+                await self._announce_rows(session, [context.job_id])
         except Exception:
             log.exception("job %s: recording its end failed", context.job_id)
             return
@@ -273,12 +288,14 @@ class JobService:
         if not running:
             return
         now = time.time()
+        changed: list[str] = []
         async with self.db.session() as session:
             for job_id, each in running.items():
                 values: dict[str, Any] = {"heartbeat_at": now}
                 context = each.context
                 if context.changed:
                     context.changed = False
+                    changed.append(job_id)
                     values |= {
                         "progress": context.fraction,
                         "message": context.message,
@@ -297,6 +314,7 @@ class JobService:
                 )
             ).all()
             await session.commit()
+            await self._announce_rows(session, changed)
         for job_id in asked:
             self._cancel_local(job_id)
 

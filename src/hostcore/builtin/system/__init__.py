@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 
     from hostcore.builtin.system.service import SystemService
     from hostcore.config import Settings
+    from hostcore.events import Publish, Topic
 
 SHARED_STATS_FILE = "system-stats.json"
+STATS_EVENT_CHECKS = 10  # per interval: a new sample goes out within a tenth of it
 
 # The server code (router, service) is imported by the hooks that need it, never at
 # import: the command line loads this module to list every plugin's commands.
@@ -33,6 +35,34 @@ def hostcore_scopes() -> dict[str, str]:
         "system:power": "Reboot or shut down the device.",
         "system:logs": "Read journal entries of the allowed units.",
     }
+
+
+@hookimpl
+def hostcore_event_topics() -> list[Topic]:
+    from hostcore.events import Topic
+
+    return [
+        Topic(
+            "system.stats",
+            "system:read",
+            source=_stats_events,
+            description="The stats sample, each time a new one is taken (once a second).",
+        )
+    ]
+
+
+async def _stats_events(app: FastAPI, publish: Publish) -> None:
+    """While someone listens: each new sample, encoded once (the bytes GET answers)."""
+    import asyncio
+
+    service: SystemService = app.state.system
+    published = None
+    while True:
+        encoded = await service.stats_sample()  # a subscriber counts as a reader
+        if encoded is not published:
+            publish(encoded.body)
+            published = encoded
+        await asyncio.sleep(service.collector.interval_s / STATS_EVENT_CHECKS)
 
 
 @hookimpl

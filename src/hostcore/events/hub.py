@@ -1,0 +1,291 @@
+"""Live events: topics declared with the scope that reads them, fanned out to bounded
+per-subscriber queues, and between workers over unix datagram sockets.
+
+Three kinds of topic:
+
+- a plugin's, declared with ``hostcore_event_topics`` (``system.stats``), whose
+  ``source`` runs in a worker only while that worker has a subscriber to it;
+- ``jobs.<id>``: one job's state and progress, to its owner (or ``jobs:admin``),
+  published by the worker running the job and forwarded to the others;
+- ``plugins``: the plugin list, when a plugin's state changes.
+
+A topic with a ``snapshot`` (``jobs.<id>``, ``plugins``) sends its current state
+first to a new subscriber, so a client that reconnects has missed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from hostcore.context import Principal
+from hostcore.errors import Forbidden, NotFound
+from hostcore.files import PRIVATE_DIRECTORY
+from hostcore.security.acl import allows
+from hostcore.security.deps import AUTHENTICATED
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 64  # events held per subscriber; the oldest go first
+MAX_TOPICS = 16  # per subscriber
+MAX_FORWARDED_BYTES = 60 * 1024  # one datagram
+JOBS_PREFIX = "jobs."
+PLUGINS_TOPIC = "plugins"
+
+Publish = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic a plugin declares: who may read it, and what produces its events.
+
+    ``source(app, publish)`` runs while this worker has a subscriber to the topic
+    (cancelled when the last one goes) and calls ``publish(model)`` for each event.
+    """
+
+    name: str
+    scope: str
+    source: Callable[[Any, Publish], Awaitable[None]] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    id: str
+    data: bytes  # JSON, encoded once for every subscriber
+    at: float  # when it was published (wall clock)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One stream's queue: bounded, the oldest event dropped and counted when full."""
+
+    principal: Principal
+    limit: int = QUEUE_LIMIT
+    topics: set[str] = field(default_factory=set)
+    queue: deque[Event] = field(default_factory=deque)
+    dropped: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, event: Event) -> None:
+        if len(self.queue) >= self.limit:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(event)
+        self.wake.set()
+
+
+def encode(data: Any) -> bytes:
+    """An event's JSON: a model's, a plain value's, or ``bytes`` already JSON."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, BaseModel):
+        return data.model_dump_json().encode()
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+class EventHub:
+    """This worker's topics and subscribers."""
+
+    def __init__(self, app: Any, topics: Iterable[Topic]) -> None:
+        self.app = app
+        self.topics = {topic.name: topic for topic in topics}
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._sources: dict[str, asyncio.Task[None]] = {}
+        self._peers: Peers | None = None
+        self._sequence = 0
+        self.snapshots: dict[str, Callable[[str, Principal], Awaitable[Any]]] = {}
+
+    # -- lifecycle --
+
+    def open_peers(self, directory: Path) -> None:
+        """Exchange forwarded events with the other workers through ``directory``."""
+        self._peers = Peers(directory, self._delivered)
+        self._peers.open()
+
+    async def close(self) -> None:
+        for task in self._sources.values():
+            task.cancel()
+        for task in list(self._sources.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sources.clear()
+        if self._peers is not None:
+            self._peers.close()
+            self._peers = None
+
+    # -- publishing --
+
+    def publish(self, topic: str, data: Any, *, forward: bool = False) -> None:
+        """Deliver ``data`` to this worker's subscribers of ``topic`` (and, ``forward``,
+        to the other workers')."""
+        subscribers = self._subscribers.get(topic)
+        if not subscribers and (not forward or self._peers is None):
+            return
+        self._sequence += 1
+        now = time.time()
+        event = Event(topic, f"{int(now * 1_000_000)}-{self._sequence}", encode(data), now)
+        for subscriber in subscribers or ():
+            subscriber.push(event)
+        if forward and self._peers is not None:
+            self._peers.send(event)
+
+    def _delivered(self, event: Event) -> None:
+        for subscriber in self._subscribers.get(event.topic, ()):
+            subscriber.push(event)
+
+    # -- subscribing --
+
+    async def subscribe(self, subscriber: Subscriber, topics: Iterable[str]) -> None:
+        """Subscribe to every one of ``topics``, or to none: ``NotFound`` for a topic
+        that does not exist (or another caller's job), ``Forbidden`` for one the caller
+        may not read."""
+        wanted = [topic for topic in dict.fromkeys(topics) if topic not in subscriber.topics]
+        if len(subscriber.topics) + len(wanted) > MAX_TOPICS:
+            raise Forbidden(f"at most {MAX_TOPICS} topics per stream")
+        snapshots = [await self._check(subscriber.principal, topic) for topic in wanted]
+        for topic, snapshot in zip(wanted, snapshots, strict=True):
+            subscriber.topics.add(topic)
+            self._subscribers.setdefault(topic, set()).add(subscriber)
+            if snapshot is not None:
+                subscriber.push(snapshot)
+            self._start_source(topic)
+
+    def unsubscribe(self, subscriber: Subscriber, topics: Iterable[str] | None = None) -> None:
+        for topic in list(subscriber.topics if topics is None else topics):
+            subscriber.topics.discard(topic)
+            listeners = self._subscribers.get(topic)
+            if listeners is not None:
+                listeners.discard(subscriber)
+                if not listeners:
+                    del self._subscribers[topic]
+                    task = self._sources.pop(topic, None)
+                    if task is not None:
+                        task.cancel()
+
+    async def _check(self, principal: Principal, topic: str) -> Event | None:
+        declared = self.topics.get(topic)
+        if declared is not None:
+            if declared.scope != AUTHENTICATED and not allows(principal.scopes, declared.scope):
+                raise Forbidden(f"topic {topic} needs scope {declared.scope}")
+            return None
+        prefix = JOBS_PREFIX if topic.startswith(JOBS_PREFIX) else topic
+        snapshot = self.snapshots.get(prefix)
+        if snapshot is None:
+            raise NotFound(f"no topic {topic}")
+        data = await snapshot(topic, principal)  # raises NotFound for another's job
+        now = time.time()
+        return Event(topic, f"{int(now * 1_000_000)}-0", encode(data), now)
+
+    def _start_source(self, topic: str) -> None:
+        declared = self.topics.get(topic)
+        if declared is None or declared.source is None or topic in self._sources:
+            return
+        source = declared.source
+
+        async def run() -> None:
+            try:
+                await source(self.app, lambda data: self.publish(topic, data))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the source of topic %s failed", topic)
+
+        self._sources[topic] = asyncio.create_task(run(), name=f"events {topic}")
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._subscribers.get(topic, ()))
+
+
+class Peers:
+    """Events forwarded between workers: each binds a unix datagram socket in one
+    directory and sends each forwarded event to every other socket there."""
+
+    def __init__(self, directory: Path, deliver: Callable[[Event], None]) -> None:
+        self.directory = directory
+        self.deliver = deliver
+        self.path = directory / f"{os.getpid()}.sock"
+        self._sock: socket.socket | None = None
+        self._listing: tuple[int, list[str]] | None = None  # (dir mtime, peer paths)
+        self.lost = 0  # events a peer's full queue refused
+
+    def open(self) -> None:
+        self.directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.path))
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+            self.path.unlink(missing_ok=True)
+
+    def _peers(self) -> list[str]:
+        mtime = self.directory.stat().st_mtime_ns
+        if self._listing is None or self._listing[0] != mtime:
+            own = self.path.name
+            found = [
+                entry.path
+                for entry in os.scandir(self.directory)
+                if entry.name.endswith(".sock") and entry.name != own
+            ]
+            self._listing = (mtime, found)
+        return self._listing[1]
+
+    def send(self, event: Event) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        payload = json.dumps(
+            {"topic": event.topic, "id": event.id, "at": event.at, "data": event.data.decode()}
+        ).encode()
+        if len(payload) > MAX_FORWARDED_BYTES:
+            log.debug("event on %s too large to forward (%d bytes)", event.topic, len(payload))
+            return
+        for path in self._peers():
+            try:
+                sock.sendto(payload, path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                Path(path).unlink(missing_ok=True)  # a worker that is gone
+                self._listing = None
+            except BlockingIOError:
+                self.lost += 1  # the peer is behind: its subscribers count it as dropped
+            except OSError as exc:
+                log.debug("forwarding an event to %s failed: %s", path, exc)
+
+    def _read(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(64):
+            try:
+                payload = sock.recv(MAX_FORWARDED_BYTES + 1024)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                raw = json.loads(payload)
+                event = Event(
+                    str(raw["topic"]), str(raw["id"]), str(raw["data"]).encode(), float(raw["at"])
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+            self.deliver(event)

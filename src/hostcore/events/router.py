@@ -1,0 +1,233 @@
+"""``GET /api/v1/events`` (Server-Sent Events) and ``/api/v1/ws`` (a websocket).
+
+Both are admitted like every route (rate-limited, recorded in activity). The stream
+ends within ``CHECK_S`` of its token expiring or being revoked; a heartbeat goes out
+every ``HEARTBEAT_S`` so proxies keep it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from hostcore.context import Principal
+from hostcore.errors import (
+    WS_POLICY_VIOLATION,
+    BadRequest,
+    HostcoreError,
+    Unauthorized,
+    Unavailable,
+    error_responses,
+)
+from hostcore.events.hub import MAX_TOPICS, Event, EventHub, Subscriber
+from hostcore.security.deps import Authenticated, OptionalPrincipal
+
+EVENTS_PATH = "/api/v1/events"
+WS_PATH = "/api/v1/ws"
+CHECK_S = 0.5  # how often a stream looks at its token
+HEARTBEAT_S = 15.0
+AUTH_WAIT_S = 5.0  # for a websocket's first message when it came without a header
+TOPIC_PATTERN = r"^[a-z][a-z0-9_.-]{0,79}$"
+TOPICS_PATTERN = r"^[a-z][a-z0-9_.-]{0,79}(,[a-z][a-z0-9_.-]{0,79}){0,15}$"
+MAX_MESSAGE_BYTES = 4096
+
+
+def _hub(app: Any) -> EventHub:
+    hub = getattr(app.state, "events", None)
+    if not isinstance(hub, EventHub):
+        raise Unavailable("events are not available")
+    return hub
+
+
+def still_valid(app: Any, principal: Principal) -> bool:
+    """Whether the credential the stream was opened with still holds."""
+    if principal.expires_at is not None and time.time() >= principal.expires_at:
+        return False
+    return principal.jti is None or principal.jti not in app.state.security.verifier.revoked
+
+
+def sse_frame(event: Event) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+        event.id.encode(),
+        event.topic.encode(),
+        event.data,
+    )
+
+
+async def _stream(
+    app: Any, hub: EventHub, subscriber: Subscriber, request: Request
+) -> AsyncIterator[bytes]:
+    last_beat = time.monotonic()
+    reported = 0
+    try:
+        yield b"retry: 2000\n\n"
+        while True:
+            while subscriber.queue:
+                if subscriber.dropped != reported:
+                    reported = subscriber.dropped
+                    yield b'event: dropped\ndata: {"dropped":%d}\n\n' % reported
+                yield sse_frame(subscriber.queue.popleft())
+            if not still_valid(app, subscriber.principal):
+                yield b'event: end\ndata: {"reason":"the token expired or was revoked"}\n\n'
+                return
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                last_beat = time.monotonic()
+                yield b": heartbeat\n\n"
+            subscriber.wake.clear()
+            if not subscriber.queue:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CHECK_S):
+                        await subscriber.wake.wait()
+            if await request.is_disconnected():
+                return
+    finally:
+        hub.unsubscribe(subscriber)
+
+
+def events_router() -> APIRouter:
+    router = APIRouter(tags=["events"])
+
+    @router.get(
+        EVENTS_PATH,
+        summary="A Server-Sent Events stream of the topics asked for",
+        response_class=StreamingResponse,
+        responses={
+            **error_responses(401, 403, 404, 422, 429, 503),
+            200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        },
+    )
+    async def events(
+        request: Request,
+        principal: Authenticated,
+        topics: Annotated[str, Query(pattern=TOPICS_PATTERN)],
+        last_event_id: Annotated[str | None, Header(max_length=80)] = None,
+    ) -> StreamingResponse:
+        """Topics as ``?topics=a,b``. A topic that does not exist, or another caller's
+        job, is 404; one the caller may not read is 403 (never a silently empty
+        stream). ``jobs.<id>`` and ``plugins`` begin with their current state, so a
+        client reconnecting (``Last-Event-ID``) has missed nothing."""
+        hub = _hub(request.app)
+        subscriber = Subscriber(principal)
+        await hub.subscribe(subscriber, topics.split(","))
+        return StreamingResponse(
+            _stream(request.app, hub, subscriber, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.websocket(WS_PATH)
+    async def websocket(websocket: WebSocket, caller: OptionalPrincipal) -> None:
+        """Authenticated by a bearer header or, since browsers cannot set one, by a
+        first message ``{"type": "auth", "token": ...}``; then ``subscribe`` and
+        ``unsubscribe`` messages with ``topics``."""
+        await websocket.accept()
+        app = websocket.app
+        try:
+            principal = caller or await _first_message_auth(websocket)
+        except HostcoreError as exc:
+            await _close(websocket, exc.detail)
+            return
+        hub = _hub(app)
+        subscriber = Subscriber(principal)
+        receiving = asyncio.create_task(_receive(websocket, hub, subscriber))
+        try:
+            await _send_events(websocket, app, subscriber, receiving)
+        finally:
+            receiving.cancel()
+            with contextlib.suppress(BaseException):
+                await receiving
+            hub.unsubscribe(subscriber)
+
+    return router
+
+
+async def _first_message_auth(websocket: WebSocket) -> Principal:
+    try:
+        async with asyncio.timeout(AUTH_WAIT_S):
+            message = await websocket.receive_text()
+    except TimeoutError:
+        raise Unauthorized("no credentials: send a bearer token first") from None
+    request = _parse(message)
+    token = request.get("token")
+    if request.get("type") != "auth" or not isinstance(token, str) or len(token) > 4096:
+        raise Unauthorized("the first message must be {'type': 'auth', 'token': ...}")
+    principal: Principal = await websocket.app.state.security.authenticator.verify_token(token)
+    await websocket.send_text(json.dumps({"type": "authenticated", "subject": principal.subject}))
+    return principal
+
+
+def _parse(message: str) -> dict[str, Any]:
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise BadRequest("message too large")
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        raise BadRequest("messages are JSON objects") from None
+    if not isinstance(parsed, dict):
+        raise BadRequest("messages are JSON objects")
+    return parsed
+
+
+async def _receive(websocket: WebSocket, hub: EventHub, subscriber: Subscriber) -> None:
+    valid = re.compile(TOPIC_PATTERN)
+    while True:
+        try:
+            request = _parse(await websocket.receive_text())
+            kind, topics = request.get("type"), request.get("topics")
+            if (
+                kind not in ("subscribe", "unsubscribe")
+                or not isinstance(topics, list)
+                or not 0 < len(topics) <= MAX_TOPICS
+                or not all(isinstance(t, str) and valid.match(t) for t in topics)
+            ):
+                raise BadRequest("send {'type': 'subscribe' | 'unsubscribe', 'topics': [...]}")
+            if kind == "subscribe":
+                await hub.subscribe(subscriber, topics)
+            else:
+                hub.unsubscribe(subscriber, topics)
+            reply = {"type": f"{kind}d", "topics": sorted(subscriber.topics)}
+        except HostcoreError as exc:
+            reply = {"type": "error", "error": exc.name, "detail": exc.detail}
+        await websocket.send_text(json.dumps(reply))
+        subscriber.wake.set()
+
+
+async def _send_events(
+    websocket: WebSocket, app: Any, subscriber: Subscriber, receiving: asyncio.Task[None]
+) -> None:
+    last_beat = time.monotonic()
+    reported = 0
+    while not receiving.done():
+        while subscriber.queue:
+            if subscriber.dropped != reported:
+                reported = subscriber.dropped
+                await websocket.send_text(json.dumps({"type": "dropped", "dropped": reported}))
+            event = subscriber.queue.popleft()
+            head = f'{{"type":"event","topic":{json.dumps(event.topic)},"id":"{event.id}"'
+            await websocket.send_text(f'{head},"data":{event.data.decode()}}}')
+        if not still_valid(app, subscriber.principal):
+            await _close(websocket, "the token expired or was revoked")
+            return
+        if time.monotonic() - last_beat >= HEARTBEAT_S:
+            last_beat = time.monotonic()
+            await websocket.send_text('{"type":"ping"}')
+        subscriber.wake.clear()
+        if not subscriber.queue:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_S):
+                    await subscriber.wake.wait()
+    with contextlib.suppress(WebSocketDisconnect, Exception):
+        receiving.result()
+
+
+async def _close(websocket: WebSocket, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.close(code=WS_POLICY_VIOLATION, reason=reason[:120])

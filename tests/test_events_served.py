@@ -1,0 +1,239 @@
+"""Live events through the real server with two gunicorn workers: SSE and the websocket,
+topics and their scopes, a job's events from whichever worker runs it, and a stream that
+ends when its token is revoked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from websockets.sync.client import unix_connect
+
+from tests.helpers import (
+    RealServer,
+    Sent,
+    accepts,
+    answers,
+    hostcore_command,
+    isolated_environ,
+    stop_group,
+    wait_for,
+)
+
+STREAM_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def served(hello_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    root = tmp_path_factory.mktemp("events-served")
+    sock = root / "run" / "hostcore.sock"
+    sock.parent.mkdir(mode=0o700)
+    env = isolated_environ(
+        root,
+        PYTHONPATH=str(hello_site),
+        HOSTCORE_SERVER__UDS=str(sock),
+        HOSTCORE_SERVER__WORKERS="2",
+        HOSTCORE_LOGGING__ACCESS_LOG="true",
+        HOSTCORE_AUTH__CLIENTS__PANEL__SCOPES='["hello:read"]',
+    )
+    with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
+        process = subprocess.Popen(
+            hostcore_command("serve"),
+            env=env,
+            cwd=root,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    server = RealServer(root, env, sock, process)
+    try:
+        wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
+        with server.connection() as http:
+            wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
+        yield server
+    finally:
+        stop_group(process)
+
+
+def issue(server: RealServer, client: str = "tester") -> dict[str, Any]:
+    issued = server.cli("token", "issue", "--client", client)
+    assert issued.returncode == 0, issued.stderr
+    token: dict[str, Any] = json.loads(issued.stdout)
+    return token
+
+
+def auth(token: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+class Stream:
+    """An SSE stream read in a thread: its events, and whether it ended."""
+
+    def __init__(
+        self,
+        server: RealServer,
+        topics: str,
+        headers: dict[str, str],
+        rid: str,
+        http: httpx2.Client | None = None,
+    ):
+        self.events: list[tuple[str, Any]] = []
+        self.ended = threading.Event()
+        self.status: int | None = None
+        self.http = http or server.connection()
+        self.http.timeout = httpx2.Timeout(STREAM_TIMEOUT_S)
+        self._thread = threading.Thread(
+            target=self._read, args=(topics, {**headers, "X-Request-ID": rid}), daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, topics: str, headers: dict[str, str]) -> None:
+        try:
+            with self.http.stream("GET", "/api/v1/events", params={"topics": topics},
+                                  headers=headers) as response:  # fmt: skip
+                self.status = response.status_code
+                topic = None
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        topic = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and topic is not None:
+                        self.events.append((topic, json.loads(line.removeprefix("data: "))))
+        except (httpx2.HTTPError, OSError):
+            pass
+        finally:
+            self.ended.set()
+
+    def close(self) -> None:
+        self.http.close()
+        self._thread.join(STREAM_TIMEOUT_S)
+
+    def wait(self, predicate: Any, what: str) -> None:
+        wait_for(lambda: predicate(self.events), STREAM_TIMEOUT_S, what)
+
+
+def test_stats_arrive_once_a_second_over_sse(served: RealServer) -> None:
+    stream = Stream(served, "system.stats", auth(issue(served)), "sse-stats")
+    try:
+        stream.wait(lambda events: len(events) >= 2, "two stats events")
+        (topic, first), (_, second) = stream.events[:2]
+        assert topic == "system.stats"
+        assert second["sampled_at"] > first["sampled_at"]
+        assert first["memory"]["total_bytes"] > 0
+        assert stream.status == 200
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize(
+    ("topics", "status", "error"),
+    [
+        ("system.stats", 403, "Forbidden"),  # the panel client has hello:read only
+        ("nothing.here", 404, "NotFound"),
+        ("jobs.00000000-0000-4000-8000-000000000000", 404, "NotFound"),
+        ("../etc", 422, "ValidationError"),
+        (",".join(f"t{n}.x" for n in range(17)), 422, "ValidationError"),
+    ],
+)
+def test_a_topic_the_caller_may_not_read_is_refused_not_silently_empty(
+    served: RealServer, topics: str, status: int, error: str
+) -> None:
+    with served.connection() as http:
+        refused = http.get(
+            "/api/v1/events", params={"topics": topics}, headers=auth(issue(served, "panel"))
+        )
+    assert refused.status_code == status
+    assert refused.json()["error"] == error
+
+
+def connection_on(
+    server: RealServer, headers: dict[str, str], *, worker: str, same: bool
+) -> httpx2.Client:
+    """A keep-alive connection that ``worker`` serves (``same``) or another one does."""
+    for attempt in range(60):
+        http = server.connection()
+        rid = f"probe-{worker}-{same}-{attempt}"
+        response = http.get("/api/v1/jobs", headers={**headers, "X-Request-ID": rid})
+        pid = server.workers_of([Sent(rid, time.time(), response)])[rid]
+        if (pid == worker) == same:
+            return http
+        http.close()
+    raise AssertionError("no connection reached the worker wanted")
+
+
+def test_a_jobs_events_reach_its_owner_on_every_worker(served: RealServer) -> None:
+    token = issue(served)
+    headers = auth(token)
+    sent = served.send(
+        "POST", "/api/v1/hello/countdown", headers={**headers,
+        "Content-Type": "application/json"}, content=b'{"steps": 8, "step_s": 0.5}',
+        request_id="ev-start",
+    )  # fmt: skip
+    assert sent.response.status_code == 202
+    job = sent.response.json()
+    owner = served.workers_of([sent])["ev-start"]
+    streams = [
+        Stream(served, f"jobs.{job['id']}", headers, f"ev-job-{same}",
+               connection_on(served, headers, worker=owner, same=same))
+        for same in (True, False)
+    ]  # fmt: skip
+    try:
+        for stream in streams:
+            stream.wait(
+                lambda events: any(data["state"] == "succeeded" for _, data in events),
+                "the job's end",
+            )
+            assert stream.events[0][1]["state"] == "running", "its state first, then changes"
+            progress = [data["progress"] for _, data in stream.events if data["progress"]]
+            assert progress == sorted(progress) and len(progress) >= 2
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_a_revoked_tokens_stream_ends_within_a_second_or_so(served: RealServer) -> None:
+    token = issue(served)
+    stream = Stream(served, "system.stats", auth(token), "sse-revoked")
+    try:
+        stream.wait(lambda events: len(events) >= 1, "a first event")
+        revoked = served.cli("token", "revoke", "--jti", token["jti"])
+        assert revoked.returncode == 0, revoked.stderr
+        started = time.monotonic()
+        assert stream.ended.wait(STREAM_TIMEOUT_S), "the stream went on"
+        assert time.monotonic() - started < 2.5
+        assert stream.events[-1] == ("end", {"reason": "the token expired or was revoked"})
+    finally:
+        stream.close()
+
+
+def test_the_websocket_authenticates_by_a_first_message_and_subscribes(
+    served: RealServer,
+) -> None:
+    token = issue(served)
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token["access_token"]}))
+        assert json.loads(ws.recv(10))["type"] == "authenticated"
+        ws.send(json.dumps({"type": "subscribe", "topics": ["nothing.here"]}))
+        assert json.loads(ws.recv(10)) == {
+            "type": "error",
+            "error": "NotFound",
+            "detail": "no topic nothing.here",
+        }
+        ws.send(json.dumps({"type": "subscribe", "topics": ["system.stats"]}))
+        assert json.loads(ws.recv(10)) == {"type": "subscribed", "topics": ["system.stats"]}
+        event = json.loads(ws.recv(10))
+        assert (event["type"], event["topic"]) == ("event", "system.stats")
+        assert event["data"]["cpu"]["count"] >= 1
+
+
+def test_a_websocket_without_credentials_is_closed(served: RealServer) -> None:
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "subscribe", "topics": ["system.stats"]}))
+        with pytest.raises(Exception, match="1008"):
+            ws.recv(10)
