@@ -206,12 +206,16 @@ def runtime_of(client: TestClient) -> SecurityRuntime:
 
 
 def bearer(
-    client: TestClient, scopes: list[str] | None = None, name: str = "tester"
+    client: TestClient,
+    scopes: list[str] | None = None,
+    name: str = "tester",
+    *,
+    ttl_s: int | None = None,
 ) -> dict[str, str]:
     """Authorization headers with a real token minted by the running app."""
     runtime = runtime_of(client)
     assert client.portal is not None, "use the client inside its context (client_for)"
-    info = client.portal.call(runtime.issue, "client", name, scopes or ["*"])
+    info = client.portal.call(runtime.issue, "client", name, scopes or ["*"], ttl_s)
     return {"Authorization": f"Bearer {info.access_token}"}
 
 
