@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -88,6 +89,10 @@ class Subscriber:
         self.wake.set()
 
 
+def content_id(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
 def encode(data: Any) -> bytes:
     """An event's JSON: a model's, a plain value's, or ``bytes`` already JSON."""
     if isinstance(data, bytes):
@@ -111,9 +116,10 @@ class EventHub:
 
     # -- lifecycle --
 
-    def open_peers(self, directory: Path) -> None:
-        """Exchange forwarded events with the other workers through ``directory``."""
-        self._peers = Peers(directory, self._delivered)
+    def open_peers(self, directory: Path, name: str | None = None) -> None:
+        """Exchange forwarded events with the other workers through ``directory``
+        (this worker's socket is ``<name>.sock``, by default its pid)."""
+        self._peers = Peers(directory, self._delivered, name or str(os.getpid()))
         self._peers.open()
 
     async def close(self) -> None:
@@ -135,13 +141,24 @@ class EventHub:
         subscribers = self._subscribers.get(topic)
         if not subscribers and (not forward or self._peers is None):
             return
-        self._sequence += 1
-        now = time.time()
-        event = Event(topic, f"{int(now * 1_000_000)}-{self._sequence}", encode(data), now)
+        event = self._event(topic, encode(data))
         for subscriber in subscribers or ():
             subscriber.push(event)
         if forward and self._peers is not None:
             self._peers.send(event)
+
+    def _event(self, topic: str, data: bytes) -> Event:
+        """An event; a snapshot topic's id names its content (``Last-Event-ID``: a client
+        that saw it is not sent it again), any other's its time and order."""
+        now = time.time()
+        if self._has_snapshot(topic):
+            return Event(topic, content_id(data), data, now)
+        self._sequence += 1
+        return Event(topic, f"{int(now * 1_000_000)}-{self._sequence}", data, now)
+
+    def _has_snapshot(self, topic: str) -> bool:
+        prefix = JOBS_PREFIX if topic.startswith(JOBS_PREFIX) else topic
+        return prefix in self.snapshots
 
     def _delivered(self, event: Event) -> None:
         for subscriber in self._subscribers.get(event.topic, ()):
@@ -149,10 +166,13 @@ class EventHub:
 
     # -- subscribing --
 
-    async def subscribe(self, subscriber: Subscriber, topics: Iterable[str]) -> None:
+    async def subscribe(
+        self, subscriber: Subscriber, topics: Iterable[str], *, last_event_id: str | None = None
+    ) -> None:
         """Subscribe to every one of ``topics``, or to none: ``NotFound`` for a topic
         that does not exist (or another caller's job), ``Forbidden`` for one the caller
-        may not read."""
+        may not read. A snapshot topic's current state goes first, unless it is the
+        event ``last_event_id`` names."""
         wanted = [topic for topic in dict.fromkeys(topics) if topic not in subscriber.topics]
         if len(subscriber.topics) + len(wanted) > MAX_TOPICS:
             raise Forbidden(f"at most {MAX_TOPICS} topics per stream")
@@ -160,7 +180,7 @@ class EventHub:
         for topic, snapshot in zip(wanted, snapshots, strict=True):
             subscriber.topics.add(topic)
             self._subscribers.setdefault(topic, set()).add(subscriber)
-            if snapshot is not None:
+            if snapshot is not None and snapshot.id != last_event_id:
                 subscriber.push(snapshot)
             self._start_source(topic)
 
@@ -187,8 +207,7 @@ class EventHub:
         if snapshot is None:
             raise NotFound(f"no topic {topic}")
         data = await snapshot(topic, principal)  # raises NotFound for another's job
-        now = time.time()
-        return Event(topic, f"{int(now * 1_000_000)}-0", encode(data), now)
+        return self._event(topic, encode(data))
 
     def _start_source(self, topic: str) -> None:
         declared = self.topics.get(topic)
@@ -214,10 +233,10 @@ class Peers:
     """Events forwarded between workers: each binds a unix datagram socket in one
     directory and sends each forwarded event to every other socket there."""
 
-    def __init__(self, directory: Path, deliver: Callable[[Event], None]) -> None:
+    def __init__(self, directory: Path, deliver: Callable[[Event], None], name: str) -> None:
         self.directory = directory
         self.deliver = deliver
-        self.path = directory / f"{os.getpid()}.sock"
+        self.path = directory / f"{name}.sock"
         self._sock: socket.socket | None = None
         self._listing: tuple[int, list[str]] | None = None  # (dir mtime, peer paths)
         self.lost = 0  # events a peer's full queue refused

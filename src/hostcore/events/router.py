@@ -116,7 +116,7 @@ def events_router() -> APIRouter:
         client reconnecting (``Last-Event-ID``) has missed nothing."""
         hub = _hub(request.app)
         subscriber = Subscriber(principal)
-        await hub.subscribe(subscriber, topics.split(","))
+        await hub.subscribe(subscriber, topics.split(","), last_event_id=last_event_id)
         return StreamingResponse(
             _stream(request.app, hub, subscriber, request),
             media_type="text/event-stream",

@@ -1,0 +1,124 @@
+"""The event hub in one process: scopes, sources, snapshots, bounded queues, and events
+forwarded between two hubs over unix datagram sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hostcore.context import Principal
+from hostcore.errors import Forbidden, NotFound
+from hostcore.events.hub import QUEUE_LIMIT, EventHub, Publish, Subscriber, Topic, content_id
+from tests.helpers import wait_until
+
+READER = Principal("client", "panel", frozenset({"system:read"}))
+STRANGER = Principal("client", "other", frozenset({"hello:read"}))
+WITHIN_S = 5.0
+
+
+def stats_topic(calls: list[str]) -> Topic:
+    async def source(_app: Any, publish: Publish) -> None:
+        calls.append("started")
+        try:
+            n = 0
+            while True:
+                n += 1
+                publish({"n": n})
+                await asyncio.sleep(0.01)
+        finally:
+            calls.append("stopped")
+
+    return Topic("system.stats", "system:read", source=source)
+
+
+async def test_a_source_runs_only_while_someone_listens() -> None:
+    calls: list[str] = []
+    hub = EventHub(None, [stats_topic(calls)])
+    assert calls == []
+    first, second = Subscriber(READER), Subscriber(READER)
+    await hub.subscribe(first, ["system.stats"])
+    await hub.subscribe(second, ["system.stats"])
+    await wait_until(lambda: len(second.queue) >= 3, WITHIN_S, "events")
+    assert calls == ["started"], "one source for both"
+    assert json.loads(second.queue[0].data) == {"n": 1}
+    hub.unsubscribe(first)
+    await asyncio.sleep(0.05)
+    assert calls == ["started"]
+    hub.unsubscribe(second)
+    await wait_until(lambda: calls == ["started", "stopped"], WITHIN_S, "the source to stop")
+    await hub.close()
+
+
+async def test_a_topic_is_refused_by_scope_or_absence_and_nothing_is_subscribed() -> None:
+    hub = EventHub(None, [stats_topic([])])
+    subscriber = Subscriber(STRANGER)
+    with pytest.raises(Forbidden, match="needs scope system:read"):
+        await hub.subscribe(subscriber, ["system.stats"])
+    with pytest.raises(NotFound, match=r"no topic nothing\.here"):
+        await hub.subscribe(subscriber, ["nothing.here"])
+    assert subscriber.topics == set() and hub.subscribers("system.stats") == 0
+    with pytest.raises(Forbidden, match="at most 16 topics"):
+        await hub.subscribe(Subscriber(READER), [f"t{n}.x" for n in range(17)])
+    await hub.close()
+
+
+def test_a_stalled_reader_holds_at_most_its_queue_and_counts_what_it_lost() -> None:
+    subscriber = Subscriber(READER)
+    hub = EventHub(None, [Topic("system.stats", "system:read")])
+    hub._subscribers["system.stats"] = {subscriber}
+    for n in range(1000):
+        hub.publish("system.stats", {"n": n})
+    assert len(subscriber.queue) == QUEUE_LIMIT
+    assert subscriber.dropped == 1000 - QUEUE_LIMIT
+    assert json.loads(subscriber.queue[0].data) == {"n": 1000 - QUEUE_LIMIT}, "the newest kept"
+
+
+async def test_a_snapshot_goes_first_unless_the_client_saw_it() -> None:
+    hub = EventHub(None, [])
+    state = {"id": "j1", "state": "running", "progress": 0.5}
+
+    async def snapshot(topic: str, principal: Principal) -> Any:
+        if principal is STRANGER:
+            raise NotFound(f"job {topic} not found")
+        return state
+
+    hub.snapshots["jobs."] = snapshot
+    first = Subscriber(READER)
+    await hub.subscribe(first, ["jobs.j1"])
+    (sent,) = first.queue
+    assert json.loads(sent.data) == state
+    assert sent.id == content_id(sent.data)
+    again = Subscriber(READER)
+    await hub.subscribe(again, ["jobs.j1"], last_event_id=sent.id)
+    assert not again.queue, "a reconnecting client that saw this state is not sent it again"
+    hub.publish("jobs.j1", state)
+    assert again.queue[0].id == sent.id, "the same state, the same id, on every worker"
+    with pytest.raises(NotFound):
+        await hub.subscribe(Subscriber(STRANGER), ["jobs.j1"])
+
+
+async def test_forwarded_events_reach_the_other_workers_subscribers(tmp_path: Path) -> None:
+    directory = tmp_path / "events"
+    owner, other = EventHub(None, []), EventHub(None, [])
+    for hub in (owner, other):
+        hub.snapshots["jobs."] = _no_snapshot
+    owner.open_peers(directory, "owner")
+    other.open_peers(directory, "other")
+    listener = Subscriber(READER)
+    other._subscribers["jobs.j1"] = {listener}
+    owner.publish("jobs.j1", {"state": "running"}, forward=True)
+    await wait_until(lambda: bool(listener.queue), WITHIN_S, "the forwarded event")
+    assert json.loads(listener.queue[0].data) == {"state": "running"}
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    await other.close()
+    assert not (directory / "other.sock").exists()
+    owner.publish("jobs.j1", {"state": "succeeded"}, forward=True)  # a peer gone: no error
+    await owner.close()
+
+
+async def _no_snapshot(_topic: str, _principal: Principal) -> Any:
+    return None
