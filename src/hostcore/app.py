@@ -187,7 +187,11 @@ def _job_kinds(registry: PluginRegistry, settings: Settings) -> dict[str, JobKin
 
 
 def _event_hub(
-    app: FastAPI, registry: PluginRegistry, settings: Settings, jobs: JobService
+    app: FastAPI,
+    registry: PluginRegistry,
+    settings: Settings,
+    jobs: JobService,
+    security: SecurityRuntime,
 ) -> EventHub:
     """The worker's events: every active plugin's topics, jobs' and the plugin list."""
     topics: list[Topic] = []
@@ -212,6 +216,7 @@ def _event_hub(
             continue
         topics += declared
     hub = EventHub(app, topics)
+    security.verifier.revocation_listeners.append(hub.revoked)
 
     async def job_snapshot(topic: str, principal: Principal) -> Any:
         return await jobs.get(topic.removeprefix(JOBS_PREFIX), principal)
@@ -391,7 +396,7 @@ def create_app(
         telemetry=TELEMETRY_OFF,
     )
     app.router.default = counting_unmatched(app.router.default)
-    hub = _event_hub(app, registry, settings, jobs)
+    hub = _event_hub(app, registry, settings, jobs, security)
     app.state.settings = settings
     app.state.registry = registry
     app.state.runner = runner

@@ -80,6 +80,7 @@ class Subscriber:
     queue: deque[Event] = field(default_factory=deque)
     dropped: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: bool = False  # its token was revoked: the stream ends
 
     def push(self, event: Event) -> None:
         if len(self.queue) >= self.limit:
@@ -113,6 +114,19 @@ class EventHub:
         self._peers: Peers | None = None
         self._sequence = 0
         self.snapshots: dict[str, Callable[[str, Principal], Awaitable[Any]]] = {}
+        self._by_jti: dict[str, set[Subscriber]] = {}
+
+    def revoked(self, jtis: Iterable[str]) -> None:
+        """Tokens were revoked: their streams end now (no stream polls for it)."""
+        for jti in jtis:
+            for subscriber in self._by_jti.pop(jti, ()):
+                subscriber.revoked = True
+                subscriber.wake.set()
+
+    def opened(self, subscriber: Subscriber) -> None:
+        jti = subscriber.principal.jti
+        if jti is not None:
+            self._by_jti.setdefault(jti, set()).add(subscriber)
 
     # -- lifecycle --
 
@@ -185,6 +199,13 @@ class EventHub:
             self._start_source(topic)
 
     def unsubscribe(self, subscriber: Subscriber, topics: Iterable[str] | None = None) -> None:
+        """Leave ``topics`` (all of them, and the hub, when None)."""
+        if topics is None and subscriber.principal.jti is not None:
+            streams = self._by_jti.get(subscriber.principal.jti)
+            if streams is not None:
+                streams.discard(subscriber)
+                if not streams:
+                    del self._by_jti[subscriber.principal.jti]
         for topic in list(subscriber.topics if topics is None else topics):
             subscriber.topics.discard(topic)
             listeners = self._subscribers.get(topic)

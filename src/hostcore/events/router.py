@@ -1,8 +1,9 @@
 """``GET /api/v1/events`` (Server-Sent Events) and ``/api/v1/ws`` (a websocket).
 
-Both are admitted like every route (rate-limited, recorded in activity). The stream
-ends within ``CHECK_S`` of its token expiring or being revoked; a heartbeat goes out
-every ``HEARTBEAT_S`` so proxies keep it open.
+Both are admitted like every route (rate-limited, recorded in activity). A stream ends
+when its token expires (it sleeps until then at most) or as soon as this worker learns
+it was revoked (the revocation poll, twice a second, tells the hub); a heartbeat goes
+out every ``HEARTBEAT_S`` so proxies keep it open. Nothing polls per stream.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from hostcore.security.deps import Authenticated, OptionalPrincipal
 
 EVENTS_PATH = "/api/v1/events"
 WS_PATH = "/api/v1/ws"
-CHECK_S = 0.5  # how often a stream looks at its token
 HEARTBEAT_S = 15.0
 AUTH_WAIT_S = 5.0  # for a websocket's first message when it came without a header
 TOPIC_PATTERN = r"^[a-z][a-z0-9_.-]{0,79}$"
@@ -47,11 +47,23 @@ def _hub(app: Any) -> EventHub:
     return hub
 
 
-def still_valid(app: Any, principal: Principal) -> bool:
+def still_valid(app: Any, subscriber: Subscriber) -> bool:
     """Whether the credential the stream was opened with still holds."""
-    if principal.expires_at is not None and time.time() >= principal.expires_at:
+    principal = subscriber.principal
+    if subscriber.revoked or (
+        principal.expires_at is not None and time.time() >= principal.expires_at
+    ):
         return False
     return principal.jti is None or principal.jti not in app.state.security.verifier.revoked
+
+
+def next_wake_s(subscriber: Subscriber, last_beat: float) -> float:
+    """Until the next heartbeat, or the token's expiry if sooner: nothing polls."""
+    wait = HEARTBEAT_S - (time.monotonic() - last_beat)
+    expires = subscriber.principal.expires_at
+    if expires is not None:
+        wait = min(wait, expires - time.time())
+    return max(wait, 0.0)
 
 
 def sse_frame(event: Event) -> bytes:
@@ -75,7 +87,7 @@ async def _stream(
                     reported = subscriber.dropped
                     yield b'event: dropped\ndata: {"dropped":%d}\n\n' % reported
                 yield sse_frame(subscriber.queue.popleft())
-            if not still_valid(app, subscriber.principal):
+            if not still_valid(app, subscriber):
                 yield b'event: end\ndata: {"reason":"the token expired or was revoked"}\n\n'
                 return
             if time.monotonic() - last_beat >= HEARTBEAT_S:
@@ -83,11 +95,10 @@ async def _stream(
                 yield b": heartbeat\n\n"
             subscriber.wake.clear()
             if not subscriber.queue:
+                # A disconnect cancels this generator (Starlette listens for it).
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CHECK_S):
+                    async with asyncio.timeout(next_wake_s(subscriber, last_beat)):
                         await subscriber.wake.wait()
-            if await request.is_disconnected():
-                return
     finally:
         hub.unsubscribe(subscriber)
 
@@ -117,6 +128,7 @@ def events_router() -> APIRouter:
         hub = _hub(request.app)
         subscriber = Subscriber(principal)
         await hub.subscribe(subscriber, topics.split(","), last_event_id=last_event_id)
+        hub.opened(subscriber)
         return StreamingResponse(
             _stream(request.app, hub, subscriber, request),
             media_type="text/event-stream",
@@ -137,6 +149,7 @@ def events_router() -> APIRouter:
             return
         hub = _hub(app)
         subscriber = Subscriber(principal)
+        hub.opened(subscriber)
         receiving = asyncio.create_task(_receive(websocket, hub, subscriber))
         try:
             await _send_events(websocket, app, subscriber, receiving)
@@ -213,16 +226,16 @@ async def _send_events(
             event = subscriber.queue.popleft()
             head = f'{{"type":"event","topic":{json.dumps(event.topic)},"id":"{event.id}"'
             await websocket.send_text(f'{head},"data":{event.data.decode()}}}')
-        if not still_valid(app, subscriber.principal):
+        if not still_valid(app, subscriber):
             await _close(websocket, "the token expired or was revoked")
             return
         if time.monotonic() - last_beat >= HEARTBEAT_S:
             last_beat = time.monotonic()
             await websocket.send_text('{"type":"ping"}')
         subscriber.wake.clear()
-        if not subscriber.queue:
+        if not subscriber.queue and not receiving.done():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CHECK_S):
+                async with asyncio.timeout(next_wake_s(subscriber, last_beat)):
                     await subscriber.wake.wait()
     with contextlib.suppress(WebSocketDisconnect, Exception):
         receiving.result()

@@ -194,6 +194,8 @@ class TokenVerifier:
         self.settings = settings
         self.keys: dict[str, LoadedKey] = {}
         self.revoked: dict[str, float] = {}  # jti -> expiry, pruned once expired
+        # Told of each newly revoked jti (open event streams end at once).
+        self.revocation_listeners: list[Callable[[list[str]], None]] = []
         self.last_used: dict[str, float] = {}
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
         # What configuration grants each subject, once: every token is narrowed to it.
@@ -206,8 +208,14 @@ class TokenVerifier:
         self.keys = {key.kid: key for key in keys}
 
     def add_revoked(self, entries: Iterable[tuple[str, float]]) -> None:
+        added = []
         for jti, expires in entries:
+            if jti not in self.revoked:
+                added.append(jti)
             self.revoked[jti] = expires
+        if added:
+            for listener in self.revocation_listeners:
+                listener(added)
 
     def prune(self, now: float) -> None:
         horizon = now - self.settings.leeway_s
