@@ -122,3 +122,62 @@ async def test_forwarded_events_reach_the_other_workers_subscribers(tmp_path: Pa
 
 async def _no_snapshot(_topic: str, _principal: Principal) -> Any:
     return None
+
+
+def test_a_forwarded_event_is_taken_only_as_hostcore_writes_them() -> None:
+    from hostcore.events.hub import _forwarded
+
+    def payload(**changes: Any) -> bytes:
+        raw = {"topic": "jobs.j1", "id": "abc123", "at": 1.0, "data": '{"state":"running"}'}
+        return json.dumps({**raw, **changes}).encode()
+
+    assert _forwarded(payload()) is not None
+    for hostile in (
+        payload(data='{"a":1}\n\nevent: plugins\ndata: {}'),  # a second SSE frame
+        payload(data="not json"),
+        payload(id="1\nevent: x"),
+        payload(topic="Jobs/../x"),
+        payload(at="soon"),
+        b"\xff\xfe",
+    ):
+        assert _forwarded(hostile) is None
+
+
+async def test_the_events_directory_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "events"
+    directory.mkdir(mode=0o777)
+    directory.chmod(0o777)
+    hub = EventHub(None, [])
+    hub.open_peers(directory, "one")
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    await hub.close()
+
+
+async def test_end_all_ends_every_open_stream_and_streams_per_caller_are_bounded() -> None:
+    from hostcore.errors import TooManyRequests
+    from hostcore.events.hub import MAX_STREAMS
+
+    hub = EventHub(None, [])
+    streams = [Subscriber(READER) for _ in range(MAX_STREAMS)]
+    for stream in streams:
+        hub.opened(stream)
+    with pytest.raises(TooManyRequests):
+        hub.opened(Subscriber(READER))
+    hub.opened(Subscriber(STRANGER))  # another caller's count is its own
+    hub.end_all()
+    assert all(stream.ended == "the server is stopping" for stream in streams)
+    hub.unsubscribe(streams[0])
+    hub.opened(Subscriber(READER))  # a closed stream frees its place
+
+
+def test_a_queue_is_bounded_in_bytes_too() -> None:
+    from hostcore.events.hub import QUEUE_BYTES, Event
+
+    subscriber = Subscriber(READER)
+    big = b"x" * (QUEUE_BYTES // 4)
+    for n in range(20):
+        subscriber.push(Event("system.stats", str(n), big, 0.0))
+    assert subscriber.held <= QUEUE_BYTES and len(subscriber.queue) == 4
+    assert subscriber.dropped == 16
+    subscriber.pop()
+    assert subscriber.held == 3 * len(big)

@@ -5,6 +5,8 @@ ends when its token is revoked."""
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -32,7 +34,14 @@ STREAM_TIMEOUT_S = 15.0
 
 @pytest.fixture(scope="module")
 def served(hello_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    root = tmp_path_factory.mktemp("events-served")
+    server = start_server(tmp_path_factory.mktemp("events-served"), hello_site)
+    try:
+        yield server
+    finally:
+        stop_group(server.process)
+
+
+def start_server(root: Path, hello_site: Path) -> RealServer:
     sock = root / "run" / "hostcore.sock"
     sock.parent.mkdir(mode=0o700)
     env = isolated_environ(
@@ -57,9 +66,10 @@ def served(hello_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
         with server.connection() as http:
             wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
-        yield server
-    finally:
+    except BaseException:
         stop_group(process)
+        raise
+    return server
 
 
 def issue(server: RealServer, client: str = "tester") -> dict[str, Any]:
@@ -207,7 +217,7 @@ def test_a_revoked_tokens_stream_ends_within_a_second_or_so(served: RealServer) 
         started = time.monotonic()
         assert stream.ended.wait(STREAM_TIMEOUT_S), "the stream went on"
         assert time.monotonic() - started < 2.5
-        assert stream.events[-1] == ("end", {"reason": "the token expired or was revoked"})
+        assert stream.events[-1] == ("end", {"reason": "the token was revoked"})
     finally:
         stream.close()
 
@@ -237,3 +247,61 @@ def test_a_websocket_without_credentials_is_closed(served: RealServer) -> None:
         ws.send(json.dumps({"type": "subscribe", "topics": ["system.stats"]}))
         with pytest.raises(Exception, match="1008"):
             ws.recv(10)
+
+
+def test_a_websocket_message_too_large_is_refused_before_it_is_held(served: RealServer) -> None:
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send("x" * (128 * 1024))
+        with pytest.raises(Exception, match="1009"):
+            ws.recv(10)
+
+
+def test_a_websocket_flood_or_a_binary_frame_closes_it_without_a_traceback(
+    served: RealServer,
+) -> None:
+    token = issue(served)
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token["access_token"]}))
+        ws.recv(10)
+        for _ in range(40):
+            ws.send(json.dumps({"type": "unsubscribe", "topics": ["system.stats"]}))
+        with pytest.raises(Exception, match="1008"):
+            while True:
+                ws.recv(10)
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(b"\x00binary")
+        with pytest.raises(Exception, match="1008"):
+            ws.recv(10)
+    time.sleep(0.5)
+    assert "Exception in ASGI application" not in served.app_log()
+
+
+def test_stopping_ends_open_streams_at_once_and_the_running_jobs_as_interrupted(
+    hello_site: Path, tmp_path: Path
+) -> None:
+    server = start_server(tmp_path, hello_site)
+    try:
+        token = issue(server)
+        streams = [Stream(server, "system.stats", auth(token), f"stop-{n}") for n in range(4)]
+        for stream in streams:
+            stream.wait(lambda events: len(events) >= 1, "a first event")
+        job = server.send(
+            "POST", "/api/v1/hello/countdown", headers={**auth(token),
+            "Content-Type": "application/json"}, content=b'{"steps": 60, "step_s": 0.5}',
+        ).response.json()  # fmt: skip
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        assert time.monotonic() - started < 5, "open streams held the stop"
+        for stream in streams:
+            assert stream.ended.wait(5)
+            assert stream.events[-1] == ("end", {"reason": "the server is stopping"})
+            stream.close()
+    finally:
+        stop_group(server.process)
+    with sqlite3.connect(tmp_path / "data" / "hostcore.db") as store:
+        state, error = store.execute(
+            "SELECT state, error FROM jobs WHERE id = ?", (job["id"],)
+        ).fetchone()
+    assert (state, json.loads(error)["error"]) == ("failed", "Interrupted")
+    assert list((tmp_path / "run" / "events").iterdir()) == [], "the workers' sockets went"

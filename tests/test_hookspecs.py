@@ -142,6 +142,48 @@ def test_hook_hostcore_exception_handlers(app_factory: AppFactory, client_for: C
     assert response.json() == {"error": "Teapot", "detail": "short and stout"}
 
 
+def test_hook_hostcore_job_kinds(app_factory: AppFactory) -> None:
+    from hostcore.jobs import JobContext, JobKind
+
+    async def work(_context: JobContext, _params: Any) -> None:
+        return None
+
+    class Worker:
+        @hookimpl
+        def hostcore_job_kinds(self, settings: Settings) -> list[JobKind]:
+            assert isinstance(settings, Settings)
+            return [JobKind("worker.work", work)]
+
+    app = app_factory({"worker": Worker()})
+    assert list(app.state.jobs.kinds) == ["worker.work"]
+
+
+def test_hook_hostcore_event_topics(app_factory: AppFactory) -> None:
+    from hostcore.events import Topic
+
+    class Talker:
+        @hookimpl
+        def hostcore_scopes(self) -> dict[str, str]:
+            return {"talker:read": "Listen."}
+
+        @hookimpl
+        def hostcore_event_topics(self) -> list[Topic]:
+            return [Topic("talker.news", "talker:read")]
+
+    app = app_factory({"talker": Talker()})
+    assert app.state.events.topics["talker.news"].scope == "talker:read"
+    misnamed = app_factory({"talker": _Misnamed()})
+    assert misnamed.state.registry["talker"].state.value == "failed"
+
+
+class _Misnamed:
+    @hookimpl
+    def hostcore_event_topics(self) -> list[Any]:
+        from hostcore.events import Topic
+
+        return [Topic("other.news", "talker:read")]
+
+
 def test_hook_implementations_may_take_any_subset_of_arguments(settings: Settings) -> None:
     seen: dict[str, Any] = {}
 

@@ -4,6 +4,7 @@ through /api/v1/jobs; the store holds them, so what one worker wrote another rea
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -357,3 +358,86 @@ def test_a_kind_name_must_be_plugin_dot_kind() -> None:
             JobKind(bad, work)
     with pytest.raises(ValueError, match="timeout_s"):
         JobKind("worker.work", work, timeout_s=0)
+
+
+def test_a_conflict_names_the_running_job_only_to_who_may_read_it(
+    app_factory: AppFactory, client_for: ClientFor, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(HOSTCORE_AUTH__CLIENTS__STRANGER__SCOPES='["worker:run"]')
+    client = client_for(app_factory({"worker": Worker()}, app_settings=settings))
+    client.post("/api/v1/worker/work", json={"steps": 100, "resource": "wlan0"})
+    stranger = bearer(client, ["worker:run"], name="stranger")
+    refused = client.post(
+        "/api/v1/worker/work", json={"steps": 1, "resource": "wlan0"}, headers=stranger
+    )
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "a worker.work job is already running for wlan0"
+
+
+def test_lists_and_events_carry_no_log_or_result(client: TestClient) -> None:
+    location = client.post("/api/v1/worker/work", json={"steps": 2, "step_s": 0}).headers[
+        "location"
+    ]
+    until_ended(client, location)
+    (listed,) = client.get("/api/v1/jobs").json()
+    assert "log" not in listed and "result" not in listed
+    assert client.get(location).json()["result"] == {"steps": 2}, "the job itself has them"
+
+
+def test_a_job_ended_by_another_worker_stops_running_here(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its worker was stuck past the heartbeat limit; another one ended the job."""
+    location = client.post("/api/v1/worker/work", json={"steps": 100, "step_s": 0.05}).headers[
+        "location"
+    ]
+    job_id = location.rsplit("/", 1)[1]
+    service = client.app.state.jobs  # type: ignore[attr-defined]
+    task = service._running[job_id].task
+
+    async def end_elsewhere() -> None:
+        async with service.db.session() as session:
+            await session.execute(update(JobRow).where(JobRow.id == job_id).values(state="failed"))
+            await session.commit()
+
+    assert client.portal is not None
+    client.portal.call(end_elsewhere)
+    deadline = time.monotonic() + WITHIN_S
+    while not task.done():
+        assert time.monotonic() < deadline, "the orphaned work went on"
+        time.sleep(0.05)
+    assert client.get(location).json()["state"] == "failed", "its end is not overwritten"
+
+
+def test_an_interrupted_job_is_announced_to_its_followers(client: TestClient) -> None:
+    from hostcore.events import Subscriber
+
+    location = client.post("/api/v1/worker/work", json={"steps": 100, "step_s": 0.5}).headers[
+        "location"
+    ]
+    job_id = location.rsplit("/", 1)[1]
+    app: Any = client.app
+    service, hub = app.state.jobs, app.state.events
+    follower = Subscriber(Principal("client", "tester", frozenset({"*"})))
+    assert client.portal is not None
+    client.portal.call(hub.subscribe, follower, [f"jobs.{job_id}"])
+    running = service._running[job_id]
+
+    async def died(*_args: Any) -> None:
+        return None
+
+    service._finish = died  # the worker dies without a word
+    running.task.cancel()
+
+    async def age() -> None:
+        async with service.db.session() as session:
+            await session.execute(
+                update(JobRow).where(JobRow.id == job_id).values(heartbeat_at=time.time() - 60)
+            )
+            await session.commit()
+
+    client.portal.call(age)
+    assert client.get(location).json()["state"] == "failed"
+    states = [json.loads(event.data)["state"] for event in follower.queue]
+    assert states[-1] == "failed"
+    client.portal.call(hub.unsubscribe, follower)

@@ -191,7 +191,6 @@ def _event_hub(
     registry: PluginRegistry,
     settings: Settings,
     jobs: JobService,
-    security: SecurityRuntime,
 ) -> EventHub:
     """The worker's events: every active plugin's topics, jobs' and the plugin list."""
     topics: list[Topic] = []
@@ -216,7 +215,6 @@ def _event_hub(
             continue
         topics += declared
     hub = EventHub(app, topics)
-    security.verifier.revocation_listeners.append(hub.revoked)
 
     async def job_snapshot(topic: str, principal: Principal) -> Any:
         return await jobs.get(topic.removeprefix(JOBS_PREFIX), principal)
@@ -229,7 +227,8 @@ def _event_hub(
 
     hub.snapshots[JOBS_PREFIX] = job_snapshot
     hub.snapshots[PLUGINS_TOPIC] = plugins_snapshot
-    registry.observers.append(lambda: hub.publish(PLUGINS_TOPIC, plugin_states()))
+    # Attached to the registry while serving (see the lifespan): hub -> registry only.
+    hub.announce_plugins = lambda: hub.publish(PLUGINS_TOPIC, plugin_states())
     jobs.publish = lambda job: hub.publish(f"{JOBS_PREFIX}{job.id}", job, forward=True)
     return hub
 
@@ -359,6 +358,10 @@ def create_app(
         await jobs.start()
         if settings.server.workers > 1:  # events of one worker's jobs reach the others
             hub.open_peers(settings.run_dir / EVENTS_DIRECTORY)
+        # Registered while serving only: FastAPI's caches keep endpoint functions, and
+        # through them this runtime, for good; it must not keep a replaced app too.
+        security.verifier.revocation_listeners.append(hub.revoked)
+        registry.observers.append(hub.announce_plugins)
         # What startup built lives as long as the worker: keep the collector off it.
         # Collected first: what a replaced app left in reference cycles (a reload in this
         # process) must not be frozen with it.
@@ -375,6 +378,8 @@ def create_app(
             # A reload builds a new app in this process: let the old one be collected
             # (now, before the new app's startup freezes what is left).
             gc.unfreeze()
+            security.verifier.revocation_listeners.remove(hub.revoked)
+            registry.observers.remove(hub.announce_plugins)
             await hub.close()
             await jobs.stop()  # before the plugins whose resources the jobs use
             await _stop_plugins(app, registry, started)
@@ -396,7 +401,7 @@ def create_app(
         telemetry=TELEMETRY_OFF,
     )
     app.router.default = counting_unmatched(app.router.default)
-    hub = _event_hub(app, registry, settings, jobs, security)
+    hub = _event_hub(app, registry, settings, jobs)
     app.state.settings = settings
     app.state.registry = registry
     app.state.runner = runner

@@ -128,6 +128,12 @@ class ServerSettings(Section):
     workers: int = Field(1, ge=1, le=64, description="More than 1 runs gunicorn.")
     docs: bool = Field(True, description="Serve /docs, /redoc and the OpenAPI document.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_ws_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Larger websocket messages close the socket (1009), before they are held.",
+    )
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, le=1024 * 1024, description="Request line and headers; more get 431."
     )

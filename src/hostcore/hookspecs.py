@@ -80,11 +80,9 @@ def hostcore_exception_handlers() -> Mapping[type[Exception], ExceptionHandler] 
 
 @hookspec
 def hostcore_job_kinds(settings: Settings, config: Any) -> Sequence[JobKind] | None:
-    """Return the kinds of job this plugin runs (``hostcore.jobs.JobKind``, each named
-    ``<plugin>.<kind>``); its routes start them through the ``Jobs`` dependency."""
+    """Return the kinds of job (``hostcore.jobs.JobKind``) this plugin's routes start."""
 
 
 @hookspec
 def hostcore_event_topics(settings: Settings, config: Any) -> Sequence[Topic] | None:
-    """Return the event topics this plugin publishes (``hostcore.events.Topic``, each
-    named ``<plugin>.<topic>``, with the scope that reads it and its source)."""
+    """Return the event topics (``hostcore.events.Topic``) this plugin publishes."""

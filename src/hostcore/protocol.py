@@ -96,6 +96,7 @@ def server_protocols(server: ServerSettings) -> dict[str, Any]:
     return {
         "http": Bound,
         "ws": HostcoreWebSocketProtocol,
+        "ws_max_size": server.max_ws_message_bytes,
         "timeout_keep_alive": server.keepalive_timeout_s,
     }
 

@@ -61,6 +61,7 @@ from hostcore.config import (
 )
 from hostcore.control import ServerRecord
 from hostcore.errors import ConfigError, PluginError
+from hostcore.events import end_streams
 from hostcore.files import DIRECTORY_LIMIT, checked_file, private_directory
 from hostcore.listen import close_listener, describe, open_listener
 from hostcore.logging import configure_logging, prepare_log_dirs
@@ -284,6 +285,10 @@ class _ReloadingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self.wake()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self.config.app)  # before uvicorn waits for the connections
+        await super().shutdown(sockets=sockets)
 
     def wake(self) -> None:
         """Tick now (safe from a signal handler: through the loop's own wake-up)."""

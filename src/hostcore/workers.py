@@ -22,20 +22,30 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import sys
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from uvicorn_worker import UvicornWorker
 
 from hostcore.config import ServerSettings, Settings
 from hostcore.control import ServerRecord
+from hostcore.events import end_streams
 from hostcore.listen import describe
 from hostcore.logging import logging_config
 from hostcore.protocol import server_protocols
 from hostcore.serve import LISTENER_KEYS, CliLayers, reread
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self.config.app)  # before uvicorn waits for the connections
+        await super().shutdown(sockets=sockets)
 
 
 class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
@@ -65,6 +75,15 @@ class HostcoreUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped bas
         server = settings.server if isinstance(settings, Settings) else ServerSettings()
         for name, value in server_protocols(server).items():
             setattr(self.config, name, value)
+
+    async def _serve(self) -> None:
+        """The base class's, with a server that ends the event streams when it stops."""
+        self.config.app = self.wsgi
+        server = _Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 class HostcoreGunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped

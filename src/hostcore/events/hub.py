@@ -21,7 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,15 +34,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from hostcore.context import Principal
-from hostcore.errors import Forbidden, NotFound
-from hostcore.files import PRIVATE_DIRECTORY
+from hostcore.errors import Forbidden, NotFound, TooManyRequests
+from hostcore.files import PRIVATE_DIRECTORY, private_directory
 from hostcore.security.acl import allows
 from hostcore.security.deps import AUTHENTICATED
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 64  # events held per subscriber; the oldest go first
+QUEUE_BYTES = 256 * 1024  # and at most this much of them
 MAX_TOPICS = 16  # per subscriber
+MAX_STREAMS = 8  # open at once per caller (subject), per worker
 MAX_FORWARDED_BYTES = 60 * 1024  # one datagram
 JOBS_PREFIX = "jobs."
 PLUGINS_TOPIC = "plugins"
@@ -80,13 +84,24 @@ class Subscriber:
     queue: deque[Event] = field(default_factory=deque)
     dropped: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    revoked: bool = False  # its token was revoked: the stream ends
+    ended: str | None = None  # why the stream must end now (a revocation, a stop)
+    held: int = 0  # bytes of the events queued
 
     def push(self, event: Event) -> None:
-        if len(self.queue) >= self.limit:
-            self.queue.popleft()
-            self.dropped += 1
         self.queue.append(event)
+        self.held += len(event.data)
+        while len(self.queue) > self.limit or (self.held > QUEUE_BYTES and len(self.queue) > 1):
+            self.held -= len(self.queue.popleft().data)
+            self.dropped += 1
+        self.wake.set()
+
+    def pop(self) -> Event:
+        event = self.queue.popleft()
+        self.held -= len(event.data)
+        return event
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
         self.wake.set()
 
 
@@ -115,15 +130,26 @@ class EventHub:
         self._sequence = 0
         self.snapshots: dict[str, Callable[[str, Principal], Awaitable[Any]]] = {}
         self._by_jti: dict[str, set[Subscriber]] = {}
+        self._open: set[Subscriber] = set()
+        self.announce_plugins: Callable[[], None] = lambda: None
 
     def revoked(self, jtis: Iterable[str]) -> None:
         """Tokens were revoked: their streams end now (no stream polls for it)."""
         for jti in jtis:
             for subscriber in self._by_jti.pop(jti, ()):
-                subscriber.revoked = True
-                subscriber.wake.set()
+                subscriber.end("the token was revoked")
+
+    def end_all(self, reason: str = "the server is stopping") -> None:
+        """End every open stream (the server stops: it must not wait for them)."""
+        for subscriber in list(self._open):
+            subscriber.end(reason)
 
     def opened(self, subscriber: Subscriber) -> None:
+        """Count an open stream; ``TooManyRequests`` past ``MAX_STREAMS`` for its caller."""
+        subject = subscriber.principal.subject
+        if sum(1 for each in self._open if each.principal.subject == subject) >= MAX_STREAMS:
+            raise TooManyRequests(f"at most {MAX_STREAMS} open event streams per caller")
+        self._open.add(subscriber)
         jti = subscriber.principal.jti
         if jti is not None:
             self._by_jti.setdefault(jti, set()).add(subscriber)
@@ -200,6 +226,8 @@ class EventHub:
 
     def unsubscribe(self, subscriber: Subscriber, topics: Iterable[str] | None = None) -> None:
         """Leave ``topics`` (all of them, and the hub, when None)."""
+        if topics is None:
+            self._open.discard(subscriber)
         if topics is None and subscriber.principal.jti is not None:
             streams = self._by_jti.get(subscriber.principal.jti)
             if streams is not None:
@@ -263,9 +291,11 @@ class Peers:
         self.lost = 0  # events a peer's full queue refused
 
     def open(self) -> None:
-        self.directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        # This user's alone: others may neither read the events nor add a socket.
+        private_directory(self.directory, what="events directory", limit=PRIVATE_DIRECTORY)
         self.path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.bind(str(self.path))
         sock.setblocking(False)
         self._sock = sock
@@ -298,8 +328,8 @@ class Peers:
         payload = json.dumps(
             {"topic": event.topic, "id": event.id, "at": event.at, "data": event.data.decode()}
         ).encode()
-        if len(payload) > MAX_FORWARDED_BYTES:
-            log.debug("event on %s too large to forward (%d bytes)", event.topic, len(payload))
+        if len(payload) > MAX_FORWARDED_BYTES:  # hostcore's own events are far smaller
+            log.warning("event on %s too large to forward (%d bytes)", event.topic, len(payload))
             return
         for path in self._peers():
             try:
@@ -318,14 +348,40 @@ class Peers:
             return
         for _ in range(64):
             try:
-                payload = sock.recv(MAX_FORWARDED_BYTES + 1024)
+                payload, ancillary, _flags, _address = sock.recvmsg(
+                    MAX_FORWARDED_BYTES + 1024, socket.CMSG_SPACE(_UCRED.size)
+                )
             except (BlockingIOError, InterruptedError):
                 return
-            try:
-                raw = json.loads(payload)
-                event = Event(
-                    str(raw["topic"]), str(raw["id"]), str(raw["data"]).encode(), float(raw["at"])
-                )
-            except (ValueError, KeyError, TypeError):
-                continue
-            self.deliver(event)
+            if _sender_uid(ancillary) != os.getuid():
+                continue  # only this user's processes (the other workers) forward
+            event = _forwarded(payload)
+            if event is not None:
+                self.deliver(event)
+
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+_ID = re.compile(r"^[0-9a-f-]{1,40}$")
+_TOPIC = re.compile(r"^[a-z][a-z0-9_.-]{0,79}$")
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return int(_UCRED.unpack(data[: _UCRED.size])[1])
+    return None
+
+
+def _forwarded(payload: bytes) -> Event | None:
+    """A forwarded event, checked: its id and topic as hostcore writes them, its data
+    one line of JSON (it is written into SSE lines as it is)."""
+    try:
+        raw = json.loads(payload)
+        topic, event_id, data = str(raw["topic"]), str(raw["id"]), str(raw["data"])
+        at = float(raw["at"])
+        json.loads(data)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not _TOPIC.match(topic) or not _ID.match(event_id) or "\n" in data or "\r" in data:
+        return None
+    return Event(topic, event_id, data.encode(), at)

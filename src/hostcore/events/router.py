@@ -35,6 +35,7 @@ EVENTS_PATH = "/api/v1/events"
 WS_PATH = "/api/v1/ws"
 HEARTBEAT_S = 15.0
 AUTH_WAIT_S = 5.0  # for a websocket's first message when it came without a header
+MESSAGES_PER_S = 10  # a websocket's messages, sustained (beyond: it is closed)
 TOPIC_PATTERN = r"^[a-z][a-z0-9_.-]{0,79}$"
 TOPICS_PATTERN = r"^[a-z][a-z0-9_.-]{0,79}(,[a-z][a-z0-9_.-]{0,79}){0,15}$"
 MAX_MESSAGE_BYTES = 4096
@@ -47,14 +48,17 @@ def _hub(app: Any) -> EventHub:
     return hub
 
 
-def still_valid(app: Any, subscriber: Subscriber) -> bool:
-    """Whether the credential the stream was opened with still holds."""
+def end_reason(app: Any, subscriber: Subscriber) -> str | None:
+    """Why the stream must end now (its token expired or was revoked, the server stops);
+    None while it may go on."""
     principal = subscriber.principal
-    if subscriber.revoked or (
-        principal.expires_at is not None and time.time() >= principal.expires_at
-    ):
-        return False
-    return principal.jti is None or principal.jti not in app.state.security.verifier.revoked
+    if subscriber.ended is not None:
+        return subscriber.ended
+    if principal.expires_at is not None and time.time() >= principal.expires_at:
+        return "the token expired"
+    if principal.jti is not None and principal.jti in app.state.security.verifier.revoked:
+        return "the token was revoked"
+    return None
 
 
 def next_wake_s(subscriber: Subscriber, last_beat: float) -> float:
@@ -86,9 +90,9 @@ async def _stream(
                 if subscriber.dropped != reported:
                     reported = subscriber.dropped
                     yield b'event: dropped\ndata: {"dropped":%d}\n\n' % reported
-                yield sse_frame(subscriber.queue.popleft())
-            if not still_valid(app, subscriber):
-                yield b'event: end\ndata: {"reason":"the token expired or was revoked"}\n\n'
+                yield sse_frame(subscriber.pop())
+            if (reason := end_reason(app, subscriber)) is not None:
+                yield b"event: end\ndata: %s\n\n" % json.dumps({"reason": reason}).encode()
                 return
             if time.monotonic() - last_beat >= HEARTBEAT_S:
                 last_beat = time.monotonic()
@@ -127,8 +131,12 @@ def events_router() -> APIRouter:
         client reconnecting (``Last-Event-ID``) has missed nothing."""
         hub = _hub(request.app)
         subscriber = Subscriber(principal)
-        await hub.subscribe(subscriber, topics.split(","), last_event_id=last_event_id)
         hub.opened(subscriber)
+        try:
+            await hub.subscribe(subscriber, topics.split(","), last_event_id=last_event_id)
+        except BaseException:
+            hub.unsubscribe(subscriber)
+            raise
         return StreamingResponse(
             _stream(request.app, hub, subscriber, request),
             media_type="text/event-stream",
@@ -144,13 +152,17 @@ def events_router() -> APIRouter:
         app = websocket.app
         try:
             principal = caller or await _first_message_auth(websocket)
+            hub = _hub(app)
+            subscriber = Subscriber(principal)
+            hub.opened(subscriber)
         except HostcoreError as exc:
             await _close(websocket, exc.detail)
             return
-        hub = _hub(app)
-        subscriber = Subscriber(principal)
-        hub.opened(subscriber)
+        except WebSocketDisconnect:
+            return
         receiving = asyncio.create_task(_receive(websocket, hub, subscriber))
+        # However the client side ends, the sender wakes and the subscriber goes.
+        receiving.add_done_callback(lambda _: subscriber.wake.set())
         try:
             await _send_events(websocket, app, subscriber, receiving)
         finally:
@@ -162,10 +174,21 @@ def events_router() -> APIRouter:
     return router
 
 
+async def _text(websocket: WebSocket) -> str:
+    """The next text message; a binary one is refused, a disconnect ends the socket."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise BadRequest("messages are JSON text")
+    return text
+
+
 async def _first_message_auth(websocket: WebSocket) -> Principal:
     try:
         async with asyncio.timeout(AUTH_WAIT_S):
-            message = await websocket.receive_text()
+            message = await _text(websocket)
     except TimeoutError:
         raise Unauthorized("no credentials: send a bearer token first") from None
     request = _parse(message)
@@ -191,9 +214,18 @@ def _parse(message: str) -> dict[str, Any]:
 
 async def _receive(websocket: WebSocket, hub: EventHub, subscriber: Subscriber) -> None:
     valid = re.compile(TOPIC_PATTERN)
+    budget, refilled = float(MESSAGES_PER_S), time.monotonic()
     while True:
+        text = await _text(websocket)
+        now = time.monotonic()
+        budget = min(float(MESSAGES_PER_S), budget + (now - refilled) * MESSAGES_PER_S)
+        refilled = now
+        if budget < 1:
+            subscriber.end(f"more than {MESSAGES_PER_S} messages a second")
+            return
+        budget -= 1
         try:
-            request = _parse(await websocket.receive_text())
+            request = _parse(text)
             kind, topics = request.get("type"), request.get("topics")
             if (
                 kind not in ("subscribe", "unsubscribe")
@@ -223,11 +255,11 @@ async def _send_events(
             if subscriber.dropped != reported:
                 reported = subscriber.dropped
                 await websocket.send_text(json.dumps({"type": "dropped", "dropped": reported}))
-            event = subscriber.queue.popleft()
+            event = subscriber.pop()
             head = f'{{"type":"event","topic":{json.dumps(event.topic)},"id":"{event.id}"'
             await websocket.send_text(f'{head},"data":{event.data.decode()}}}')
-        if not still_valid(app, subscriber):
-            await _close(websocket, "the token expired or was revoked")
+        if (reason := end_reason(app, subscriber)) is not None:
+            await _close(websocket, reason)
             return
         if time.monotonic() - last_beat >= HEARTBEAT_S:
             last_beat = time.monotonic()
@@ -237,8 +269,11 @@ async def _send_events(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(next_wake_s(subscriber, last_beat)):
                     await subscriber.wake.wait()
-    with contextlib.suppress(WebSocketDisconnect, Exception):
-        receiving.result()
+    error = receiving.exception() if receiving.done() and not receiving.cancelled() else None
+    if isinstance(error, HostcoreError):  # a binary frame: refused as such
+        await _close(websocket, error.detail)
+    elif not isinstance(error, WebSocketDisconnect) and (reason := end_reason(app, subscriber)):
+        await _close(websocket, reason)  # too many messages
 
 
 async def _close(websocket: WebSocket, reason: str) -> None:

@@ -109,8 +109,9 @@ class JobError(BaseModel):
     detail: str
 
 
-class JobRead(BaseModel):
-    """A job as any worker reports it."""
+class JobSummary(BaseModel):
+    """A job without its log and result: what lists and events carry (small, however
+    large a job's result; ``GET /api/v1/jobs/{id}`` has the rest)."""
 
     id: str
     kind: str
@@ -118,10 +119,15 @@ class JobRead(BaseModel):
     state: JobState
     progress: float | None = Field(description="0..1, or None when unknown.")
     message: str | None
-    log: list[str]
     cancel_requested: bool
     created_at: float
     started_at: float | None
     finished_at: float | None
-    result: Any = Field(None, description="The kind's result model, once succeeded.")
     error: JobError | None = None
+
+
+class JobRead(JobSummary):
+    """A job as any worker reports it, whole."""
+
+    log: list[str]
+    result: Any = Field(None, description="The kind's result model, once succeeded.")

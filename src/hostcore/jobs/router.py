@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from hostcore.errors import error_responses
 from hostcore.jobs import JOBS_PATH, RETRY_AFTER_S, Jobs
-from hostcore.jobs.kinds import JobRead, JobState
+from hostcore.jobs.kinds import JobRead, JobState, JobSummary
 from hostcore.jobs.models import ACTIVE_STATES
 from hostcore.jobs.service import LIST_LIMIT
 from hostcore.security.deps import Authenticated
@@ -33,7 +33,8 @@ def jobs_router() -> APIRouter:
         kind: KindFilter = None,
         state: JobState | None = None,
         limit: Annotated[int, Query(ge=1, le=LIST_LIMIT)] = 50,
-    ) -> list[JobRead]:
+    ) -> list[JobSummary]:
+        """Without each job's log and result: ``GET /api/v1/jobs/{id}`` has them."""
         return await jobs.list_jobs(principal, kind=kind, state=state, limit=limit)
 
     @router.get(

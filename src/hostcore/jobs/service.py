@@ -42,6 +42,7 @@ from hostcore.jobs.kinds import (
     JobKind,
     JobRead,
     JobState,
+    JobSummary,
 )
 from hostcore.jobs.models import ACTIVE_STATES, JobRow
 from hostcore.security.acl import allows
@@ -77,7 +78,7 @@ class JobService:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         # Told of each job's new state (the ``jobs.<id>`` event topic).
-        self.publish: Callable[[JobRead], None] | None = None
+        self.publish: Callable[[JobSummary], None] | None = None
 
     # -- lifecycle --
 
@@ -86,8 +87,9 @@ class JobService:
         self.worker = f"{socket.gethostname()[:40]}:{os.getpid()}"
         self._stopping = False
         async with self.db.session() as session:
-            await self._end_stale(session)
+            ended = await self._end_stale(session)
             await session.commit()
+            await self._announce_rows(session, ended)
 
     async def stop(self) -> None:
         """End this worker's running jobs as interrupted (the server stops)."""
@@ -140,7 +142,7 @@ class JobService:
                 )
                 if found is not None:
                     return _read(found), True
-            await self._end_stale(session, kind=kind_name, resource=resource)
+            ended = await self._end_stale(session, kind=kind_name, resource=resource)
             job_id = str(uuid.uuid4())
             session.add(
                 JobRow(
@@ -167,7 +169,8 @@ class JobService:
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
-                raise await self._busy(kind_name, resource) from None
+                raise await self._busy(kind_name, resource, principal) from None
+            await self._announce_rows(session, ended)
             row = await session.get(JobRow, job_id)
             assert row is not None
             job = _read(row)
@@ -177,10 +180,10 @@ class JobService:
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watch_running(), name="hostcore-jobs")
         log.info("job %s (%s) started for %s", job_id, kind_name, principal.subject)
-        self._announce([job])
+        self._announce([summary(job)])
         return job, False
 
-    def _announce(self, jobs: Sequence[JobRead]) -> None:
+    def _announce(self, jobs: Sequence[JobSummary]) -> None:
         if self.publish is not None:
             for job in jobs:
                 self.publish(job)
@@ -189,19 +192,26 @@ class JobService:
         if self.publish is None or not job_ids:
             return
         rows = (await session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))).all()
-        self._announce([_read(row) for row in rows])
+        self._announce([summary(_read(row)) for row in rows])
 
-    async def _busy(self, kind_name: str, resource: str) -> Conflict:
+    async def _busy(self, kind_name: str, resource: str, principal: Principal) -> Conflict:
+        """The 409: naming the running job to whoever may read it (its owner, jobs:admin)."""
         async with self.db.session() as session:
-            active = await session.scalar(
-                select(JobRow.id).where(
-                    JobRow.kind == kind_name,
-                    JobRow.resource == resource,
-                    JobRow.state.in_(ACTIVE_STATES),
+            active = (
+                await session.execute(
+                    select(JobRow.id, JobRow.owner).where(
+                        JobRow.kind == kind_name,
+                        JobRow.resource == resource,
+                        JobRow.state.in_(ACTIVE_STATES),
+                    )
                 )
-            )
+            ).first()
         where = f"for {resource}" if resource else "of this kind"
-        return Conflict(f"job {active} ({kind_name}) is already running {where}")
+        if active is not None and (
+            active.owner == principal.subject or allows(principal.scopes, JOBS_ADMIN_SCOPE)
+        ):
+            return Conflict(f"job {active.id} ({kind_name}) is already running {where}")
+        return Conflict(f"a {kind_name} job is already running {where}")
 
     # -- running --
 
@@ -289,6 +299,7 @@ class JobService:
             return
         now = time.time()
         changed: list[str] = []
+        orphaned: list[str] = []
         async with self.db.session() as session:
             for job_id, each in running.items():
                 values: dict[str, Any] = {"heartbeat_at": now}
@@ -301,11 +312,15 @@ class JobService:
                         "message": context.message,
                         "log": json.dumps(context.lines) if context.lines else None,
                     }
-                await session.execute(
+                kept = await session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.state == "running")
                     .values(**values)
                 )
+                if not affected_rows(kept):
+                    # Ended by another worker (it found the heartbeat stale while this
+                    # worker was stuck): the work is no one's now; stop it.
+                    orphaned.append(job_id)
             asked = (
                 await session.scalars(
                     select(JobRow.id).where(
@@ -315,8 +330,10 @@ class JobService:
             ).all()
             await session.commit()
             await self._announce_rows(session, changed)
-        for job_id in asked:
+        for job_id in [*asked, *orphaned]:
             self._cancel_local(job_id)
+        for job_id in orphaned:
+            log.warning("job %s was ended by another worker while it ran here", job_id)
 
     def _cancel_local(self, job_id: str) -> bool:
         running = self._running.get(job_id)
@@ -332,8 +349,9 @@ class JobService:
         async with self.db.session() as session:
             row = await self._visible(session, job_id, principal)
             if row.state in ACTIVE_STATES and _stale(row, time.time()):
-                await self._end_stale(session, job_id=job_id)
+                ended = await self._end_stale(session, job_id=job_id)
                 await session.commit()
+                await self._announce_rows(session, ended)
                 await session.refresh(row)
             return _read(row)
 
@@ -344,7 +362,7 @@ class JobService:
         kind: str | None = None,
         state: JobState | None = None,
         limit: int = 50,
-    ) -> list[JobRead]:
+    ) -> list[JobSummary]:
         query = select(JobRow).order_by(JobRow.created_at.desc()).limit(min(limit, LIST_LIMIT))
         if not allows(principal.scopes, JOBS_ADMIN_SCOPE):
             query = query.where(JobRow.owner == principal.subject)
@@ -353,7 +371,7 @@ class JobService:
         if state is not None:
             query = query.where(JobRow.state == state)
         async with self.db.session() as session:
-            return [_read(row) for row in (await session.scalars(query)).all()]
+            return [summary(_read(row)) for row in (await session.scalars(query)).all()]
 
     async def cancel(self, job_id: str, principal: Principal) -> JobRead:
         """Ask the job to stop; the job as it is once it ended, or after ``CANCEL_WAIT_S``."""
@@ -395,9 +413,11 @@ class JobService:
         kind: str | None = None,
         resource: str | None = None,
         job_id: str | None = None,
-    ) -> int:
+    ) -> list[str]:
+        """End the active jobs whose worker is gone (the caller commits, then announces
+        the ids returned)."""
         now = time.time()
-        query = update(JobRow).where(
+        query = select(JobRow).where(
             JobRow.state.in_(ACTIVE_STATES),
             (JobRow.heartbeat_at.is_(None)) | (JobRow.heartbeat_at < now - STALE_S),
         )
@@ -405,13 +425,15 @@ class JobService:
             query = query.where(JobRow.kind == kind, JobRow.resource == resource)
         if job_id is not None:
             query = query.where(JobRow.id == job_id)
-        result = await session.execute(
-            query.values(state="failed", finished_at=now, error=INTERRUPTED.model_dump_json())
-        )
-        ended = affected_rows(result)
-        if ended:
-            log.warning("jobs: %d job(s) ended as interrupted (their worker is gone)", ended)
-        return ended
+        stale = list((await session.scalars(query.with_only_columns(JobRow.id))).all())
+        if stale:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(stale), JobRow.state.in_(ACTIVE_STATES))
+                .values(state="failed", finished_at=now, error=INTERRUPTED.model_dump_json())
+            )
+            log.warning("jobs: %d job(s) ended as interrupted (their worker is gone)", len(stale))
+        return stale
 
     async def _retain(self, session: Any, kind: str, now: float) -> None:
         finished = JobRow.state.not_in(ACTIVE_STATES)
@@ -427,6 +449,10 @@ class JobService:
         await session.execute(
             delete(JobRow).where(JobRow.kind == kind, finished, JobRow.id.not_in(keep))
         )
+
+
+def summary(job: JobRead) -> JobSummary:
+    return JobSummary.model_validate(job.model_dump(exclude={"log", "result"}))
 
 
 def _stale(row: JobRow, now: float) -> bool:
