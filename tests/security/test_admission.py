@@ -16,7 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 import hostcore.builtin.auth
 from hostcore.config import Settings
 from hostcore.hookspecs import hookimpl
-from hostcore.security.admission import AdmittedRoute
+from hostcore.security.admission import AdmittedRoute, AdmittedWebSocketRoute
 from hostcore.security.deps import Authenticated, OptionalPrincipal, Public, RequireScope
 from tests.helpers import (
     PROBE_READ,
@@ -102,7 +102,8 @@ def test_every_route_is_built_with_the_admitted_route_class(
 ) -> None:
     client = admitted_client({"maze": Overlapping()})
     api_routes = [r for r in client.app.router.routes if hasattr(r, "dependant")]  # type: ignore[attr-defined]
-    assert api_routes and all(isinstance(r, AdmittedRoute) for r in api_routes)
+    admitted = (AdmittedRoute, AdmittedWebSocketRoute)
+    assert api_routes and all(isinstance(r, admitted) for r in api_routes)
 
 
 def test_the_route_that_runs_is_the_route_admitted(
