@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Index, String, Text, text
+from sqlalchemy import Boolean, Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostcore.db.engine import Base
 
 ACTIVE_STATES = ("queued", "running")
-_ACTIVE = text("state IN ('queued', 'running')")
 
 
 class JobRow(Base):
+    # Migration 0007 also makes ``uq_jobs_active``: one active job per kind and resource,
+    # a partial unique index. It is not declared here: its per-dialect clauses would load
+    # both dialects' modules (2 MiB) into every process, for queries that never name it.
     __tablename__ = "jobs"
-    __table_args__ = (
-        Index("ix_jobs_kind_state", "kind", "state"),
-        # One active job per kind and resource, across every worker.
-        Index(
-            "uq_jobs_active",
-            "kind",
-            "resource",
-            unique=True,
-            sqlite_where=_ACTIVE,
-            postgresql_where=_ACTIVE,
-        ),
-    )
+    __table_args__ = (Index("ix_jobs_kind_state", "kind", "state"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
