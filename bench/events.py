@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from _load import (
 )
 
 CLIENT = "eventsbench"
+MAX_STREAMS = 8  # per caller and worker (hostcore.events.hub.MAX_STREAMS)
 TOPIC = "system.stats"
 STATS_PATH = "/api/v1/system/stats"
 DELAY_P99_TARGET_S = 0.050
@@ -120,7 +122,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def stream_phase(
-    server: Any, port: int, token: str, subscribers: int, duration_s: float
+    server: Any, port: int, tokens: list[str], subscribers: int, duration_s: float
 ) -> tuple[Received, float]:
     got = Received()
     settle_s = 3.0
@@ -128,8 +130,8 @@ async def stream_phase(
     counting_from = start + settle_s
     until = counting_from + duration_s
     tasks = [
-        asyncio.create_task(subscriber(port, token, until, counting_from, got))
-        for _ in range(subscribers)
+        asyncio.create_task(subscriber(port, tokens[n // MAX_STREAMS], until, counting_from, got))
+        for n in range(subscribers)
     ]
     await asyncio.sleep(max(counting_from - time.time(), 0))
     cpu_before = server.cpu_seconds()
@@ -151,21 +153,24 @@ def main() -> int:
     if not 100 <= opts.requests <= 100_000:
         parser.error("--requests 100..100000")
     stop_on_sigterm()
-    env = {
-        **client_env(CLIENT, ["system:read"]),
-        "HOSTCORE_RATELIMIT__DEFAULT": UNREACHED_RATE_LIMIT,
-    }
+    # A caller may hold MAX_STREAMS streams on a worker: the subscribers are as many
+    # clients (a panel, an app, a dashboard each), each with its own token.
+    clients = [f"{CLIENT}{n}" for n in range(-(-opts.subscribers // MAX_STREAMS))]
+    env = {"HOSTCORE_RATELIMIT__DEFAULT": UNREACHED_RATE_LIMIT}
+    for client in clients:
+        env |= client_env(client, ["system:read"])
     try:
         with Workdir(keep=opts.keep_workdir, prefix="hostcore-events-") as work:
             spec = hostcore_spec(work.path, free_port(), extra_env=env)
             with ServerGroup(work.path) as group:
                 server = group.start(spec)
                 wait_ready(server, timeout_s=60.0)
-                token = issue_token(spec, CLIENT)
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    tokens = list(pool.map(lambda client: issue_token(spec, client), clients))
                 got, cpu = asyncio.run(
-                    stream_phase(server, spec.port, token, opts.subscribers, opts.duration)
+                    stream_phase(server, spec.port, tokens, opts.subscribers, opts.duration)
                 )
-                per_get, ok = polled_cpu(server, spec.port, token, opts.requests)
+                per_get, ok = polled_cpu(server, spec.port, tokens[0], opts.requests)
     except BenchError as exc:
         print(f"events: could not measure: {exc}", file=sys.stderr)
         return 2
