@@ -122,6 +122,9 @@ def test_single_uvicorn_process_on_tcp(start: object, tmp_path: Path) -> None:
         wait_for(lambda: answers(client, "/api/v1/health"), 30, "uvicorn to answer")
         assert "text/html" in client.get("/").headers["content-type"]
         assert client.get("/docs").status_code == 200
+    # The command replaced itself with the server (same pid), leaving its CLI behind.
+    cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"hostcore.server_main"]
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so a
     # supervisor sees the signal; systemd counts that as a clean stop.
     assert server.stop() in (0, -signal.SIGTERM)
@@ -587,3 +590,19 @@ def test_a_gunicorn_reload_lets_the_replaced_app_go(
         assert replaced() is None
     finally:
         gc.unfreeze()
+
+
+def test_the_server_image_reports_a_bad_configuration_in_one_line(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    env = isolated_environ(tmp_path)
+    env["HOSTCORE_CLI_LAYERS"] = json.dumps({"config": None, "set": ["server.port=0"]})
+    done = subprocess.run(
+        [sys.executable, "-m", "hostcore.server_main"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith("hostcore: invalid configuration") and done.stderr.count("\n") == 1
+    )

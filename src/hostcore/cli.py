@@ -83,6 +83,16 @@ def serve(
     if debug:
         overrides.append("debug=true")
     settings = load_or_exit(config, overrides)
+    if not reload:
+        # The server runs in a fresh image of this process (hostcore.server_main): the
+        # command line's framework does not stay in its memory. Same pid, same fds.
+        from hostcore.config import CLI_LAYERS_ENV, cli_layers_to_environment
+        from hostcore.runner import replace_this_process
+
+        replace_this_process(
+            [sys.executable, "-m", "hostcore.server_main"],
+            {CLI_LAYERS_ENV: cli_layers_to_environment(config, overrides)},
+        )
     from hostcore.serve import CliLayers
     from hostcore.serve import serve as run
 

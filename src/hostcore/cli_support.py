@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from hostcore.errors import RUNTIME_ERROR as RUNTIME_ERROR  # re-exported for the commands
+from hostcore.errors import USAGE_ERROR as USAGE_ERROR
 from hostcore.errors import ConfigError, HostcoreError, PluginError, Unavailable
+from hostcore.errors import one_line as one_line
 
 if TYPE_CHECKING:
     from hostcore.config import Settings
@@ -31,8 +34,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-USAGE_ERROR = 2
-RUNTIME_ERROR = 1
 
 ConfigOption = Annotated[
     Path | None,
@@ -52,13 +53,6 @@ SetOption = Annotated[
         metavar="KEY.PATH=VALUE",
     ),
 ]
-
-
-def one_line(message: str) -> str:
-    """A message as one line: ``"invalid configuration:\\n  a\\n  b"`` becomes
-    ``"invalid configuration: a; b"``."""
-    head, *rest = [line.strip() for line in message.splitlines() if line.strip()] or [""]
-    return f"{head} {'; '.join(rest)}" if rest else head
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:

@@ -11,6 +11,18 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+# The exit status of a command that failed on its input (a usage or configuration
+# error), and of one that failed doing its work.
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+
+
+def one_line(message: str) -> str:
+    """A message as one line: ``"invalid configuration:\\n  a\\n  b"`` becomes
+    ``"invalid configuration: a; b"``."""
+    head, *rest = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+    return f"{head} {'; '.join(rest)}" if rest else head
+
 
 class HostcoreError(Exception):
     """Base of every error hostcore raises on purpose."""

@@ -35,11 +35,13 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from hostcore.config import RunnerSettings
 from hostcore.errors import CommandFailed, CommandNotFound, CommandTimeout, Unavailable
@@ -54,6 +56,16 @@ _COMMAND_DESCRIPTION_CHARS = 200
 # matters for a process stuck in the kernel or one that left the group and
 # still holds our pipes.
 _KILL_GRACE_S = 2.0
+
+
+def replace_this_process(argv: Sequence[str], environment: Mapping[str, str]) -> NoReturn:
+    """Become ``argv`` (``execv``: the same pid and open descriptors, this process's
+    environment plus ``environment``). ``hostcore serve`` does, to run the server
+    without the command line's framework in memory; nothing a request sent gets here."""
+    os.environ.update(environment)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], list(argv))  # noqa: S606 - an argv list, never a shell
 
 
 @dataclass(frozen=True)
