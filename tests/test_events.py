@@ -181,3 +181,17 @@ def test_a_queue_is_bounded_in_bytes_too() -> None:
     assert subscriber.dropped == 16
     subscriber.pop()
     assert subscriber.held == 3 * len(big)
+
+
+async def test_a_stream_holds_its_subscription_only_while_it_runs() -> None:
+    """A response that is never sent (its client gone first) leaves nothing behind."""
+    from hostcore.events.router import _stream
+
+    hub = EventHub(None, [Topic("system.stats", "system:read")])
+    checked = await hub.check(READER, ["system.stats"])
+    stream = _stream(None, hub, Subscriber(READER), checked, None)
+    assert hub.subscribers("system.stats") == 0 and not hub._open, "not before it runs"
+    assert await stream.__anext__() == b"retry: 2000\n\n"
+    assert hub.subscribers("system.stats") == 1
+    await stream.aclose()
+    assert hub.subscribers("system.stats") == 0 and not hub._open

@@ -144,11 +144,17 @@ class EventHub:
         for subscriber in list(self._open):
             subscriber.end(reason)
 
-    def opened(self, subscriber: Subscriber) -> None:
-        """Count an open stream; ``TooManyRequests`` past ``MAX_STREAMS`` for its caller."""
-        subject = subscriber.principal.subject
+    def may_open(self, principal: Principal) -> None:
+        """``TooManyRequests`` when the caller holds ``MAX_STREAMS`` open streams."""
+        subject = principal.subject
         if sum(1 for each in self._open if each.principal.subject == subject) >= MAX_STREAMS:
             raise TooManyRequests(f"at most {MAX_STREAMS} open event streams per caller")
+
+    def opened(self, subscriber: Subscriber, *, checked: bool = False) -> None:
+        """Count an open stream (``may_open`` first, unless the caller did); ``unsubscribe``
+        ends it."""
+        if not checked:
+            self.may_open(subscriber.principal)
         self._open.add(subscriber)
         jti = subscriber.principal.jti
         if jti is not None:
@@ -216,8 +222,25 @@ class EventHub:
         wanted = [topic for topic in dict.fromkeys(topics) if topic not in subscriber.topics]
         if len(subscriber.topics) + len(wanted) > MAX_TOPICS:
             raise Forbidden(f"at most {MAX_TOPICS} topics per stream")
-        snapshots = [await self._check(subscriber.principal, topic) for topic in wanted]
-        for topic, snapshot in zip(wanted, snapshots, strict=True):
+        checked = await self.check(subscriber.principal, wanted)
+        self.attach(subscriber, checked, last_event_id=last_event_id)
+
+    async def check(
+        self, principal: Principal, topics: Iterable[str]
+    ) -> list[tuple[str, Event | None]]:
+        """Each topic with its current state (snapshot topics), or the refusal."""
+        return [(topic, await self._check(principal, topic)) for topic in topics]
+
+    def attach(
+        self,
+        subscriber: Subscriber,
+        checked: Iterable[tuple[str, Event | None]],
+        *,
+        last_event_id: str | None = None,
+    ) -> None:
+        """Subscribe to topics :meth:`check` let through (no await: nothing can come
+        between this and the stream that ends it)."""
+        for topic, snapshot in checked:
             subscriber.topics.add(topic)
             self._subscribers.setdefault(topic, set()).add(subscriber)
             if snapshot is not None and snapshot.id != last_event_id:

@@ -79,11 +79,17 @@ def sse_frame(event: Event) -> bytes:
 
 
 async def _stream(
-    app: Any, hub: EventHub, subscriber: Subscriber, request: Request
+    app: Any,
+    hub: EventHub,
+    subscriber: Subscriber,
+    checked: list[tuple[str, Event | None]],
+    last_event_id: str | None,
 ) -> AsyncIterator[bytes]:
     last_beat = time.monotonic()
     reported = 0
     try:
+        hub.opened(subscriber, checked=True)  # the request checked the limit
+        hub.attach(subscriber, checked, last_event_id=last_event_id)
         yield b"retry: 2000\n\n"
         while True:
             while subscriber.queue:
@@ -130,15 +136,12 @@ def events_router() -> APIRouter:
         stream). ``jobs.<id>`` and ``plugins`` begin with their current state, so a
         client reconnecting (``Last-Event-ID``) has missed nothing."""
         hub = _hub(request.app)
-        subscriber = Subscriber(principal)
-        hub.opened(subscriber)
-        try:
-            await hub.subscribe(subscriber, topics.split(","), last_event_id=last_event_id)
-        except BaseException:
-            hub.unsubscribe(subscriber)
-            raise
+        # Refusals are answered here, with their status; the subscription itself is
+        # made by the stream, which alone ends it (a response never sent holds none).
+        hub.may_open(principal)
+        checked = await hub.check(principal, list(dict.fromkeys(topics.split(","))))
         return StreamingResponse(
-            _stream(request.app, hub, subscriber, request),
+            _stream(request.app, hub, Subscriber(principal), checked, last_event_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
