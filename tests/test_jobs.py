@@ -441,3 +441,10 @@ def test_an_interrupted_job_is_announced_to_its_followers(client: TestClient) ->
     states = [json.loads(event.data)["state"] for event in follower.queue]
     assert states[-1] == "failed"
     client.portal.call(hub.unsubscribe, follower)
+
+
+def test_no_job_starts_while_the_server_stops(client: TestClient) -> None:
+    client.app.state.jobs._stopping = True  # type: ignore[attr-defined]
+    refused = client.post("/api/v1/worker/work", json={"steps": 1})
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "Unavailable"

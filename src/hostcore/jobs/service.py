@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hostcore.context import Principal
 from hostcore.db.engine import Database, affected_rows
-from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound
+from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound, Unavailable
 from hostcore.jobs.kinds import (
     RESOURCE,
     Cancelled,
@@ -120,6 +120,8 @@ class JobService:
         kind = self.kinds.get(kind_name)
         if kind is None:
             raise ValueError(f"no job kind {kind_name!r} is declared")
+        if self._stopping:  # a job started now would outlive its worker's stop
+            raise Unavailable("the server is stopping: start the job again in a moment")
         if not RESOURCE.match(resource):
             raise BadRequest("invalid job resource")
         params_json = params.model_dump_json() if params is not None else "null"
