@@ -305,3 +305,25 @@ def test_stopping_ends_open_streams_at_once_and_the_running_jobs_as_interrupted(
         ).fetchone()
     assert (state, json.loads(error)["error"]) == ("failed", "Interrupted")
     assert list((tmp_path / "run" / "events").iterdir()) == [], "the workers' sockets went"
+
+
+def test_deeply_nested_json_is_refused_before_and_after_authentication(
+    served: RealServer,
+) -> None:
+    nested = "[" * 4000
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(nested)
+        with pytest.raises(Exception, match="1008"):
+            ws.recv(10)
+    token = issue(served)
+    with unix_connect(str(served.sock), "ws://hostcore/api/v1/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token["access_token"]}))
+        ws.recv(10)
+        ws.send(nested)
+        assert json.loads(ws.recv(10)) == {
+            "type": "error",
+            "error": "BadRequest",
+            "detail": "messages are JSON objects",
+        }
+    time.sleep(0.5)
+    assert "RecursionError" not in served.app_log()

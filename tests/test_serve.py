@@ -116,6 +116,8 @@ def test_gunicorn_with_two_workers_on_a_unix_socket(start: object, tmp_path: Pat
 
 
 def test_single_uvicorn_process_on_tcp(start: object, tmp_path: Path) -> None:
+    # A module in the working directory is never imported in the server's place.
+    (tmp_path / "uvicorn.py").write_text("raise SystemExit(7)\n")
     port = free_port()
     server: Server = start("--port", str(port))  # type: ignore[operator]
     with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as client:
@@ -124,7 +126,7 @@ def test_single_uvicorn_process_on_tcp(start: object, tmp_path: Path) -> None:
         assert client.get("/docs").status_code == 200
     # The command replaced itself with the server (same pid), leaving its CLI behind.
     cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[1:3] == [b"-m", b"hostcore.server_main"]
+    assert cmdline[1:4] == [b"-P", b"-m", b"hostcore.server_main"]
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so a
     # supervisor sees the signal; systemd counts that as a clean stop.
     assert server.stop() in (0, -signal.SIGTERM)

@@ -90,7 +90,9 @@ def serve(
         from hostcore.runner import replace_this_process
 
         replace_this_process(
-            [sys.executable, "-m", "hostcore.server_main"],
+            # -P: the working directory is not put on the module path (a file there
+            # must never be imported as uvicorn or anything else the server imports).
+            [sys.executable, "-P", "-m", "hostcore.server_main"],
             {CLI_LAYERS_ENV: cli_layers_to_environment(config, overrides)},
         )
     from hostcore.serve import CliLayers

@@ -208,7 +208,7 @@ def _parse(message: str) -> dict[str, Any]:
         raise BadRequest("message too large")
     try:
         parsed = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…", nested past the stack
         raise BadRequest("messages are JSON objects") from None
     if not isinstance(parsed, dict):
         raise BadRequest("messages are JSON objects")
