@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -162,28 +162,47 @@ def _mount_plugin(
         app.mount(url_path, CountedByAddress(files, url_path), name=f"{plugin.name}:{url_path}")
 
 
-def _job_kinds(registry: PluginRegistry, settings: Settings) -> dict[str, JobKind]:
-    """Every active plugin's job kinds; a plugin whose declaration is wrong is failed."""
-    kinds: dict[str, JobKind] = {}
+def _declared(
+    registry: PluginRegistry,
+    settings: Settings,
+    hook: str,
+    what: str,
+    check: Callable[[str, list[Any]], None],
+) -> dict[str, list[Any]]:
+    """Each active plugin's answer to ``hook`` (a list), checked by ``check(plugin,
+    items)``; a plugin whose hook raises or whose answer fails the check is failed."""
+    found: dict[str, list[Any]] = {}
     for plugin in registry.active():
-        if not registry.implements(plugin.name, "hostcore_job_kinds"):
+        if not registry.implements(plugin.name, hook):
             continue
         try:
-            declared = list(
-                registry.call(
-                    plugin.name, "hostcore_job_kinds", settings=settings, config=plugin.config
-                )
-                or ()
+            items = list(
+                registry.call(plugin.name, hook, settings=settings, config=plugin.config) or ()
             )
-            found = collect_kinds({plugin.name: declared})
-            if clash := sorted(set(found) & set(kinds)):
-                raise PluginError(f"job kinds {clash} are declared twice")
+            check(plugin.name, items)
         except Exception as exc:
-            log.exception("plugin %s: its job kinds cannot be used", plugin.name)
-            registry.fail(plugin.name, f"job kinds: {type(exc).__name__}: {exc}")
+            log.exception("plugin %s: its %s cannot be used", plugin.name, what)
+            registry.fail(plugin.name, f"{what}: {type(exc).__name__}: {exc}")
             continue
-        kinds |= found
-    return kinds
+        found[plugin.name] = items
+    return found
+
+
+def _job_kinds(registry: PluginRegistry, settings: Settings) -> dict[str, JobKind]:
+    """Every active plugin's job kinds (each carries its plugin's name: none clash)."""
+
+    def check(plugin: str, kinds: list[Any]) -> None:
+        collect_kinds({plugin: kinds})
+
+    return collect_kinds(_declared(registry, settings, "hostcore_job_kinds", "job kinds", check))
+
+
+def _check_topics(plugin: str, topics: list[Any]) -> None:
+    for topic in topics:
+        if not isinstance(topic, Topic) or not TOPIC_NAME.match(topic.name):
+            raise PluginError("hostcore_event_topics must return Topic objects")
+        if topic.name.split(".", 1)[0] != plugin:
+            raise PluginError(f"topic {topic.name!r} must begin {plugin}.")
 
 
 def _event_hub(
@@ -193,27 +212,8 @@ def _event_hub(
     jobs: JobService,
 ) -> EventHub:
     """The worker's events: every active plugin's topics, jobs' and the plugin list."""
-    topics: list[Topic] = []
-    for plugin in registry.active():
-        if not registry.implements(plugin.name, "hostcore_event_topics"):
-            continue
-        try:
-            declared = list(
-                registry.call(
-                    plugin.name, "hostcore_event_topics", settings=settings, config=plugin.config
-                )
-                or ()
-            )
-            for topic in declared:
-                if not isinstance(topic, Topic) or not TOPIC_NAME.match(topic.name):
-                    raise PluginError("hostcore_event_topics must return Topic objects")
-                if topic.name.split(".", 1)[0] != plugin.name:
-                    raise PluginError(f"topic {topic.name!r} must begin {plugin.name}.")
-        except Exception as exc:
-            log.exception("plugin %s: its event topics cannot be used", plugin.name)
-            registry.fail(plugin.name, f"event topics: {type(exc).__name__}: {exc}")
-            continue
-        topics += declared
+    declared = _declared(registry, settings, "hostcore_event_topics", "event topics", _check_topics)
+    topics = [topic for each in declared.values() for topic in each]
     hub = EventHub(app, topics)
 
     async def job_snapshot(topic: str, principal: Principal) -> Any:
