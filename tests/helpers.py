@@ -697,3 +697,36 @@ class RealServer:
 
         wait_for(logged, 10, "the access lines of the requests")
         return found
+
+
+def start_real_server(root: Path, *args: str, **environ: str) -> RealServer:
+    """``hostcore serve --workers 2`` on ``root/run/hostcore.sock`` with the access log on
+    (it names the worker of each request id), ``environ`` added; returned once the
+    workers answer. Stop it with ``stop_group(server.process)``."""
+    sock = root / "run" / "hostcore.sock"
+    sock.parent.mkdir(mode=0o700, exist_ok=True)
+    env = isolated_environ(
+        root,
+        HOSTCORE_SERVER__UDS=str(sock),
+        HOSTCORE_SERVER__WORKERS="2",
+        HOSTCORE_LOGGING__ACCESS_LOG="true",
+        **environ,
+    )
+    with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
+        process = subprocess.Popen(
+            hostcore_command("serve", *args),
+            env=env,
+            cwd=root,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    server = RealServer(root, env, sock, process)
+    try:
+        wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
+        with server.connection() as http:
+            wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
+    except BaseException:
+        stop_group(process)
+        raise
+    return server

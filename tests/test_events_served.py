@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +20,7 @@ from websockets.sync.client import unix_connect
 from tests.helpers import (
     RealServer,
     Sent,
-    accepts,
-    answers,
-    hostcore_command,
-    isolated_environ,
+    start_real_server,
     stop_group,
     wait_for,
 )
@@ -42,34 +38,11 @@ def served(hello_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def start_server(root: Path, hello_site: Path) -> RealServer:
-    sock = root / "run" / "hostcore.sock"
-    sock.parent.mkdir(mode=0o700)
-    env = isolated_environ(
+    return start_real_server(
         root,
         PYTHONPATH=str(hello_site),
-        HOSTCORE_SERVER__UDS=str(sock),
-        HOSTCORE_SERVER__WORKERS="2",
-        HOSTCORE_LOGGING__ACCESS_LOG="true",
         HOSTCORE_AUTH__CLIENTS__PANEL__SCOPES='["hello:read"]',
     )
-    with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
-        process = subprocess.Popen(
-            hostcore_command("serve"),
-            env=env,
-            cwd=root,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    server = RealServer(root, env, sock, process)
-    try:
-        wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
-        with server.connection() as http:
-            wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
-    except BaseException:
-        stop_group(process)
-        raise
-    return server
 
 
 def issue(server: RealServer, client: str = "tester") -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,7 @@ from hostcore.jobs import service as jobs_service
 from tests.helpers import (
     RealServer,
     Sent,
-    accepts,
-    answers,
-    hostcore_command,
-    isolated_environ,
+    start_real_server,
     stop_group,
     wait_for,
 )
@@ -35,33 +31,11 @@ ATTEMPTS = 60  # fresh connections tried to reach the other worker
 
 @pytest.fixture(scope="module")
 def served(hello_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    root = tmp_path_factory.mktemp("jobs-served")
-    sock = root / "run" / "hostcore.sock"
-    sock.parent.mkdir(mode=0o700)
-    env = isolated_environ(
-        root,
-        PYTHONPATH=str(hello_site),
-        HOSTCORE_SERVER__UDS=str(sock),
-        HOSTCORE_SERVER__WORKERS="2",
-        HOSTCORE_LOGGING__ACCESS_LOG="true",
-    )
-    with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
-        process = subprocess.Popen(
-            hostcore_command("serve"),
-            env=env,
-            cwd=root,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    server = RealServer(root, env, sock, process)
+    server = start_real_server(tmp_path_factory.mktemp("jobs-served"), PYTHONPATH=str(hello_site))
     try:
-        wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
-        with server.connection() as http:
-            wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
         yield server
     finally:
-        stop_group(process)
+        stop_group(server.process)
 
 
 def token_headers(server: RealServer) -> dict[str, str]:

@@ -3,7 +3,6 @@ server the integration tests share."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,14 +13,10 @@ from hostcore.db.migrate import lineages, migration_lock, upgrade
 from tests.helpers import (
     SERVER_CONFIG,
     RealServer,
-    accepts,
-    answers,
     empty_postgres,
-    hostcore_command,
-    isolated_environ,
     postgres_url,
+    start_real_server,
     stop_group,
-    wait_for,
 )
 
 
@@ -54,32 +49,12 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     root = tmp_path_factory.mktemp("real-server")
-    sock = root / "run" / "hostcore.sock"
-    sock.parent.mkdir(mode=0o700)
     config = root / "server.toml"
     config.write_text(SERVER_CONFIG)
-    env = isolated_environ(
-        root,
-        HOSTCORE_SERVER__UDS=str(sock),
-        HOSTCORE_SERVER__WORKERS="2",
-        HOSTCORE_AUTH__CLIENTS__LIMITED__SCOPES='["*"]',
-        # The access line names the worker (pid) that served each request id.
-        HOSTCORE_LOGGING__ACCESS_LOG="true",
+    server = start_real_server(
+        root, "--config", str(config), HOSTCORE_AUTH__CLIENTS__LIMITED__SCOPES='["*"]'
     )
-    with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
-        process = subprocess.Popen(
-            hostcore_command("serve", "--config", str(config)),
-            env=env,
-            cwd=root,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    server = RealServer(root, env, sock, process)
     try:
-        wait_for(lambda: accepts(sock), 30, "gunicorn to listen on the socket")
-        with server.connection() as http:
-            wait_for(lambda: answers(http, "/api/v1/health"), 30, "the workers to answer")
         yield server
     finally:
-        stop_group(process)
+        stop_group(server.process)
