@@ -275,25 +275,7 @@ def test_a_job_whose_worker_is_gone_ends_interrupted(
         "location"
     ]
     job_id = location.rsplit("/", 1)[1]
-    service = client.app.state.jobs  # type: ignore[attr-defined]
-
-    async def died(*_args: Any) -> None:  # the worker records nothing more
-        return None
-
-    # As if its worker had died: its task gone without a word, its heartbeat long past.
-    monkeypatch.setattr(service, "_finish", died)
-    running = service._running[job_id]
-    running.task.cancel()
-
-    async def age() -> None:
-        async with service.db.session() as session:
-            await session.execute(
-                update(JobRow).where(JobRow.id == job_id).values(heartbeat_at=time.time() - 60)
-            )
-            await session.commit()
-
-    assert client.portal is not None
-    client.portal.call(age)
+    kill_silently(client, job_id)
     job = client.get(location).json()
     assert job["state"] == "failed"
     assert job["error"] == {
@@ -395,13 +377,7 @@ def test_a_job_ended_by_another_worker_stops_running_here(
     service = client.app.state.jobs  # type: ignore[attr-defined]
     task = service._running[job_id].task
 
-    async def end_elsewhere() -> None:
-        async with service.db.session() as session:
-            await session.execute(update(JobRow).where(JobRow.id == job_id).values(state="failed"))
-            await session.commit()
-
-    assert client.portal is not None
-    client.portal.call(end_elsewhere)
+    set_row(client, job_id, state="failed")
     deadline = time.monotonic() + WITHIN_S
     while not task.done():
         assert time.monotonic() < deadline, "the orphaned work went on"
@@ -417,26 +393,11 @@ def test_an_interrupted_job_is_announced_to_its_followers(client: TestClient) ->
     ]
     job_id = location.rsplit("/", 1)[1]
     app: Any = client.app
-    service, hub = app.state.jobs, app.state.events
+    hub = app.state.events
     follower = Subscriber(Principal("client", "tester", frozenset({"*"})))
     assert client.portal is not None
     client.portal.call(hub.subscribe, follower, [f"jobs.{job_id}"])
-    running = service._running[job_id]
-
-    async def died(*_args: Any) -> None:
-        return None
-
-    service._finish = died  # the worker dies without a word
-    running.task.cancel()
-
-    async def age() -> None:
-        async with service.db.session() as session:
-            await session.execute(
-                update(JobRow).where(JobRow.id == job_id).values(heartbeat_at=time.time() - 60)
-            )
-            await session.commit()
-
-    client.portal.call(age)
+    kill_silently(client, job_id)
     assert client.get(location).json()["state"] == "failed"
     states = [json.loads(event.data)["state"] for event in follower.queue]
     assert states[-1] == "failed"
@@ -448,3 +409,29 @@ def test_no_job_starts_while_the_server_stops(client: TestClient) -> None:
     refused = client.post("/api/v1/worker/work", json={"steps": 1})
     assert refused.status_code == 503
     assert refused.json()["error"] == "Unavailable"
+
+
+def kill_silently(client: TestClient, job_id: str) -> None:
+    """As if the job's worker had died: its task gone without a word, its heartbeat long
+    past."""
+    service = client.app.state.jobs  # type: ignore[attr-defined]
+
+    async def died(*_args: Any) -> None:  # the worker records nothing more
+        return None
+
+    service._finish = died
+    service._running[job_id].task.cancel()
+    set_row(client, job_id, heartbeat_at=time.time() - 60)
+
+
+def set_row(client: TestClient, job_id: str, **values: Any) -> None:
+    """Change a job's row in the store, as another worker would."""
+    service = client.app.state.jobs  # type: ignore[attr-defined]
+
+    async def change() -> None:
+        async with service.db.session() as session:
+            await session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+            await session.commit()
+
+    assert client.portal is not None
+    client.portal.call(change)
