@@ -268,9 +268,7 @@ def test_the_list_is_filtered_by_kind_and_state(client: TestClient) -> None:
     client.delete(f"/api/v1/jobs/{running['id']}")
 
 
-def test_a_job_whose_worker_is_gone_ends_interrupted(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_job_whose_worker_is_gone_ends_interrupted(client: TestClient) -> None:
     location = client.post("/api/v1/worker/work", json={"steps": 100, "step_s": 0.5}).headers[
         "location"
     ]
@@ -366,9 +364,7 @@ def test_lists_and_events_carry_no_log_or_result(client: TestClient) -> None:
     assert client.get(location).json()["result"] == {"steps": 2}, "the job itself has them"
 
 
-def test_a_job_ended_by_another_worker_stops_running_here(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_job_ended_by_another_worker_stops_running_here(client: TestClient) -> None:
     """Its worker was stuck past the heartbeat limit; another one ended the job."""
     location = client.post("/api/v1/worker/work", json={"steps": 100, "step_s": 0.05}).headers[
         "location"
