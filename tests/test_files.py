@@ -100,3 +100,16 @@ def test_the_private_opener_creates_0600_whatever_the_umask(tmp_path: Path) -> N
     finally:
         os.umask(previous)
     assert mode(tmp_path / "x.log") == 0o600
+
+
+def test_replace_file_puts_a_new_private_file_in_place_whole(tmp_path: Path) -> None:
+    from hostcore.files import replace_file
+
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    before = target.stat().st_ino
+    replace_file(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_ino != before
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "no temporary left"

@@ -14,12 +14,12 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostcore.errors import ControlError
+from hostcore.files import replace_file
 
 PID_FILE = "hostcore.pid"
 RELOAD_FILE = "hostcore.reload"
@@ -112,11 +112,4 @@ def _server_pid(run_dir: Path) -> int:
 
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` whole, so a reader never sees half a file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, text.encode())

@@ -21,6 +21,7 @@ import logging
 import os
 import pwd
 import stat
+import tempfile
 from pathlib import Path
 
 from hostcore.errors import ConfigError
@@ -61,6 +62,19 @@ def checked_file(path: Path, *, what: str) -> None:
     """Check a file that may exist (a WAL, a key): tighten or refuse as the rules say."""
     if path.exists():
         _limit(path, FILE_LIMIT, what)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole with ``data`` (a new 0600 file renamed over it): a reader
+    never sees half a file, and the old one's inode goes. Raises ``OSError``."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def private_opener(path: str, flags: int) -> int:

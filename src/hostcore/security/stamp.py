@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from hostcore.files import private_opener
+from hostcore.files import replace_file
 
 STAMP_FILE = "security.stamp"
 # However quiet the stamp, the store is read this often.
@@ -43,11 +43,8 @@ class ChangeStamp:
     def touch(self) -> None:
         """Say the state changed: a new file replaces the old one (a new inode, whatever
         the file system's time resolution). A failure is logged: the full polls catch up."""
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
-            with open(temporary, "wb", opener=private_opener) as handle:
-                handle.write(os.urandom(8))
-            temporary.replace(self.path)
+            replace_file(self.path, os.urandom(8))
         except OSError as exc:
             log.warning("cannot replace %s (%s): other workers notice within %gs",
                         self.path, exc.strerror, FULL_POLL_EVERY_S)  # fmt: skip

@@ -41,6 +41,7 @@ from hostcore.builtin.system.parsers import (
     real_mounts,
 )
 from hostcore.errors import Unavailable
+from hostcore.files import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -341,12 +342,8 @@ class StatsCollector:
             "cpu": {name: list(astuple(times)) for name, times in cpu_times.items()},
             "sample": stats.model_dump(mode="json"),
         }
-        temporary = shared.with_name(f".{shared.name}.{os.getpid()}")
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(json.dumps(document).encode())
-            temporary.replace(shared)
+            replace_file(shared, json.dumps(document).encode())
             self._adopted_mtime = shared.stat().st_mtime_ns
         except OSError as exc:
             log.debug("cannot share the stats sample in %s: %s", shared, exc)
