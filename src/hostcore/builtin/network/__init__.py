@@ -1,0 +1,1 @@
+"""The built-in ``network`` plugin: interfaces, addresses, routes, DNS, DHCP, VLANs, LLDP."""
