@@ -91,6 +91,19 @@ class CommandFailed(HostcoreError):
     status_code = 502
 
 
+class UpstreamFailed(HostcoreError):
+    """Something hostcore asked on the caller's behalf (the kernel, a remote service) refused
+    or failed; the detail says what was asked, never what came back."""
+
+    status_code = 502
+
+
+class UpstreamTimeout(HostcoreError):
+    """A remote service did not answer within its time limit."""
+
+    status_code = 504
+
+
 class Unavailable(HostcoreError):
     """Hardware, a daemon, a file or a command the request needs is absent."""
 

@@ -1,0 +1,251 @@
+"""Rtnetlink through pyroute2's async API, in the device's own namespace or a named one.
+
+* **Async only.** ``AsyncIPRoute`` runs in the event loop; pyroute2's sync
+  classes cannot run inside one.
+* **Named namespaces without a process.** pyroute2's ``netns=`` forks a child
+  behind hostcore's runner. Instead a short-lived thread enters the namespace
+  (``setns(2)``), opens the netlink socket there and ends; a socket keeps the
+  namespace it was made in, so ``AsyncIPRoute(fileno=…)`` then talks to that
+  namespace from the loop. A fresh thread each time: a thread of a pool would
+  stay in the other namespace for whatever work it runs next.
+* **Imported on first use.** pyroute2 is large; a server that never answers a
+  network request never loads it.
+* **Kernel errors become hostcore errors** here, by errno, with details that say
+  what was asked, never what the kernel sent back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hostcore.builtin.network.models import AddressRead, NeighbourRead, RouteRead
+from hostcore.builtin.network.rtnl import (
+    Link,
+    Message,
+    parse_address,
+    parse_link,
+    parse_neighbour,
+    parse_route,
+)
+from hostcore.errors import Conflict, HostcoreError, NotFound, Unavailable, UpstreamFailed
+
+if TYPE_CHECKING:
+    from pyroute2 import AsyncIPRoute
+
+CLONE_NEWNET = 0x40000000
+# RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (linux/rtnetlink.h)
+LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
+
+
+def namespace_names(netns_dir: Path) -> list[str]:
+    """The named namespaces (``ip netns list``), sorted; none when the directory is absent."""
+    try:
+        return sorted(entry.name for entry in netns_dir.iterdir() if not entry.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _socket_in(namespace: Path) -> int:
+    """A netlink route socket made inside ``namespace`` (a file under /run/netns)."""
+    made: list[int] = []
+    failed: list[OSError] = []
+
+    def enter_and_open() -> None:
+        try:
+            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as error:
+            failed.append(error)
+            return
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                failed.append(OSError(code, os.strerror(code)))
+                return
+            route = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+            )
+            made.append(route.detach())
+        except OSError as error:
+            failed.append(error)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=enter_and_open, name="hostcore-netns")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+def kernel_error(error: BaseException, action: str) -> HostcoreError:
+    """What a refused netlink request means for the caller."""
+    code = getattr(error, "code", None)
+    if not isinstance(code, int):
+        code = getattr(error, "errno", None)
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NotFound(f"cannot {action}: no such link")
+    if code in (errno.EEXIST, errno.EBUSY):
+        return Conflict(f"cannot {action}: {os.strerror(code).lower()}")
+    if code in (errno.EPERM, errno.EACCES):
+        return Unavailable(f"cannot {action}: hostcore lacks CAP_NET_ADMIN")
+    if code == errno.EOPNOTSUPP:
+        return Unavailable(f"cannot {action}: the kernel does not support it")
+    name = errno.errorcode.get(code, "an error") if isinstance(code, int) else "an error"
+    return UpstreamFailed(f"the kernel refused to {action} ({name})")
+
+
+class Netlink:
+    """Rtnetlink sessions: one socket kept for the device's own namespace (per event loop,
+    requests in turn), a fresh one per request for a named namespace.
+
+    ``own`` replaces this process's namespace as "the device's own" (tests point it at a
+    namespace they made); production leaves it None.
+    """
+
+    def __init__(self, netns_dir: Path, *, own: Path | None = None) -> None:
+        self.netns_dir = netns_dir
+        self.own = own
+        self._kept: AsyncIPRoute | None = None
+        self._kept_loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def namespace_path(self, name: str) -> Path:
+        if name not in namespace_names(self.netns_dir):
+            raise NotFound(f"no network namespace named {name}")
+        return self.netns_dir / name
+
+    async def _open(self, namespace: Path | None, **options: Any) -> AsyncIPRoute:
+        from pyroute2 import AsyncIPRoute
+
+        if namespace is None:
+            return AsyncIPRoute(**options)
+        try:
+            fd = await asyncio.to_thread(_socket_in, namespace)
+        except OSError as error:
+            raise Unavailable("cannot enter the network namespace") from error
+        return AsyncIPRoute(fileno=fd, **options)
+
+    @contextlib.asynccontextmanager
+    async def session(self, netns: str | None) -> AsyncIterator[AsyncIPRoute]:
+        """A socket for ``netns`` (None: the device's own) for the length of the block."""
+        if netns is not None:
+            route = await self._open(self.namespace_path(netns))
+            try:
+                yield route
+            finally:
+                route.close()
+            return
+        loop = asyncio.get_running_loop()
+        if self._kept is None or self._kept_loop is not loop:
+            self.close()
+            self._kept = await self._open(self.own)
+            self._kept_loop = loop
+            self._lock = asyncio.Lock()
+        assert self._lock is not None
+        async with self._lock:
+            try:
+                yield self._kept
+            except OSError:
+                self.close()  # a broken socket is not kept
+                raise
+
+    async def dump(self, netns: str | None, what: str) -> list[Message]:
+        """Every ``link``, ``addr``, ``route`` or ``neigh`` entry; filtering is the caller's
+        (pyroute2's filters differ by object type and version)."""
+        async with self.session(netns) as route:
+            try:
+                return [message async for message in await getattr(route, what)("dump")]
+            except Exception as error:
+                raise kernel_error(error, f"list {what}s") from error
+
+    async def request(
+        self, netns: str | None, action: str, call: Callable[[AsyncIPRoute], Awaitable[Any]]
+    ) -> Any:
+        """``call(socket)``, its kernel errors turned into hostcore's (``action`` names it)."""
+        async with self.session(netns) as route:
+            try:
+                return await call(route)
+            except HostcoreError:
+                raise
+            except Exception as error:
+                raise kernel_error(error, action) from error
+
+    # -- what the service asks --
+
+    async def links(self, netns: str | None) -> list[Link]:
+        return [link for m in await self.dump(netns, "link") if (link := parse_link(m))]
+
+    async def addresses(self, netns: str | None) -> list[tuple[int, AddressRead]]:
+        return [found for m in await self.dump(netns, "addr") if (found := parse_address(m))]
+
+    async def routes(self, netns: str | None, names: Mapping[int, str]) -> list[RouteRead]:
+        return [r for m in await self.dump(netns, "route") if (r := parse_route(m, names))]
+
+    async def neighbours(self, netns: str | None, names: Mapping[int, str]) -> list[NeighbourRead]:
+        return [n for m in await self.dump(netns, "neigh") if (n := parse_neighbour(m, names))]
+
+    async def link(self, netns: str | None, index: int) -> Link:
+        found = await self.request(
+            netns, "read the link", lambda route: route.link("get", index=index)
+        )
+        link = parse_link(found[0]) if found else None
+        if link is None:
+            raise NotFound("cannot read the link: no such link")
+        return link
+
+    async def set_up(self, netns: str | None, index: int, up: bool) -> None:
+        state = "up" if up else "down"
+        await self.request(
+            netns,
+            f"set the link {state}",
+            lambda route: route.link("set", index=index, state=state),
+        )
+
+    async def add_vlan(self, netns: str | None, parent: int, name: str, vlan_id: int) -> None:
+        await self.request(
+            netns,
+            "add the VLAN",
+            lambda route: route.link("add", ifname=name, kind="vlan", link=parent, vlan_id=vlan_id),
+        )
+
+    async def delete_link(self, netns: str | None, index: int) -> None:
+        await self.request(netns, "delete the link", lambda route: route.link("del", index=index))
+
+    async def route_interface(self, address: str) -> int | None:
+        """The index of the interface the device's own namespace reaches ``address`` through."""
+        found = await self.request(
+            None, "look up the route", lambda route: route.route("get", dst=address)
+        )
+        index = found[0].get("RTA_OIF") if found else None
+        return index if isinstance(index, int) else None
+
+    async def watch(
+        self, on_message: Callable[[Message], None], *, netns: str | None = None
+    ) -> None:
+        """Call ``on_message`` for each link and address change until cancelled."""
+        namespace = self.own if netns is None else self.namespace_path(netns)
+        route = await self._open(namespace)
+        try:
+            await route.bind(groups=LINK_AND_ADDRESS_GROUPS)
+            while True:
+                async for message in route.get():
+                    on_message(message)
+        finally:
+            route.close()
+
+    def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+        self._kept = None
+        self._kept_loop = None

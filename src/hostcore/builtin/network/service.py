@@ -1,0 +1,307 @@
+"""The network plugin's service: the rules (protected interfaces, VLANs only), no HTTP.
+
+A name a caller sends is only compared with the names the kernel lists; what goes
+back to the kernel is the index it gave. ``netns`` None is the device's own
+namespace, a name one under ``netns_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hostcore.builtin.network.dns import DnsRead, Resolved, read_dns
+from hostcore.builtin.network.leases import LeaseRead, read_leases
+from hostcore.builtin.network.lldp import LldpNeighbourRead, read_neighbours
+from hostcore.builtin.network.models import (
+    AddressRead,
+    Family,
+    InterfaceCounters,
+    InterfaceRates,
+    InterfaceRead,
+    InterfaceStatsRead,
+    LinkStateRead,
+    NamespaceRead,
+    NeighbourRead,
+    PublicIpRead,
+    RouteRead,
+)
+from hostcore.builtin.network.netlink import Netlink, namespace_names
+from hostcore.builtin.network.public_ip import PublicAddress
+from hostcore.builtin.network.rtnl import ARPHRD_ETHER, Link
+from hostcore.builtin.network.schemas import (
+    MAX_IFNAME_BYTES,
+    LinkState,
+    NetworkSettings,
+    VlanCreate,
+    check_ifname,
+)
+from hostcore.builtin.network.sysfs import DeviceFacts, device_facts
+from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from hostcore.runner import Runner
+
+# Rates compare with a sample at least this old (closer ones measure noise), and no
+# older than the other bound (a rate over an hour says little about now).
+RATE_MIN_INTERVAL_S = 0.2
+RATE_MAX_INTERVAL_S = 300.0
+KEPT_SAMPLES = 256  # interfaces whose last sample is kept, per process
+NO_FACTS = DeviceFacts()
+
+
+@dataclass(frozen=True)
+class _Sample:
+    at: float  # monotonic
+    counters: InterfaceCounters
+
+
+class NetworkService:
+    def __init__(
+        self, config: NetworkSettings, runner: Runner, *, netlink: Netlink | None = None
+    ) -> None:
+        self.config = config
+        self.runner = runner
+        self.netlink = netlink or Netlink(config.netns_dir)
+        self.class_net = config.root / "sys/class/net"
+        self.resolved = Resolved(timeout_s=config.dbus_timeout_s)
+        url = str(config.public_ip_url) if config.public_ip_url is not None else None
+        self.public = PublicAddress(
+            url, timeout_s=config.public_ip_timeout_s, cache_s=config.public_ip_cache_s
+        )
+        # (namespace, index) -> (latest, the one before): the baseline of the next rate.
+        self._samples: OrderedDict[tuple[str | None, int], tuple[_Sample, _Sample | None]] = (
+            OrderedDict()
+        )
+
+    async def stop(self) -> None:
+        self.netlink.close()
+        await self.resolved.close()
+
+    # -- reading --
+
+    async def _facts(self, link: Link, netns: str | None) -> DeviceFacts:
+        if netns is not None or self.netlink.own is not None:
+            return NO_FACTS  # this process's /sys shows its own namespace only
+        return device_facts(self.class_net, link.name)
+
+    def _interface(
+        self,
+        link: Link,
+        addresses: list[AddressRead],
+        names: Mapping[int, str],
+        facts: DeviceFacts,
+        netns: str | None,
+    ) -> InterfaceRead:
+        kind = "wireless" if facts.wireless and link.kind == "ethernet" else link.kind
+        return InterfaceRead(
+            name=link.name,
+            index=link.index,
+            kind=kind,
+            mac=link.mac,
+            mtu=link.mtu,
+            operstate=link.operstate,
+            admin_up=link.admin_up,
+            carrier=link.carrier,
+            flags=link.flag_names,
+            master=names.get(link.master) if link.master else None,
+            parent=names.get(link.parent) if link.parent else None,
+            vlan_id=link.vlan_id,
+            netns=netns,
+            speed_mbps=facts.speed_mbps,
+            duplex=facts.duplex,
+            driver=facts.driver,
+            addresses=addresses,
+        )
+
+    async def interfaces(self, netns: str | None = None) -> list[InterfaceRead]:
+        links = await self.netlink.links(netns)
+        by_index: dict[int, list[AddressRead]] = {}
+        for index, address in await self.netlink.addresses(netns):
+            by_index.setdefault(index, []).append(address)
+        names = {link.index: link.name for link in links}
+        return [
+            self._interface(
+                link, by_index.get(link.index, []), names, await self._facts(link, netns), netns
+            )
+            for link in links
+        ]
+
+    async def interface(self, name: str, netns: str | None = None) -> InterfaceRead:
+        for interface in await self.interfaces(netns):
+            if interface.name == name:
+                return interface
+        raise NotFound(f"no interface named {name}")
+
+    async def _find(self, name: str, netns: str | None) -> tuple[Link, dict[int, str]]:
+        links = await self.netlink.links(netns)
+        names = {link.index: link.name for link in links}
+        for link in links:
+            if link.name == name:
+                return link, names
+        raise NotFound(f"no interface named {name}")
+
+    async def stats(self, name: str, netns: str | None = None) -> InterfaceStatsRead:
+        link, _ = await self._find(name, netns)
+        link = await self.netlink.link(netns, link.index)  # its counters, read now
+        if link.counters is None:
+            raise Unavailable(f"the kernel keeps no counters for {name}")
+        now = _Sample(time.monotonic(), link.counters)
+        return InterfaceStatsRead(
+            name=link.name,
+            index=link.index,
+            sampled_at=datetime.now(UTC),
+            counters=now.counters,
+            rates=self._rates((netns, link.index), now),
+        )
+
+    def _rates(self, key: tuple[str | None, int], now: _Sample) -> InterfaceRates | None:
+        latest, before = self._samples.pop(key, (None, None))
+        baseline = None
+        for candidate in (latest, before):
+            if candidate is not None and now.at - candidate.at >= RATE_MIN_INTERVAL_S:
+                baseline = candidate
+                break
+        # Keep the newer sample only once it is far enough from the one it follows, so
+        # quick polls still have a baseline a fifth of a second back.
+        if latest is None or now.at - latest.at >= RATE_MIN_INTERVAL_S:
+            self._samples[key] = (now, latest)
+        else:
+            self._samples[key] = (latest, before)
+        while len(self._samples) > KEPT_SAMPLES:
+            self._samples.popitem(last=False)
+        if baseline is None or now.at - baseline.at > RATE_MAX_INTERVAL_S:
+            return None
+        interval = now.at - baseline.at
+        old, new = baseline.counters, now.counters
+        deltas = (
+            new.rx_bytes - old.rx_bytes,
+            new.tx_bytes - old.tx_bytes,
+            new.rx_packets - old.rx_packets,
+            new.tx_packets - old.tx_packets,
+        )
+        if min(deltas) < 0:
+            return None  # the counters went back: the link was reset or replaced
+        return InterfaceRates(
+            interval_s=round(interval, 3),
+            rx_bytes_per_s=deltas[0] / interval,
+            tx_bytes_per_s=deltas[1] / interval,
+            rx_packets_per_s=deltas[2] / interval,
+            tx_packets_per_s=deltas[3] / interval,
+        )
+
+    async def routes(
+        self, family: Family | None, table: int | None, netns: str | None = None
+    ) -> list[RouteRead]:
+        names = {link.index: link.name for link in await self.netlink.links(netns)}
+        return [
+            route
+            for route in await self.netlink.routes(netns, names)
+            if (family is None or route.family == family)
+            and (table is None or route.table == table)
+        ]
+
+    async def neighbours(self, netns: str | None = None) -> list[NeighbourRead]:
+        names = {link.index: link.name for link in await self.netlink.links(netns)}
+        return await self.netlink.neighbours(netns, names)
+
+    async def namespaces(self) -> list[NamespaceRead]:
+        found = []
+        for name in namespace_names(self.config.netns_dir):
+            try:
+                links = await self.netlink.links(name)
+            except (NotFound, Unavailable):
+                continue  # gone since the listing, or not a namespace at all
+            found.append(NamespaceRead(name=name, interfaces=[link.name for link in links]))
+        return found
+
+    async def _own_names(self) -> dict[int, str]:
+        return {link.index: link.name for link in await self.netlink.links(None)}
+
+    async def dns(self) -> DnsRead:
+        return await read_dns(self.config.root, self.resolved, await self._own_names())
+
+    async def leases(self) -> list[LeaseRead]:
+        names = await self._own_names()
+        return await asyncio.to_thread(read_leases, self.config.root, names)
+
+    async def lldp_neighbours(self) -> list[LldpNeighbourRead]:
+        return await read_neighbours(
+            self.runner,
+            control_socket=self.config.lldpd_socket,
+            timeout_s=self.config.lldp_timeout_s,
+        )
+
+    async def public_ip(self) -> PublicIpRead:
+        return await self.public.get()
+
+    # -- changing --
+
+    async def protected(self, caller: str) -> set[str]:
+        """The interfaces of the device's own namespace that may not be set down for
+        ``caller`` (an address, or ``unix``/``unknown`` when it is not known)."""
+        names = set(self.config.protected_interfaces)
+        if not self.config.protect_caller_interface:
+            return names
+        links = await self._own_names()
+        try:
+            address = ipaddress.ip_address(caller)
+        except ValueError:
+            address = None
+        if address is not None:
+            index = await self.netlink.route_interface(str(address))
+            if index is not None and index in links:
+                names.add(links[index])
+            return names
+        for route in await self.netlink.routes(None, links):
+            if route.destination == "default":
+                names.update(hop.interface for hop in route.nexthops if hop.interface)
+                if route.interface is not None:
+                    names.add(route.interface)
+        return names
+
+    async def set_state(
+        self, name: str, state: LinkState, caller: str, netns: str | None = None
+    ) -> LinkStateRead:
+        link, _ = await self._find(name, netns)
+        if state == "down" and netns is None and name in await self.protected(caller):
+            raise Forbidden(
+                f"{name} is protected: it carries your own connection or is on the "
+                "protected-interfaces list"
+            )
+        await self.netlink.set_up(netns, link.index, state == "up")
+        link = await self.netlink.link(netns, link.index)
+        return LinkStateRead(name=link.name, admin_up=link.admin_up, operstate=link.operstate)
+
+    async def create_vlan(self, request: VlanCreate, netns: str | None = None) -> InterfaceRead:
+        parent, names = await self._find(request.parent, netns)
+        if parent.link_type != ARPHRD_ETHER:
+            raise Conflict(f"{parent.name} is not an Ethernet interface: no VLAN can ride on it")
+        name = request.name or f"{parent.name}.{request.vlan_id}"
+        try:
+            check_ifname(name)
+        except ValueError:
+            raise BadRequest(
+                f"the default name {parent.name}.{request.vlan_id} is longer than "
+                f"{MAX_IFNAME_BYTES} bytes: give a name"
+            ) from None
+        if name in names.values():
+            raise Conflict(f"an interface named {name} exists")
+        try:
+            await self.netlink.add_vlan(netns, parent.index, name, request.vlan_id)
+        except Unavailable as error:
+            if "CAP_NET_ADMIN" in error.detail:
+                raise
+            raise Unavailable(
+                "the kernel has no 802.1Q VLAN support (module 8021q is not available)"
+            ) from error
+        return await self.interface(name, netns)
+
+    async def delete_vlan(self, name: str, netns: str | None = None) -> None:
+        link, _ = await self._find(name, netns)
+        if link.kind != "vlan":
+            raise Conflict(f"{name} is a {link.kind} link: only VLANs are deleted here")
+        await self.netlink.delete_link(netns, link.index)
