@@ -11,7 +11,10 @@ journal, for one).
 
 Operations that change the host reach fakes: service control, power, hostname
 and time zone go to the fake daemons, key rotation and token revocation to the
-temporary store. The one operation left out is ``DELETE /api/v1/auth/tokens``
+temporary store. The network plugin's own namespace is a throwaway one the run
+makes (as root, as in CI), so setting an interface down or adding a VLAN acts
+there; without root the host's namespace is only read, the kernel refusing every
+change (503). The one operation left out is ``DELETE /api/v1/auth/tokens``
 (revoke every token): it would revoke the run's own token and turn every later
 answer into a 401; its own tests cover it.
 
@@ -22,6 +25,7 @@ database.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +40,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from hostcore.app import create_app
+from hostcore.builtin.network.netlink import Netlink
 from hostcore.config import Settings, load_settings
+from tests.builtin.network.netns import namespaces
 from tests.builtin.system.fakes import FakeServices
 from tests.builtin.system.trees import RPI
 from tests.helpers import NOWHERE, bearer, isolated_environ
@@ -68,19 +74,41 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
 )
 
 
+@pytest.fixture(scope="module")
+def network_namespace() -> Iterator[Path | None]:
+    """A namespace for the network plugin to act in, as root; None (the host's, which
+    the kernel then protects from an unprivileged process) otherwise."""
+    if os.geteuid() != 0:
+        yield None
+        return
+    with namespaces(1) as (made,):
+        made.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        yield made.path
+
+
 @pytest.fixture
 def api(
     settings_factory: Callable[..., Settings],
     fake_services: FakeServices,
+    network_namespace: Path | None,
+    tmp_path: Path,
 ) -> Iterator[TestClient]:
+    no_namespaces = tmp_path / "netns"
+    no_namespaces.mkdir()
     settings = settings_factory(
         f"plugins.system.root={RPI}",
         f"plugins.system.allowed_units={UNITS}",
         "plugins.system.dbus_timeout_s=0.5",
+        f"plugins.network.root={tmp_path}",
+        f"plugins.network.netns_dir={no_namespaces}",
+        f"plugins.network.lldpd_socket={tmp_path / 'lldpd.socket'}",
         # One caller sends every example: the default limit would answer 429s instead.
         "ratelimit.default=1000000/minute",
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        if network_namespace is not None:
+            network = client.app.state.network  # type: ignore[attr-defined]
+            network.netlink = Netlink(no_namespaces, own=network_namespace)
         client.headers.update(bearer(client))
         yield client
 

@@ -62,7 +62,8 @@ class Netns:
         return NETNS_DIR / self.name
 
     def ip(self, *args: str) -> str:
-        return run(["ip", "-n", self.name, *args]).stdout
+        output: str = run(["ip", "-n", self.name, *args]).stdout
+        return output
 
     def exec_argv(self, *argv: str) -> list[str]:
         """``argv`` run inside the namespace (``ip netns exec`` also gives it a mount namespace

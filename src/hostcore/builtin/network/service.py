@@ -84,7 +84,7 @@ class NetworkService:
     # -- reading --
 
     async def _facts(self, link: Link, netns: str | None) -> DeviceFacts:
-        if netns is not None or self.netlink.own is not None:
+        if netns is not None:
             return NO_FACTS  # this process's /sys shows its own namespace only
         return device_facts(self.class_net, link.name)
 
