@@ -89,23 +89,27 @@ ROUTES = {
     "stats": "/api/v1/system/stats",
     "info": "/api/v1/system/info",
     "services": "/api/v1/system/services",
+    "interfaces": "/api/v1/network/interfaces",
 }
 ROUTE_SCOPES = {
     "stats": "system:read",
     "whoami": "any authenticated caller",
     "info": "system:read",
     "services": "system:read",
+    "interfaces": "network:read",
 }
 # "both": the ordinary routes gated at --min-ratio (issue 8). /system/info reads the
 # device's identity (cached, uptime computed), ~1 KB; /system/services the allowed units
 # from systemd (the fake systemd on a private bus here, its signals keeping them
 # current): their own target (issue 9).
 ORDINARY = ("whoami", "stats")
-ROUTE_TARGETS = {"info": 0.5, "services": 0.5}
+# /network/interfaces: the kernel's links and addresses (two netlink dumps) and what
+# /sys/class/net adds, per request (issue 11; bench/network.py runs it alone).
+ROUTE_TARGETS = {"info": 0.5, "services": 0.5, "interfaces": 0.4}
 HELLO = "hello"  # the baseline: bare's GET /api/v1/health
 HELLO_BODY = b'{"status":"ok"}'
 CLIENT = "bench"
-CLIENT_SCOPES = ("system:read",)
+CLIENT_SCOPES = ("system:read", "network:read")
 # A second client without system:read: its token must get 403 on stats (the scope check).
 OTHER_CLIENT = "benchother"
 OTHER_SCOPES = ("network:read",)
@@ -161,7 +165,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="which route(s) to measure: whoami (GET /api/v1/auth/whoami), stats (GET "
         "/api/v1/system/stats, scope system:read), both of them (default, gated at "
         "--min-ratio), info (GET /api/v1/system/info) or services (GET /api/v1/system/services, "
-        "against the fake systemd on a private bus), each gated at 0.5, or all",
+        "against the fake systemd on a private bus), each gated at 0.5, interfaces (GET "
+        "/api/v1/network/interfaces, the host's own links) gated at 0.4, or all",
     )
     add_server_option(parser, "informational, not gated, no activity check")
     args = parser.parse_args(argv)

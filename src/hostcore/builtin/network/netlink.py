@@ -8,6 +8,11 @@
   namespace it was made in, so ``AsyncIPRoute(fileno=…)`` then talks to that
   namespace from the loop. A fresh thread each time: a thread of a pool would
   stay in the other namespace for whatever work it runs next.
+* **Any event loop.** pyroute2 receives through ``create_datagram_endpoint``,
+  which uvloop (the servers' loop) refuses for a netlink socket. hostcore's
+  subclass receives through ``add_reader`` on the same non-blocking socket
+  instead, feeding pyroute2's own protocol object, so parsing and request
+  matching stay pyroute2's.
 * **Imported on first use.** pyroute2 is large; a server that never answers a
   network request never loads it.
 * **Kernel errors become hostcore errors** here, by errno, with details that say
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import socket
 import threading
@@ -44,6 +50,61 @@ if TYPE_CHECKING:
 CLONE_NEWNET = 0x40000000
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (linux/rtnetlink.h)
 LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
+
+
+_RECEIVE_BYTES = 256 * 1024  # what asyncio's own datagram transport reads at once
+
+
+class _ReaderTransport:
+    """The part of a datagram transport pyroute2 uses (its protocol is fed, then it is
+    aborted and closed), over ``loop.add_reader``: works on every event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: Any):
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._buffer = bytearray(_RECEIVE_BYTES)
+        self._fd: int | None = sock.fileno()
+        sock.setblocking(False)
+        loop.add_reader(self._fd, self._readable)
+        protocol.connection_made(self)
+
+    def _readable(self) -> None:
+        while self._fd is not None:
+            try:
+                size = self._sock.recv_into(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self._protocol.error_received(error)
+                return
+            self._protocol.datagram_received(bytes(self._buffer[:size]), None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._fd = None
+
+
+@functools.cache
+def _route_socket_class() -> Any:
+    from pyroute2 import AsyncIPRoute
+    from pyroute2.netlink.core import CoreDatagramProtocol
+
+    class RouteSocket(AsyncIPRoute):  # type: ignore[misc]
+        async def setup_endpoint(self) -> None:
+            if getattr(self.local, "transport", None) is not None:
+                return
+            protocol = CoreDatagramProtocol(
+                self.connection_lost, self.enqueue, self._error_event, self.status
+            )
+            self.local.transport = _ReaderTransport(self.event_loop, self.socket, protocol)
+            self.local.protocol = protocol
+
+    return RouteSocket
 
 
 def namespace_names(netns_dir: Path) -> list[str]:
@@ -125,16 +186,17 @@ class Netlink:
             raise NotFound(f"no network namespace named {name}")
         return self.netns_dir / name
 
-    async def _open(self, namespace: Path | None, **options: Any) -> AsyncIPRoute:
-        from pyroute2 import AsyncIPRoute
-
+    async def _open(self, namespace: Path | None) -> AsyncIPRoute:
+        route_socket = _route_socket_class()
         if namespace is None:
-            return AsyncIPRoute(**options)
+            route: AsyncIPRoute = route_socket()
+            return route
         try:
             fd = await asyncio.to_thread(_socket_in, namespace)
         except OSError as error:
             raise Unavailable("cannot enter the network namespace") from error
-        return AsyncIPRoute(fileno=fd, **options)
+        route = route_socket(fileno=fd)
+        return route
 
     @contextlib.asynccontextmanager
     async def session(self, netns: str | None) -> AsyncIterator[AsyncIPRoute]:
