@@ -255,3 +255,16 @@ def test_a_public_ip_service_that_misbehaves_is_a_gateway_error_without_its_text
     response = api.get(f"{API}/public-ip")
     assert response.status_code == status
     assert "203.0.113" not in response.text and "secret" not in response.text
+
+
+def test_the_interface_list_revalidates_with_its_etag(
+    api: TestClient, wired: tuple[Netns, Netns]
+) -> None:
+    a, _ = wired
+    first = api.get(f"{API}/interfaces")
+    etag = first.headers["etag"]
+    unchanged = api.get(f"{API}/interfaces", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    a.ip("link", "set", "vc", "up")
+    changed = api.get(f"{API}/interfaces", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag

@@ -16,6 +16,7 @@ from hostcore.builtin.network.models import InterfaceCounters
 from hostcore.builtin.network.netlink import Netlink
 from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT, NetworkSettings, VlanCreate
 from hostcore.builtin.network.service import NetworkService, _Sample
+from hostcore.builtin.network.sysfs import device_facts
 from hostcore.config import RunnerSettings
 from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from hostcore.runner import Runner
@@ -95,7 +96,7 @@ async def test_an_ethernet_device_with_a_wireless_directory_is_wireless(
     one_namespace.ip("link", "add", "va", "type", "veth", "peer", "name", "vb")
     link = next(link for link in await service.netlink.links(None) if link.name == "vb")
     ethernet = type(link)(**{**link.__dict__, "kind": "ethernet"})
-    facts = await service._facts(ethernet, None)
+    facts = device_facts(service.class_net, "vb")
     assert service._interface(ethernet, [], {}, facts, None).kind == "wireless"
     assert facts.speed_mbps is None  # -1 while not associated
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # A burst of changes (a link going up brings carrier, addresses, routes) is one event
 # per interface, sent this long after the first of them.
 LINK_EVENT_COALESCE_S = 0.1
+RESUBSCRIBE_AFTER_S = 1.0
 
 # The server code (router, service, pyroute2) is imported by the hooks that need it,
 # never at import: the command line loads this module to list every plugin's commands.
@@ -52,13 +53,13 @@ def hostcore_event_topics() -> list[Topic]:
 
 
 async def _link_events(app: FastAPI, publish: Publish) -> None:
-    """While someone listens: the kernel's link and address notifications, coalesced."""
+    """While someone listens: the kernel's link and address notifications (the link
+    table's subscription), one event per interface and burst."""
     import asyncio
 
     from hostcore.builtin.network.models import LinkEventRead
 
     service: NetworkService = app.state.network
-    known = {interface.index: interface.name for interface in await service.interfaces()}
     pending: dict[int, bool] = {}  # index -> removed
     arrived = asyncio.Event()
 
@@ -68,18 +69,22 @@ async def _link_events(app: FastAPI, publish: Publish) -> None:
             pending[index] = message.get("event") == "RTM_DELLINK"
             arrived.set()
 
-    watcher = asyncio.create_task(service.netlink.watch(on_message))
-    try:
-        while not watcher.done():
+    with service.table.listening(on_message):
+        known = {i.index: i.name for i in await service.interfaces()}
+        while True:
+            watcher = await service.table.watching()  # made again if it ended
             waiting = asyncio.create_task(arrived.wait())
-            await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel()
-            if watcher.done():
-                break
+            try:
+                await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            if not arrived.is_set():  # the subscription ended: subscribe again, unhurried
+                await asyncio.sleep(RESUBSCRIBE_AFTER_S)
+                continue
             await asyncio.sleep(LINK_EVENT_COALESCE_S)
             arrived.clear()
             changes, pending = dict(pending), {}
-            current = {interface.index: interface for interface in await service.interfaces()}
+            current = {i.index: i for i in await service.interfaces()}
             for index, removed in changes.items():
                 interface = None if removed else current.get(index)
                 name = interface.name if interface is not None else known.get(index)
@@ -90,9 +95,6 @@ async def _link_events(app: FastAPI, publish: Publish) -> None:
                     change = "added"
                 publish(LinkEventRead(change=change, index=index, name=name, interface=interface))
             known = {index: interface.name for index, interface in current.items()}
-        watcher.result()  # a failed watch ends the source with its error, logged by the hub
-    finally:
-        watcher.cancel()
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 Family = Literal["inet", "inet6"]
 
@@ -62,6 +62,10 @@ class InterfaceRead(BaseModel):
     duplex: Literal["full", "half"] | None = None
     driver: str | None = Field(description="The kernel driver bound to the device.")
     addresses: list[AddressRead]
+
+
+class InterfaceList(RootModel[list[InterfaceRead]]):
+    """The interface list, encoded once per change (``hostcore.responses.Encoded``)."""
 
 
 class InterfaceCounters(BaseModel):

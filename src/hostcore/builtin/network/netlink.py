@@ -27,6 +27,7 @@ import ctypes
 import errno
 import functools
 import os
+import select
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -55,9 +56,13 @@ LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
 _RECEIVE_BYTES = 256 * 1024  # what asyncio's own datagram transport reads at once
 
 
-class _ReaderTransport:
+class ReaderTransport:
     """The part of a datagram transport pyroute2 uses (its protocol is fed, then it is
-    aborted and closed), over ``loop.add_reader``: works on every event loop."""
+    aborted and closed), over ``loop.add_reader``: works on every event loop.
+
+    ``datagrams`` counts what arrived, as it arrives, and :meth:`pending` says whether
+    more is waiting in the socket: a subscriber can tell "something changed" at once,
+    before pyroute2's queue is read."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: Any):
         self._loop = loop
@@ -65,9 +70,19 @@ class _ReaderTransport:
         self._protocol = protocol
         self._buffer = bytearray(_RECEIVE_BYTES)
         self._fd: int | None = sock.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self.datagrams = 0
         sock.setblocking(False)
         loop.add_reader(self._fd, self._readable)
         protocol.connection_made(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def pending(self) -> bool:
+        return self._fd is not None and bool(self._poll.poll(0))
 
     def _readable(self) -> None:
         while self._fd is not None:
@@ -76,8 +91,10 @@ class _ReaderTransport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
+                self.datagrams += 1  # ENOBUFS: some were lost
                 self._protocol.error_received(error)
                 return
+            self.datagrams += 1
             self._protocol.datagram_received(bytes(self._buffer[:size]), None)
 
     def abort(self) -> None:
@@ -101,7 +118,7 @@ def _route_socket_class() -> Any:
             protocol = CoreDatagramProtocol(
                 self.connection_lost, self.enqueue, self._error_event, self.status
             )
-            self.local.transport = _ReaderTransport(self.event_loop, self.socket, protocol)
+            self.local.transport = ReaderTransport(self.event_loop, self.socket, protocol)
             self.local.protocol = protocol
 
     return RouteSocket
@@ -293,13 +310,24 @@ class Netlink:
         return index if isinstance(index, int) else None
 
     async def watch(
-        self, on_message: Callable[[Message], None], *, netns: str | None = None
+        self,
+        on_message: Callable[[Message], None],
+        *,
+        netns: str | None = None,
+        on_bound: Callable[[ReaderTransport], None] | None = None,
     ) -> None:
-        """Call ``on_message`` for each link and address change until cancelled."""
+        """Call ``on_message`` for each link and address change until cancelled; ``on_bound``
+        once subscribed, with the transport that counts what arrives (a change after that
+        is reported: the socket queues it).
+
+        Raises when notifications were lost (the socket's queue overflowed: ENOBUFS)."""
         namespace = self.own if netns is None else self.namespace_path(netns)
         route = await self._open(namespace)
         try:
             await route.bind(groups=LINK_AND_ADDRESS_GROUPS)
+            await route.setup_endpoint()
+            if on_bound is not None:
+                on_bound(route.local.transport)
             while True:
                 async for message in route.get():
                     on_message(message)

@@ -28,6 +28,7 @@ from hostcore.builtin.network.schemas import (
 from hostcore.builtin.network.service import NetworkService
 from hostcore.context import context_of
 from hostcore.errors import error_responses
+from hostcore.responses import CONDITIONAL_GET, revalidated
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("network:read")]
@@ -63,10 +64,20 @@ Netns = Annotated[
 def build_router() -> APIRouter:
     router = APIRouter()
 
-    @router.get("/interfaces", dependencies=READ, responses=KERNEL_ERRORS)
-    async def interfaces(network: Network, netns: Netns = None) -> list[InterfaceRead]:
-        """Every interface with its addresses, state, and the driver's speed and duplex."""
-        return await network.interfaces(netns)
+    @router.get(
+        "/interfaces",
+        dependencies=READ,
+        response_model=list[InterfaceRead],
+        responses=KERNEL_ERRORS,
+        openapi_extra=CONDITIONAL_GET,
+    )
+    async def interfaces(request: Request, network: Network, netns: Netns = None) -> Response:
+        """Every interface with its addresses, state, and the driver's speed and duplex.
+
+        Kept current by the kernel's notifications and encoded once per change: a poller
+        that sends the ``ETag`` back in ``If-None-Match`` gets 304 until something changes.
+        """
+        return revalidated(request, await network.interfaces_encoded(netns))
 
     @router.get("/interfaces/{ifname}", dependencies=READ, responses=KERNEL_ERRORS)
     async def interface(ifname: Ifname, network: Network, netns: Netns = None) -> InterfaceRead:

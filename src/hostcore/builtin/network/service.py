@@ -11,17 +11,19 @@ import asyncio
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hostcore.builtin.network.dns import DnsRead, Resolved, read_dns
 from hostcore.builtin.network.leases import LeaseRead, read_leases
+from hostcore.builtin.network.linktable import LinkTable, Snapshot
 from hostcore.builtin.network.lldp import LldpNeighbourRead, read_neighbours
 from hostcore.builtin.network.models import (
     AddressRead,
     Family,
     InterfaceCounters,
+    InterfaceList,
     InterfaceRates,
     InterfaceRead,
     InterfaceStatsRead,
@@ -43,6 +45,7 @@ from hostcore.builtin.network.schemas import (
 )
 from hostcore.builtin.network.sysfs import DeviceFacts, device_facts
 from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from hostcore.responses import Encoded
 from hostcore.runner import Runner
 
 # Rates compare with a sample at least this old (closer ones measure noise), and no
@@ -51,6 +54,22 @@ RATE_MIN_INTERVAL_S = 0.2
 RATE_MAX_INTERVAL_S = 300.0
 KEPT_SAMPLES = 256  # interfaces whose last sample is kept, per process
 NO_FACTS = DeviceFacts()
+
+
+def _aged(address: AddressRead, elapsed_s: int) -> AddressRead:
+    """``address`` with its lifetimes as they stand ``elapsed_s`` after it was read."""
+    if not elapsed_s or (address.valid_lifetime_s is None and address.preferred_lifetime_s is None):
+        return address
+    return address.model_copy(
+        update={
+            "valid_lifetime_s": _left(address.valid_lifetime_s, elapsed_s),
+            "preferred_lifetime_s": _left(address.preferred_lifetime_s, elapsed_s),
+        }
+    )
+
+
+def _left(lifetime: int | None, elapsed_s: int) -> int | None:
+    return None if lifetime is None else max(0, lifetime - elapsed_s)
 
 
 @dataclass(frozen=True)
@@ -65,8 +84,9 @@ class NetworkService:
     ) -> None:
         self.config = config
         self.runner = runner
-        self.netlink = netlink or Netlink(config.netns_dir)
         self.class_net = config.root / "sys/class/net"
+        self._netlink = netlink or Netlink(config.netns_dir)
+        self.table = LinkTable(self._netlink)
         self.resolved = Resolved(timeout_s=config.dbus_timeout_s)
         url = str(config.public_ip_url) if config.public_ip_url is not None else None
         self.public = PublicAddress(
@@ -76,17 +96,38 @@ class NetworkService:
         self._samples: OrderedDict[tuple[str | None, int], tuple[_Sample, _Sample | None]] = (
             OrderedDict()
         )
+        self._encoded: tuple[Hashable, Encoded] | None = None
+        self._facts: tuple[Hashable, dict[int, DeviceFacts]] | None = None
+
+    @property
+    def netlink(self) -> Netlink:
+        return self._netlink
+
+    @netlink.setter
+    def netlink(self, netlink: Netlink) -> None:
+        """Use ``netlink`` from now on (tests point the service at their own namespace)."""
+        self.table.close()
+        self._netlink.close()
+        self._netlink = netlink
+        self.table = LinkTable(netlink)
+        self._encoded = None
 
     async def stop(self) -> None:
+        self.table.close()
         self.netlink.close()
         await self.resolved.close()
 
     # -- reading --
 
-    async def _facts(self, link: Link, netns: str | None) -> DeviceFacts:
-        if netns is not None:
-            return NO_FACTS  # this process's /sys shows its own namespace only
-        return device_facts(self.class_net, link.name)
+    def _own_facts(self, snapshot: Snapshot) -> dict[int, DeviceFacts]:
+        """What /sys/class/net says of each link, read once per generation: speed and
+        duplex change with carrier, which the kernel notifies."""
+        kept = self._facts
+        if kept is not None and kept[0] == snapshot.version:
+            return kept[1]
+        facts = {link.index: device_facts(self.class_net, link.name) for link in snapshot.links}
+        self._facts = (snapshot.version, facts)
+        return facts
 
     def _interface(
         self,
@@ -118,17 +159,52 @@ class NetworkService:
         )
 
     async def interfaces(self, netns: str | None = None) -> list[InterfaceRead]:
+        if netns is None:
+            snapshot = await self.table.snapshot()
+            return self._from_snapshot(snapshot, time.monotonic())
         links = await self.netlink.links(netns)
         by_index: dict[int, list[AddressRead]] = {}
         for index, address in await self.netlink.addresses(netns):
             by_index.setdefault(index, []).append(address)
         names = {link.index: link.name for link in links}
         return [
-            self._interface(
-                link, by_index.get(link.index, []), names, await self._facts(link, netns), netns
-            )
+            self._interface(link, by_index.get(link.index, []), names, NO_FACTS, netns)
             for link in links
         ]
+
+    def _from_snapshot(self, snapshot: Snapshot, now: float) -> list[InterfaceRead]:
+        elapsed = int(now - snapshot.taken_at)
+        names = snapshot.names
+        facts = self._own_facts(snapshot)
+        return [
+            self._interface(
+                link,
+                [_aged(a, elapsed) for a in snapshot.addresses.get(link.index, [])],
+                names,
+                facts.get(link.index, NO_FACTS),
+                None,
+            )
+            for link in snapshot.links
+        ]
+
+    async def interfaces_encoded(self, netns: str | None = None) -> Encoded:
+        """The interface list as JSON with an ETag. The device's own is encoded once per
+        change, and once a second while an address counts down its lifetime."""
+        if netns is not None:
+            return Encoded.of(InterfaceList(await self.interfaces(netns)))
+        snapshot = await self.table.snapshot()
+        now = time.monotonic()
+        counting = any(
+            a.valid_lifetime_s is not None or a.preferred_lifetime_s is not None
+            for addresses in snapshot.addresses.values()
+            for a in addresses
+        )
+        key = (snapshot.version, int(now - snapshot.taken_at) if counting else None)
+        kept = self._encoded
+        if kept is None or kept[0] != key:
+            kept = (key, Encoded.of(InterfaceList(self._from_snapshot(snapshot, now))))
+            self._encoded = kept
+        return kept[1]
 
     async def interface(self, name: str, netns: str | None = None) -> InterfaceRead:
         for interface in await self.interfaces(netns):
@@ -136,8 +212,13 @@ class NetworkService:
                 return interface
         raise NotFound(f"no interface named {name}")
 
+    async def _links(self, netns: str | None) -> list[Link]:
+        if netns is None:
+            return (await self.table.snapshot()).links
+        return await self.netlink.links(netns)
+
     async def _find(self, name: str, netns: str | None) -> tuple[Link, dict[int, str]]:
-        links = await self.netlink.links(netns)
+        links = await self._links(netns)
         names = {link.index: link.name for link in links}
         for link in links:
             if link.name == name:
@@ -205,7 +286,7 @@ class NetworkService:
         ]
 
     async def neighbours(self, netns: str | None = None) -> list[NeighbourRead]:
-        names = {link.index: link.name for link in await self.netlink.links(netns)}
+        names = {link.index: link.name for link in await self._links(netns)}
         return await self.netlink.neighbours(netns, names)
 
     async def namespaces(self) -> list[NamespaceRead]:
@@ -219,7 +300,7 @@ class NetworkService:
         return found
 
     async def _own_names(self) -> dict[int, str]:
-        return {link.index: link.name for link in await self.netlink.links(None)}
+        return (await self.table.snapshot()).names
 
     async def dns(self) -> DnsRead:
         return await read_dns(self.config.root, self.resolved, await self._own_names())
@@ -272,7 +353,10 @@ class NetworkService:
                 f"{name} is protected: it carries your own connection or is on the "
                 "protected-interfaces list"
             )
-        await self.netlink.set_up(netns, link.index, state == "up")
+        try:
+            await self.netlink.set_up(netns, link.index, state == "up")
+        finally:
+            self.table.invalidate()  # read your own write, before the kernel's notification
         link = await self.netlink.link(netns, link.index)
         return LinkStateRead(name=link.name, admin_up=link.admin_up, operstate=link.operstate)
 
@@ -293,15 +377,21 @@ class NetworkService:
         try:
             await self.netlink.add_vlan(netns, parent.index, name, request.vlan_id)
         except Unavailable as error:
+            self.table.invalidate()
             if "CAP_NET_ADMIN" in error.detail:
                 raise
             raise Unavailable(
                 "the kernel has no 802.1Q VLAN support (module 8021q is not available)"
             ) from error
+        finally:
+            self.table.invalidate()
         return await self.interface(name, netns)
 
     async def delete_vlan(self, name: str, netns: str | None = None) -> None:
         link, _ = await self._find(name, netns)
         if link.kind != "vlan":
             raise Conflict(f"{name} is a {link.kind} link: only VLANs are deleted here")
-        await self.netlink.delete_link(netns, link.index)
+        try:
+            await self.netlink.delete_link(netns, link.index)
+        finally:
+            self.table.invalidate()
