@@ -5,10 +5,14 @@ and noisy; ratios travel, absolute numbers do not):
 
 - ``hostcore version`` and ``hostcore --help`` against ``python -c "import fastapi"``:
   median wall time of ``--repeat`` runs each, interleaved (targets 0.5 and 1.0);
-- idle RSS and PSS of ``hostcore serve`` (one process, every built-in plugin, its store
-  migrated beforehand as on a device) after ``--settle`` seconds, against
-  ``bench/bare_app.py`` under uvicorn (target: 85 MiB);
-- idle CPU of the same two servers over ``--idle`` seconds with nobody calling them
+- idle RSS and PSS of ``hostcore serve`` (one process, its store migrated beforehand
+  as on a device) after ``--settle`` seconds: with the plugins issue 9 measured (the
+  network plugin disabled) against ``bench/libs_app.py`` (the libraries, + 6 MiB), and
+  what each later built-in adds at idle against the same server without it (the
+  network plugin: 2 MiB, issue 11);
+- RSS and idle CPU after one ``GET /api/v1/network/interfaces``, which loads pyroute2
+  and subscribes to the kernel's link notifications (+14 MiB, 0.25 % of a core);
+- idle CPU of the same servers over ``--idle`` seconds with nobody calling them
   (target: 0.25 % of a core).
 
 Servers listen on 127.0.0.1 only and are stopped by PID when the script ends.
@@ -52,6 +56,11 @@ MIB = 1024 * 1024
 # served by uvicorn as hostcore is), and its absolute figure, measured with the libraries
 # imported but no server running (79 + 6 MiB).
 OWN_MIB = 6.0
+# What a built-in added after issue 9 may add at idle (its modules, models and routes;
+# never its heavy libraries, loaded on first use), and after its first request.
+NETWORK_IDLE_MIB = 2.0
+NETWORK_USED_MIB = 14.0
+NETWORK_PATH = "/api/v1/network/interfaces"
 ISSUE_RSS_MIB = 85.0
 WORKERS_RATIO = 1.6
 IDLE_CPU = 0.25
@@ -193,18 +202,27 @@ def workers_memory(spec: ServerSpec, settle_s: float) -> Figure:
 
 
 def servers(work: Path, settle_s: float, idle_s: float, poll_s: float) -> list[Figure]:
-    spec = hostcore_spec(work, free_port(), extra_env=client_env(POLL_CLIENT, ("system:read",)))
+    spec = hostcore_spec(
+        work, free_port(), extra_env=client_env(POLL_CLIENT, ("system:read", "network:read"))
+    )
+    without_network = hostcore_spec(
+        work,
+        free_port(),
+        name="hostcore-issue9",
+        extra_env={"HOSTCORE_PLUGINS__DISABLED": '["network"]'},
+    )
     # A device's store exists before its server starts (the first start after an
     # install or upgrade migrates, once): migrate it beforehand, as `hostcore db
     # upgrade` does, so the server measured is the one that runs day to day.
-    subprocess.run(
-        [PYTHON, "-m", "hostcore", "db", "upgrade"],
-        cwd=spec.cwd,
-        env=dict(spec.env),
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
+    for each in (spec, without_network):
+        subprocess.run(
+            [PYTHON, "-m", "hostcore", "db", "upgrade"],
+            cwd=each.cwd,
+            env=dict(each.env),
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
     token = issue_token(spec, POLL_CLIENT)
     libs_dir = work / "libs"
     libs_dir.mkdir(exist_ok=True)
@@ -217,6 +235,7 @@ def servers(work: Path, settle_s: float, idle_s: float, poll_s: float) -> list[F
             name: group.start(each)
             for name, each in (
                 ("hostcore", spec),
+                ("issue9", without_network),
                 ("bare", bare_spec(work, free_port())),
                 ("libs", libs),
             )
@@ -232,6 +251,18 @@ def servers(work: Path, settle_s: float, idle_s: float, poll_s: float) -> list[F
             name: (_group_cpu_seconds(pid) - before[name]) / idle_s * 100
             for name, pid in pids.items()
         }
+        # One network request: pyroute2 loads and the link table subscribes; then idle (before
+        # the stats are polled: their sampler runs for a minute after the last read).
+        network = fetch(
+            started["hostcore"].url(NETWORK_PATH), headers={"Authorization": f"Bearer {token}"}
+        )
+        if network.status != 200:
+            raise BenchError(f"GET {NETWORK_PATH} answered {network.status}: {network.body!r}")
+        time.sleep(settle_s)
+        used_rss = _memory(pids["hostcore"])[0]
+        before_used = _cpu_seconds(pids["hostcore"])
+        time.sleep(idle_s)
+        used_idle = (_cpu_seconds(pids["hostcore"]) - before_used) / idle_s * 100
         stats_url = started["hostcore"].url(STATS_PATH)
         before_poll = _cpu_seconds(pids["hostcore"]), _cpu_seconds(pids["bare"])
         answered = _poll(stats_url, token, poll_s)
@@ -240,12 +271,21 @@ def servers(work: Path, settle_s: float, idle_s: float, poll_s: float) -> list[F
     if answered < poll_s * 0.9:
         raise BenchError(f"GET {STATS_PATH} answered 200 {answered} times in {poll_s:g} s")
     core_rss, core_pss = memory["hostcore"]
+    issue9_rss, _ = memory["issue9"]
     libs_rss, libs_pss = memory["libs"]
     bare_rss, _ = memory["bare"]
     budget = libs_rss + OWN_MIB
     return [
-        Figure("idle RSS, hostcore serve", core_rss, "libs_app.py (the libraries)", libs_rss,
-               "MiB", f"<= baseline + {OWN_MIB:g} MiB", core_rss <= budget),
+        Figure("idle RSS, without network", issue9_rss, "libs_app.py (the libraries)", libs_rss,
+               "MiB", f"<= baseline + {OWN_MIB:g} MiB", issue9_rss <= budget),
+        Figure("idle RSS, hostcore serve", core_rss, "the same without network", issue9_rss,
+               "MiB", f"<= baseline + {NETWORK_IDLE_MIB:g} MiB",
+               core_rss <= issue9_rss + NETWORK_IDLE_MIB),
+        Figure("RSS after a network request", used_rss, "idle RSS, hostcore serve", core_rss,
+               "MiB", f"<= baseline + {NETWORK_USED_MIB:g} MiB",
+               used_rss <= core_rss + NETWORK_USED_MIB),
+        Figure(f"idle CPU after it, {idle_s:g} s", used_idle, "bare FastAPI + uvicorn",
+               idle["bare"], "%", f"<= {IDLE_CPU:g} % of a core", used_idle <= IDLE_CPU),
         Figure("idle RSS, hostcore serve", core_rss, "bare FastAPI + uvicorn", bare_rss,
                "MiB", "(informational)", True),
         Figure("idle RSS, hostcore serve", core_rss, "the issue's figure", ISSUE_RSS_MIB,

@@ -7,6 +7,7 @@ its root a fixture tree, so nothing here reads or changes the host's network.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -154,7 +155,7 @@ async def test_stats_count_real_traffic_and_rate_it_on_the_second_read(
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "for _ in range(50): s.sendto(b'x' * 1000, ('10.70.0.2', 9))"
     )
-    await asyncio.to_thread(a.run, "python3", "-c", send)
+    await asyncio.to_thread(a.run, sys.executable, "-c", send)
     await asyncio.sleep(0.25)  # the rate needs a baseline a fifth of a second back
 
     second = await service.stats("va")

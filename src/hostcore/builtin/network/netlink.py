@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -143,6 +142,8 @@ def _socket_in(namespace: Path) -> int:
         except OSError as error:
             failed.append(error)
             return
+        import ctypes  # only a server that enters a namespace pays for it
+
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.setns(fd, CLONE_NEWNET) != 0:
