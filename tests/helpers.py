@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -699,10 +699,13 @@ class RealServer:
         return found
 
 
-def start_real_server(root: Path, *args: str, **environ: str) -> RealServer:
+def start_real_server(
+    root: Path, *args: str, argv_prefix: Sequence[str] = (), **environ: str
+) -> RealServer:
     """``hostcore serve --workers 2`` on ``root/run/hostcore.sock`` with the access log on
-    (it names the worker of each request id), ``environ`` added; returned once the
-    workers answer. Stop it with ``stop_group(server.process)``."""
+    (it names the worker of each request id), ``environ`` added, run through
+    ``argv_prefix`` (``ip netns exec NAME``) when given; returned once the workers
+    answer. Stop it with ``stop_group(server.process)``."""
     sock = root / "run" / "hostcore.sock"
     sock.parent.mkdir(mode=0o700, exist_ok=True)
     env = isolated_environ(
@@ -714,7 +717,7 @@ def start_real_server(root: Path, *args: str, **environ: str) -> RealServer:
     )
     with (root / "server.stdout").open("wb") as out, (root / "server.stderr").open("wb") as err:
         process = subprocess.Popen(
-            hostcore_command("serve", *args),
+            [*argv_prefix, *hostcore_command("serve", *args)],
             env=env,
             cwd=root,
             stdout=out,
