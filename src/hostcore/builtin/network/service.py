@@ -277,7 +277,7 @@ class NetworkService:
     async def routes(
         self, family: Family | None, table: int | None, netns: str | None = None
     ) -> list[RouteRead]:
-        names = {link.index: link.name for link in await self.netlink.links(netns)}
+        names = {link.index: link.name for link in await self._links(netns)}
         return [
             route
             for route in await self.netlink.routes(netns, names)
