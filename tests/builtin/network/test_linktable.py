@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,32 @@ async def test_the_encoded_list_keeps_its_etag_until_a_change_and_lifetimes_coun
         assert address.valid_lifetime_s is not None and 490 <= address.valid_lifetime_s <= 500
     finally:
         await service.stop()
+
+
+class SlowToSubscribe(CountingNetlink):
+    """Its subscription takes a while: reads arrive meanwhile, and so does a change."""
+
+    def __init__(self, netns_dir: Path, *, own: Path) -> None:
+        super().__init__(netns_dir, own=own)
+        self.may_bind = asyncio.Event()
+
+    async def watch(self, *args: Any, **kwargs: Any) -> None:
+        await self.may_bind.wait()
+        await super().watch(*args, **kwargs)
+
+
+async def test_a_change_while_the_subscription_is_made_is_not_lost(one_namespace: Netns) -> None:
+    netlink = SlowToSubscribe(NETNS_DIR_DEFAULT, own=one_namespace.path)
+    table = LinkTable(netlink)
+    try:
+        first = asyncio.create_task(table.snapshot())  # starts subscribing, waits for it
+        await asyncio.sleep(0)
+        early = await table.snapshot()  # dumps before the subscription exists
+        one_namespace.ip("link", "add", "late0", "type", "veth", "peer", "name", "late1")
+        netlink.may_bind.set()
+        await first
+        assert "late0" not in {link.name for link in early.links}
+        assert "late0" in {link.name for link in (await table.snapshot()).links}
+    finally:
+        table.close()
+        netlink.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from hostcore.builtin.network.netlink import Netlink, kernel_error
 from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT
 from hostcore.errors import Conflict, NotFound, Unavailable, UpstreamFailed
 from tests.builtin.network.netns import Netns, veth
+
+# Bounds a wait that only a hang would reach.
+HANG_GUARD_S = 30.0
 
 
 @pytest.fixture
@@ -274,3 +278,18 @@ def test_kernel_errors_map_by_errno_and_say_what_was_asked(code: int, error: typ
     mapped = kernel_error(OSError(code, "kernel text"), "set the link up")
     assert isinstance(mapped, error)
     assert "set the link up" in mapped.detail and "kernel text" not in mapped.detail
+
+
+async def test_a_fifo_planted_as_a_namespace_is_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "trap")
+    with pytest.raises(Unavailable, match="cannot enter"):
+        # Bounded only so that a regression fails instead of hanging the suite.
+        await asyncio.wait_for(Netlink(tmp_path).links("trap"), HANG_GUARD_S)
+
+
+async def test_a_name_for_the_own_namespace_is_known_as_the_own(
+    two_namespaces: tuple[Netns, Netns],
+) -> None:
+    a, b = two_namespaces
+    netlink = Netlink(NETNS_DIR_DEFAULT, own=a.path)
+    assert netlink.is_own(None) and netlink.is_own(a.name) and not netlink.is_own(b.name)

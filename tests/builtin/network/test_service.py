@@ -16,7 +16,7 @@ import pytest
 from hostcore.builtin.network.models import InterfaceCounters
 from hostcore.builtin.network.netlink import Netlink
 from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT, NetworkSettings, VlanCreate
-from hostcore.builtin.network.service import NetworkService, _Sample
+from hostcore.builtin.network.service import Caller, NetworkService, _Sample
 from hostcore.builtin.network.sysfs import device_facts
 from hostcore.config import RunnerSettings
 from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
@@ -172,13 +172,15 @@ async def test_the_interface_of_the_callers_own_connection_is_never_set_down(
     service = service_in(a)
 
     with pytest.raises(Forbidden, match="va is protected"):
-        await service.set_state("va", "down", "10.70.0.2")  # the caller's route is va
+        await service.set_state("va", "down", Caller("10.70.0.2"))  # the caller's route is va
     with pytest.raises(Forbidden):
-        await service.set_state("va", "down", "unix")  # unknown caller: default-route links
+        await service.set_state("va", "down", Caller("unix"))  # unknown caller: default-route links
     assert (await service.interface("va")).admin_up
-    local = await service.set_state("va", "down", "127.0.0.1")  # a local caller uses lo
+    local = await service.set_state("va", "down", Caller("127.0.0.1"))  # a local caller uses lo
     assert local.admin_up is False
-    assert (await service.set_state("va", "up", "10.70.0.2")).admin_up  # up is always allowed
+    assert (
+        await service.set_state("va", "up", Caller("10.70.0.2"))
+    ).admin_up  # up is always allowed
 
 
 async def test_a_configured_protected_interface_is_refused_and_others_change(
@@ -187,9 +189,9 @@ async def test_a_configured_protected_interface_is_refused_and_others_change(
     a, _ = wired
     service = service_in(a, protected_interfaces=["vc"])
     with pytest.raises(Forbidden):
-        await service.set_state("vc", "down", "127.0.0.1")
+        await service.set_state("vc", "down", Caller("127.0.0.1"))
     unprotected = service_in(a, protect_caller_interface=False)
-    assert (await unprotected.set_state("va", "down", "10.70.0.2")).admin_up is False
+    assert (await unprotected.set_state("va", "down", Caller("10.70.0.2"))).admin_up is False
     assert "state DOWN" in a.ip("-o", "link", "show", "va")
 
 
@@ -198,7 +200,7 @@ async def test_a_named_namespace_is_changed_without_the_own_namespace_rules(
 ) -> None:
     a, b = wired
     service = service_in(a, protected_interfaces=["vb"])
-    changed = await service.set_state("vb", "down", "unix", netns=b.name)
+    changed = await service.set_state("vb", "down", Caller("unix"), netns=b.name)
     assert changed.admin_up is False and "state DOWN" in b.ip("-o", "link", "show", "vb")
 
 
@@ -223,7 +225,7 @@ async def test_a_vlan_is_created_read_and_deleted(
     assert (made.name, made.kind, made.vlan_id, made.parent) == ("va.100", "vlan", 100, "va")
     assert (named.name, named.vlan_id) == ("mgmt", 200)
     assert {"va.100", "mgmt"} <= {i.name for i in await service.interfaces()}
-    await service.delete_vlan("va.100")
+    await service.delete_vlan("va.100", Caller("127.0.0.1"))
     assert "va.100" not in {i.name for i in await service.interfaces()}
 
 
@@ -253,9 +255,9 @@ async def test_only_a_vlan_is_deleted_through_the_vlan_endpoint(
     a, _ = wired
     service = service_in(a, vlans=True)
     with pytest.raises(Conflict, match="vc is a veth link"):
-        await service.delete_vlan("vc")
+        await service.delete_vlan("vc", Caller("127.0.0.1"))
     with pytest.raises(NotFound):
-        await service.delete_vlan("va.9")
+        await service.delete_vlan("va.9", Caller("127.0.0.1"))
     assert "vc" in {i.name for i in await service.interfaces()}
 
 
@@ -266,3 +268,88 @@ async def test_namespaces_list_their_interfaces(
     found = {n.name: n.interfaces for n in await service_in(a).namespaces()}
     assert sorted(found[b.name]) == ["lo", "vb"]
     assert sorted(found[a.name]) == ["lo", "va", "vc", "vd"]
+
+
+async def test_the_own_namespace_reached_by_its_name_keeps_its_protection(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    with pytest.raises(Forbidden):
+        await service_in(a).set_state("va", "down", Caller("unix"), netns=a.name)
+
+
+async def test_the_ports_of_a_protected_bridge_and_a_protected_links_lower_device_are_guarded(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    a.ip("link", "add", "br0", "type", "bridge")
+    a.ip("link", "set", "vd", "master", "br0")  # vd: a port of br0; its peer vc
+    a.ip("link", "set", "br0", "up")
+    a.ip("addr", "add", "10.72.0.1/24", "dev", "br0")
+    service = service_in(a)
+    caller = Caller("10.72.0.9")  # comes in through br0
+    for name in ("br0", "vd", "vc"):
+        with pytest.raises(Forbidden):
+            await service.set_state(name, "down", caller)
+    assert (await service.set_state("va", "down", caller)).admin_up is False
+
+
+async def test_an_ipv6_link_local_caller_is_found_in_the_neighbour_table(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    a.ip("-6", "neigh", "add", "fe80::2", "lladdr", "02:00:00:00:00:02", "dev", "vc", "nud",
+         "permanent")  # fmt: skip
+    service = service_in(a)
+    with pytest.raises(Forbidden):
+        await service.set_state("vc", "down", Caller("fe80::2"))
+    assert (await service.set_state("va", "down", Caller("fe80::2"))).admin_up is False
+
+
+async def test_policy_routing_by_the_connections_own_address_is_followed(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    a.ip("link", "set", "vd", "up")
+    a.ip("addr", "add", "10.73.0.1/24", "dev", "vc")
+    a.ip("route", "add", "default", "via", "10.73.0.2", "dev", "vc", "table", "100")
+    a.ip("rule", "add", "from", "10.70.0.1", "lookup", "100")
+    service = service_in(a)
+    caller = Caller("192.0.2.7", local_address="10.70.0.1")  # answered through vc
+    with pytest.raises(Forbidden):
+        await service.set_state("vc", "down", caller)
+    assert (await service.set_state("va", "down", caller)).admin_up is False
+
+
+async def test_every_path_of_a_multipath_route_to_the_caller_is_guarded(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    a.ip("link", "set", "vd", "up")
+    a.ip("addr", "add", "10.74.0.1/24", "dev", "vc")
+    a.ip("route", "add", "192.0.2.0/24", "nexthop", "via", "10.70.0.2", "dev", "va",
+         "nexthop", "via", "10.74.0.2", "dev", "vc")  # fmt: skip
+    service = service_in(a, protected_interfaces=[])
+    for name in ("va", "vc"):
+        with pytest.raises(Forbidden):
+            await service.set_state(name, "down", Caller("192.0.2.7"))
+
+
+async def test_an_unroutable_caller_falls_back_to_the_default_route_rule_not_an_error(
+    one_namespace: Netns, service_in: ServiceFactory
+) -> None:
+    ns = one_namespace
+    ns.ip("link", "add", "va", "type", "veth", "peer", "name", "vb")
+    ns.ip("link", "set", "va", "up")
+    changed = await service_in(ns).set_state("va", "down", Caller("203.0.113.9"))
+    assert changed.admin_up is False  # no route at all: nothing carries the caller
+
+
+async def test_a_protected_vlan_is_not_deleted(
+    wired: tuple[Netns, Netns], service_in: ServiceFactory
+) -> None:
+    a, _ = wired
+    service = service_in(a, vlans=True, protected_interfaces=["va.100"])
+    await service.create_vlan(VlanCreate(parent="va", vlan_id=100))
+    with pytest.raises(Forbidden):
+        await service.delete_vlan("va.100", Caller("127.0.0.1"))

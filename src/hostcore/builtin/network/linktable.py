@@ -89,6 +89,9 @@ class LinkTable:
     async def _watch(self, bound: asyncio.Future[None]) -> None:
         def subscribed(feed: ReaderTransport) -> None:
             self._feed = feed
+            # A read while this subscription was being made may have dumped before a
+            # change it will never be told about: nothing read before now is current.
+            self.generation += 1
             bound.set_result(None)
 
         try:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
 
 CLONE_NEWNET = 0x40000000
+NETNS_ENTER_TIMEOUT_S = 5.0
+THIS_NAMESPACE = Path("/proc/self/ns/net")
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (linux/rtnetlink.h)
 LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
 
@@ -132,13 +134,18 @@ def namespace_names(netns_dir: Path) -> list[str]:
 
 
 def _socket_in(namespace: Path) -> int:
-    """A netlink route socket made inside ``namespace`` (a file under /run/netns)."""
+    """A netlink route socket made inside ``namespace`` (a file under /run/netns).
+
+    Opened without following a symlink and without blocking (a FIFO planted there would
+    wait for a writer); ``setns`` refuses anything but a network namespace. The thread
+    is waited for a bounded time, and is a daemon: nothing it does can hold up a stop.
+    """
     made: list[int] = []
     failed: list[OSError] = []
 
     def enter_and_open() -> None:
         try:
-            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as error:
             failed.append(error)
             return
@@ -159,12 +166,24 @@ def _socket_in(namespace: Path) -> int:
         finally:
             os.close(fd)
 
-    thread = threading.Thread(target=enter_and_open, name="hostcore-netns")
+    thread = threading.Thread(target=enter_and_open, name="hostcore-netns", daemon=True)
     thread.start()
-    thread.join()
+    thread.join(NETNS_ENTER_TIMEOUT_S)
     if failed:
         raise failed[0]
+    if not made:
+        raise OSError(errno.ETIMEDOUT, "entering the namespace did not finish")
     return made[0]
+
+
+def same_namespace(a: Path, b: Path) -> bool:
+    """Whether two namespace files (``/run/netns/x``, ``/proc/self/ns/net``) are one
+    namespace: the same inode of the namespace filesystem."""
+    try:
+        first, second = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def kernel_error(error: BaseException, action: str) -> HostcoreError:
@@ -204,6 +223,13 @@ class Netlink:
             raise NotFound(f"no network namespace named {name}")
         return self.netns_dir / name
 
+    def is_own(self, netns: str | None) -> bool:
+        """Whether ``netns`` names the device's own namespace (None does; so may a name,
+        when hostcore itself runs in a named namespace)."""
+        if netns is None:
+            return True
+        return same_namespace(self.namespace_path(netns), self.own or THIS_NAMESPACE)
+
     async def _open(self, namespace: Path | None) -> AsyncIPRoute:
         route_socket = _route_socket_class()
         if namespace is None:
@@ -234,11 +260,7 @@ class Netlink:
             self._lock = asyncio.Lock()
         assert self._lock is not None
         async with self._lock:
-            try:
-                yield self._kept
-            except OSError:
-                self.close()  # a broken socket is not kept
-                raise
+            yield self._kept
 
     async def dump(self, netns: str | None, what: str) -> list[Message]:
         """Every ``link``, ``addr``, ``route`` or ``neigh`` entry; filtering is the caller's
@@ -247,6 +269,7 @@ class Netlink:
             try:
                 return [message async for message in await getattr(route, what)("dump")]
             except Exception as error:
+                self._discard_if_broken(route, error)
                 raise kernel_error(error, f"list {what}s") from error
 
     async def request(
@@ -259,7 +282,14 @@ class Netlink:
             except HostcoreError:
                 raise
             except Exception as error:
+                self._discard_if_broken(route, error)
                 raise kernel_error(error, action) from error
+
+    def _discard_if_broken(self, route: AsyncIPRoute, error: BaseException) -> None:
+        """Stop keeping the own namespace's socket when it failed itself (anything but the
+        kernel's answer to a request, which carries an errno as ``code``)."""
+        if route is self._kept and not isinstance(getattr(error, "code", None), int):
+            self.close()
 
     # -- what the service asks --
 
@@ -302,10 +332,21 @@ class Netlink:
     async def delete_link(self, netns: str | None, index: int) -> None:
         await self.request(netns, "delete the link", lambda route: route.link("del", index=index))
 
-    async def route_interface(self, address: str) -> int | None:
-        """The index of the interface the device's own namespace reaches ``address`` through."""
+    async def route_interface(self, address: str, *, source: str | None = None) -> int | None:
+        """The index of the interface the device's own namespace reaches ``address``
+        through, from ``source`` when given (policy rules may choose by source): the
+        route ``ip route get`` shows."""
+        if source is not None:
+            try:
+                return await self._route_get(address, source)
+            except HostcoreError:
+                pass  # not an address of this namespace (any more): the plain lookup
+        return await self._route_get(address, None)
+
+    async def _route_get(self, address: str, source: str | None) -> int | None:
+        options = {"dst": address} if source is None else {"dst": address, "src": source}
         found = await self.request(
-            None, "look up the route", lambda route: route.route("get", dst=address)
+            None, "look up the route", lambda route: route.route("get", **options)
         )
         index = found[0].get("RTA_OIF") if found else None
         return index if isinstance(index, int) else None

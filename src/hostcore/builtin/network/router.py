@@ -25,7 +25,7 @@ from hostcore.builtin.network.schemas import (
     VlanCreate,
     route_table_number,
 )
-from hostcore.builtin.network.service import NetworkService
+from hostcore.builtin.network.service import Caller, NetworkService
 from hostcore.context import context_of
 from hostcore.errors import error_responses
 from hostcore.responses import CONDITIONAL_GET, revalidated
@@ -45,15 +45,20 @@ async def _service(request: Request) -> NetworkService:
     return service
 
 
-async def _caller(request: Request) -> str:
+async def _caller(request: Request) -> Caller:
     """The caller's address as hostcore's middleware saw it (behind a trusted proxy, the
-    forwarded client's), or ``unix``/``unknown``."""
+    forwarded client's, or ``unix``/``unknown``), and the local address of a connection
+    that came straight from it."""
     context = context_of(request.scope)
-    return context.client if context is not None else "unknown"
+    address = context.client if context is not None else "unknown"
+    peer, server = request.scope.get("client"), request.scope.get("server")
+    if peer is None or server is None or peer[0] != address:
+        return Caller(address)
+    return Caller(address, str(server[0]))
 
 
 Network = Annotated[NetworkService, Depends(_service)]
-Caller = Annotated[str, Depends(_caller)]
+CallerOf = Annotated[Caller, Depends(_caller)]
 Ifname = Annotated[InterfaceName, Path(description="An interface name (IFNAMSIZ rules).")]
 Netns = Annotated[
     NamespaceName | None,
@@ -93,7 +98,7 @@ def build_router() -> APIRouter:
         ifname: Ifname,
         body: LinkStateUpdate,
         network: Network,
-        caller: Caller,
+        caller: CallerOf,
         netns: Netns = None,
     ) -> LinkStateRead:
         """Set an interface up or down; a protected one (by default the one your own
@@ -136,9 +141,12 @@ def build_router() -> APIRouter:
     @router.delete(
         "/vlans/{ifname}", status_code=204, dependencies=CONTROL, responses=CHANGE_ERRORS
     )
-    async def delete_vlan(ifname: Ifname, network: Network, netns: Netns = None) -> Response:
-        """Delete a VLAN link; any other kind of link is refused (409)."""
-        await network.delete_vlan(ifname, netns)
+    async def delete_vlan(
+        ifname: Ifname, network: Network, caller: CallerOf, netns: Netns = None
+    ) -> Response:
+        """Delete a VLAN link; any other kind of link is refused (409), and so is a protected
+        one (403, as for setting it down)."""
+        await network.delete_vlan(ifname, caller, netns)
         return Response(status_code=204)
 
     @router.get("/namespaces", dependencies=READ, responses=KERNEL_ERRORS)
@@ -149,7 +157,7 @@ def build_router() -> APIRouter:
     @router.get(
         "/lldp/neighbours",
         dependencies=READ,
-        responses=error_responses(401, 403, 429, 502, 503, 504),
+        responses=DAEMON_ERRORS,
     )
     async def lldp_neighbours(network: Network) -> list[LldpNeighbourRead]:
         """What lldpd has heard from the switches and hosts on each port (LLDP, CDP …)."""

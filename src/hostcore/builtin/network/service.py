@@ -44,7 +44,14 @@ from hostcore.builtin.network.schemas import (
     check_ifname,
 )
 from hostcore.builtin.network.sysfs import DeviceFacts, device_facts
-from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from hostcore.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HostcoreError,
+    NotFound,
+    Unavailable,
+)
 from hostcore.responses import Encoded
 from hostcore.runner import Runner
 
@@ -70,6 +77,16 @@ def _aged(address: AddressRead, elapsed_s: int) -> AddressRead:
 
 def _left(lifetime: int | None, elapsed_s: int) -> int | None:
     return None if lifetime is None else max(0, lifetime - elapsed_s)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for a change: the address the middleware saw (the forwarded client's
+    behind a trusted proxy; ``unix`` or ``unknown`` when there is none), and the
+    address their connection came in on, when it came straight to hostcore over IP."""
+
+    address: str
+    local_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -321,38 +338,90 @@ class NetworkService:
 
     # -- changing --
 
-    async def protected(self, caller: str) -> set[str]:
-        """The interfaces of the device's own namespace that may not be set down for
-        ``caller`` (an address, or ``unix``/``unknown`` when it is not known)."""
-        names = set(self.config.protected_interfaces)
-        if not self.config.protect_caller_interface:
-            return names
-        links = await self._own_names()
-        try:
-            address = ipaddress.ip_address(caller)
-        except ValueError:
-            address = None
-        if address is not None:
-            index = await self.netlink.route_interface(str(address))
-            if index is not None and index in links:
-                names.add(links[index])
-            return names
-        for route in await self.netlink.routes(None, links):
-            if route.destination == "default":
-                names.update(hop.interface for hop in route.nexthops if hop.interface)
-                if route.interface is not None:
-                    names.add(route.interface)
-        return names
+    async def protected(self, caller: Caller) -> set[str]:
+        """The interfaces of the device's own namespace that may not be set down or
+        deleted for ``caller``.
 
-    async def set_state(
-        self, name: str, state: LinkState, caller: str, netns: str | None = None
-    ) -> LinkStateRead:
-        link, _ = await self._find(name, netns)
-        if state == "down" and netns is None and name in await self.protected(caller):
+        The configured ones; and unless ``protect_caller_interface`` is off, the ones the
+        caller's connection comes through: the kernel's route back to its address (from
+        the address the connection came in on, so policy routing is followed), every path
+        of a multipath route among them, the interface an IPv6 link-local caller is a
+        neighbour on (each one with a link-local address when none is known), and when
+        the caller's address is unknown or unroutable, every interface carrying a
+        default route. Then, until nothing changes: the ports of a protected bridge or
+        bond, and what a protected link is stacked on (a VLAN's parent, a veth's peer).
+        """
+        snapshot = await self.table.snapshot()
+        names = snapshot.names
+        found = set(self.config.protected_interfaces)
+        if self.config.protect_caller_interface:
+            found |= await self._carrying(caller, names)
+        changed = True
+        while changed:
+            changed = False
+            for link in snapshot.links:
+                master = names.get(link.master) if link.master else None
+                lower = names.get(link.parent) if link.parent else None
+                if link.name not in found and master in found:
+                    found.add(link.name)
+                    changed = True
+                if link.name in found and lower is not None and lower not in found:
+                    found.add(lower)
+                    changed = True
+        return found
+
+    async def _carrying(self, caller: Caller, names: Mapping[int, str]) -> set[str]:
+        try:
+            address = ipaddress.ip_address(caller.address)
+        except ValueError:
+            return await self._default_route_interfaces(names)
+        if address.version == 6 and address.is_link_local:
+            # No scope in a peer's link-local address: ask the neighbour tables.
+            neighbours = await self.netlink.neighbours(None, names)
+            known = {n.interface for n in neighbours if n.address == str(address) and n.interface}
+            if known:
+                return known
+            interfaces = await self.interfaces()
+            return {
+                i.name
+                for i in interfaces
+                if any(a.family == "inet6" and a.scope == "link" for a in i.addresses)
+            }
+        try:
+            index = await self.netlink.route_interface(str(address), source=caller.local_address)
+        except HostcoreError:
+            index = None
+        if index is None or index not in names:
+            return await self._default_route_interfaces(names)
+        carrying = {names[index]}
+        for route in await self.netlink.routes(None, names):
+            hops = {hop.interface for hop in route.nexthops}
+            if names[index] in hops:
+                carrying |= {hop for hop in hops if hop is not None}
+        return carrying
+
+    async def _default_route_interfaces(self, names: Mapping[int, str]) -> set[str]:
+        found: set[str] = set()
+        for route in await self.netlink.routes(None, names):
+            if route.destination == "default":
+                found.update(hop.interface for hop in route.nexthops if hop.interface)
+                if route.interface is not None:
+                    found.add(route.interface)
+        return found
+
+    async def _refuse_if_protected(self, name: str, caller: Caller, netns: str | None) -> None:
+        if self.netlink.is_own(netns) and name in await self.protected(caller):
             raise Forbidden(
                 f"{name} is protected: it carries your own connection or is on the "
                 "protected-interfaces list"
             )
+
+    async def set_state(
+        self, name: str, state: LinkState, caller: Caller, netns: str | None = None
+    ) -> LinkStateRead:
+        link, _ = await self._find(name, netns)
+        if state == "down":
+            await self._refuse_if_protected(name, caller, netns)
         try:
             await self.netlink.set_up(netns, link.index, state == "up")
         finally:
@@ -387,10 +456,11 @@ class NetworkService:
             self.table.invalidate()
         return await self.interface(name, netns)
 
-    async def delete_vlan(self, name: str, netns: str | None = None) -> None:
+    async def delete_vlan(self, name: str, caller: Caller, netns: str | None = None) -> None:
         link, _ = await self._find(name, netns)
         if link.kind != "vlan":
             raise Conflict(f"{name} is a {link.kind} link: only VLANs are deleted here")
+        await self._refuse_if_protected(name, caller, netns)
         try:
             await self.netlink.delete_link(netns, link.index)
         finally:
