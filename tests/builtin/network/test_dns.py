@@ -573,3 +573,16 @@ def test_the_default_address_is_the_standard_socket(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
 
     assert Resolved(timeout_s=1.0).address == DEFAULT_SYSTEM_BUS_ADDRESS
+
+
+async def test_a_scope_of_thousands_of_digits_is_no_interface_and_no_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/resolv.conf").write_text(
+        f"nameserver fe80::1%{'7' * 5000}\nnameserver fe80::2%7\n"
+    )
+    found = await read_dns(tmp_path, None, {7: "eth0"})
+    interfaces = {server.address: server.interface for server in found.nameservers}
+    assert interfaces["fe80::2"] == "eth0"
+    assert interfaces.get("fe80::1") != "eth0"

@@ -72,3 +72,27 @@ async def test_links_that_appear_change_and_go_are_published_with_their_state(
     assert changed.interface is not None
     assert removed.interface is None and removed.index == added.index
     assert any(e.name == "vb" and e.change == "added" for e in published.events)
+
+
+async def test_changes_while_the_subscription_was_lost_are_published_once_it_is_back(
+    one_namespace: Netns, service: NetworkService
+) -> None:
+    ns = one_namespace
+    ns.ip("link", "add", "gone0", "type", "veth", "peer", "name", "gone1")
+    published = Published()
+    app = SimpleNamespace(state=SimpleNamespace(network=service))
+    source = asyncio.create_task(_link_events(app, published))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.2)  # subscribed, the list seen
+        watcher = await service.table.watching()
+        watcher.cancel()  # as when notifications overflow the socket's queue
+        await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.to_thread(
+            ns.ip, "link", "add", "lost0", "type", "veth", "peer", "name", "lost1"
+        )
+        await asyncio.to_thread(ns.ip, "link", "del", "gone0")
+        added = await published.until("added", "lost0")
+        removed = await published.until("removed", "gone0")
+    finally:
+        source.cancel()
+    assert added.interface is not None and removed.interface is None

@@ -597,3 +597,28 @@ def test_a_skipped_file_is_logged_by_name_never_by_content(
     assert "dhclient.eth0.leases skipped" in caplog.text
     assert f"{root / NETWORKD_DIR / '3'} skipped" in caplog.text
     assert "secret" not in caplog.text
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "\u0663\u0660", "9" * 5000])
+def test_a_number_that_is_no_ascii_number_is_no_lease_data_not_an_error(
+    tmp_path: Path, number: str
+) -> None:
+    leases = tmp_path / "var/lib/dhcp"
+    leases.mkdir(parents=True)
+    (leases / "dhclient.leases").write_text(
+        "lease {\n"
+        '  interface "eth0";\n'
+        "  fixed-address 192.168.50.189;\n"
+        f"  option dhcp-lease-time {number};\n"
+        f"  expire epoch {number};\n"
+        "}\n"
+    )
+    networkd = tmp_path / "run/systemd/netif/leases"
+    networkd.mkdir(parents=True)
+    (networkd / "2").write_text(f"ADDRESS=10.1.2.3\nLIFETIME={number}\n")
+
+    found = {lease.client: lease for lease in read_leases(tmp_path, {2: "wlan0"})}
+
+    assert found["dhclient"].address == "192.168.50.189"
+    assert found["dhclient"].lease_time_s is None and found["dhclient"].expires is None
+    assert found["systemd-networkd"].lease_time_s is None

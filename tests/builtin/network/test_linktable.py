@@ -102,7 +102,7 @@ async def test_the_encoded_list_keeps_its_etag_until_a_change_and_lifetimes_coun
         assert changed.etag != first.etag and b"2001:db8::9" in changed.body
 
         snapshot = await service.table.snapshot()
-        later = service._from_snapshot(snapshot, snapshot.taken_at + 100)
+        later = service._from_snapshot(snapshot, {}, snapshot.taken_at + 100)
         address = next(a for i in later for a in i.addresses if a.address == "2001:db8::9")
         assert address.valid_lifetime_s is not None and 490 <= address.valid_lifetime_s <= 500
     finally:

@@ -54,47 +54,76 @@ def hostcore_event_topics() -> list[Topic]:
 
 async def _link_events(app: FastAPI, publish: Publish) -> None:
     """While someone listens: the kernel's link and address notifications (the link
-    table's subscription), one event per interface and burst."""
-    import asyncio
+    table's subscription), one event per interface and burst.
 
-    from hostcore.builtin.network.models import LinkEventRead
+    When the subscription was lost (notifications overflowed its queue) and is made
+    again, what changed meanwhile is found by comparing the interface list with the
+    last one seen, so no interface's appearing, change or removal goes unreported. A
+    failed read is retried, unhurried, rather than ending the stream."""
+    import asyncio
+    import logging
+
+    from hostcore.builtin.network.models import InterfaceRead, LinkEventRead
+    from hostcore.errors import HostcoreError
 
     service: NetworkService = app.state.network
-    pending: dict[int, bool] = {}  # index -> removed
+    pending: set[int] = set()  # the interfaces notified about since the last events
     arrived = asyncio.Event()
 
     def on_message(message: Any) -> None:
         index = message.get("index")  # a link's, or the interface an address is on
         if isinstance(index, int):
-            pending[index] = message.get("event") == "RTM_DELLINK"
+            pending.add(index)
             arrived.set()
 
+    def publish_changes(
+        seen: dict[int, InterfaceRead], now: dict[int, InterfaceRead], indexes: set[int]
+    ) -> None:
+        for index in sorted(indexes):
+            interface, before = now.get(index), seen.get(index)
+            if interface is not None:
+                change = "changed" if before is not None else "added"
+                event = LinkEventRead(
+                    change=change, index=index, name=interface.name, interface=interface
+                )
+                publish(event)
+            elif before is not None:  # (neither: it came and went within one burst)
+                publish(
+                    LinkEventRead(change="removed", index=index, name=before.name, interface=None)
+                )
+
     with service.table.listening(on_message):
-        known = {i.index: i.name for i in await service.interfaces()}
+        seen: dict[int, InterfaceRead] | None = None
+        subscription: asyncio.Task[None] | None = None
         while True:
-            watcher = await service.table.watching()  # made again if it ended
-            waiting = asyncio.create_task(arrived.wait())
             try:
-                await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiting.cancel()
-            if not arrived.is_set():  # the subscription ended: subscribe again, unhurried
+                watcher = await service.table.watching()  # made again if it ended
+                if watcher is not subscription:
+                    # A new subscription: compare everything with what was last seen.
+                    subscription = watcher
+                    now = {i.index: i for i in await service.interfaces()}
+                    if seen is not None:
+                        differ = {i for i in {*seen, *now} if seen.get(i) != now.get(i)}
+                        publish_changes(seen, now, differ)
+                    seen = now
+                waiting = asyncio.create_task(arrived.wait())
+                try:
+                    await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+                if not arrived.is_set():  # the subscription ended: make it again, unhurried
+                    await asyncio.sleep(RESUBSCRIBE_AFTER_S)
+                    continue
+                await asyncio.sleep(LINK_EVENT_COALESCE_S)
+                arrived.clear()
+                changes = set(pending)
+                pending.clear()
+                now = {i.index: i for i in await service.interfaces()}
+                publish_changes(seen or {}, now, changes)
+                seen = now
+            except HostcoreError:
+                logging.getLogger(__name__).warning("network.links: reading failed; retrying")
                 await asyncio.sleep(RESUBSCRIBE_AFTER_S)
-                continue
-            await asyncio.sleep(LINK_EVENT_COALESCE_S)
-            arrived.clear()
-            changes, pending = dict(pending), {}
-            current = {i.index: i for i in await service.interfaces()}
-            for index, removed in changes.items():
-                interface = None if removed else current.get(index)
-                name = interface.name if interface is not None else known.get(index)
-                if name is None:
-                    continue  # came and went within one burst
-                change = "removed" if interface is None else "changed"
-                if interface is not None and index not in known:
-                    change = "added"
-                publish(LinkEventRead(change=change, index=index, name=name, interface=interface))
-            known = {index: interface.name for index, interface in current.items()}
 
 
 @hookimpl

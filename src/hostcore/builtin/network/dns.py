@@ -517,6 +517,9 @@ async def read_dns(root: Path, resolved: Resolved | None, ifnames: Mapping[int, 
 
 def _named_scope(server: DnsServerRead, ifnames: Mapping[int, str]) -> DnsServerRead:
     scope = server.interface
-    if scope is None or not scope.isdecimal() or int(scope) not in ifnames:
+    # An interface index: ASCII digits, bounded (int() of thousands of digits raises).
+    if scope is None or not (scope.isascii() and scope.isdigit() and len(scope) <= 10):
+        return server
+    if int(scope) not in ifnames:
         return server
     return server.model_copy(update={"interface": ifnames[int(scope)]})

@@ -558,8 +558,8 @@ def _dhclient_time(tokens: Sequence[_Token]) -> datetime | str | None:
         return None
     if words == [_NEVER]:
         return _NEVER
-    if len(words) == 2 and words[0] == "epoch" and words[1].isdigit():
-        return _utc_from_timestamp(int(words[1]))
+    if len(words) == 2 and words[0] == "epoch" and (seconds := _whole(words[1])) is not None:
+        return _utc_from_timestamp(seconds)
     if len(words) == 3 and words[0].isdigit():
         try:
             return datetime.strptime(f"{words[1]} {words[2]}", _DHCLIENT_DATE).replace(tzinfo=UTC)
@@ -595,8 +595,8 @@ def _dhclient_lease(statements: list[list[_Token]], client: LeaseClient) -> Leas
                 dns = _ipv4_list(words)
             elif name == "dhcp-server-identifier" and len(words) == 1:
                 server = _ipv4(words[0])
-            elif name == "dhcp-lease-time" and len(words) == 1 and words[0].isdigit():
-                lease_seconds = int(words[0])
+            elif name == "dhcp-lease-time" and len(words) == 1 and _whole(words[0]) is not None:
+                lease_seconds = _whole(words[0])
             elif name == "domain-name" and len(value) == 1 and value[0].kind == "string":
                 domain = _domain(value[0].text)
     if interface is None or not _valid_ifname(interface) or address is None:
@@ -663,7 +663,16 @@ _TIMESPAN_UNITS = {
     "min": 60,
     "s": 1,
 }
-_TIMESPAN_PART = re.compile(r"(\d{1,10})(y|month|w|d|h|min|s)")
+_TIMESPAN_PART = re.compile(r"([0-9]{1,10})(y|month|w|d|h|min|s)")
+_MAX_WHOLE_DIGITS = 12  # beyond any lease time or date a file can sensibly hold
+
+
+def _whole(text: str) -> int | None:
+    """A non-negative number of ASCII digits, bounded; None for anything else (``²``,
+    Arabic-Indic digits and 5000-digit numbers included: they are no lease data)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_WHOLE_DIGITS):
+        return None
+    return int(text)
 
 
 def _env_values(text: str) -> dict[str, str]:
@@ -681,8 +690,8 @@ def _networkd_seconds(text: str | None) -> int | None:
     ``1d 6h`` (255 and later); None for ``infinity`` or anything else."""
     if text is None:
         return None
-    if text.isdigit():
-        return int(text)
+    if (whole := _whole(text)) is not None:
+        return whole
     parts = text.split()
     if not 0 < len(parts) <= len(_TIMESPAN_UNITS):
         return None

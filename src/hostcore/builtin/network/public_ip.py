@@ -47,6 +47,30 @@ class PublicAddress:
             return answer
 
     async def _fetch(self, url: str) -> str:
+        """The address the service answers, within ``timeout_s`` for the whole exchange
+        (httpx's own timeout bounds each read; a service dripping bytes would outlast it)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._get(url)
+        except TimeoutError as error:
+            raise UpstreamTimeout(
+                f"the public-IP service did not answer within {self.timeout_s:g} s"
+            ) from error
+        try:
+            address = ipaddress.ip_address(body.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as error:
+            raise UpstreamFailed("the public-IP service did not answer an IP address") from error
+        if (
+            getattr(address, "scope_id", None)
+            or address.is_multicast
+            or address.is_unspecified
+            or address.is_loopback
+            or address.is_link_local
+        ):
+            raise UpstreamFailed("the public-IP service answered an address no host has")
+        return str(address)
+
+    async def _get(self, url: str) -> bytes:
         import httpx2
 
         try:
@@ -63,13 +87,8 @@ class PublicAddress:
                     body += chunk
                     if len(body) > MAX_ANSWER_BYTES:
                         raise UpstreamFailed("the public-IP service sent more than an address")
+                return body
         except httpx2.TimeoutException as error:
-            raise UpstreamTimeout(
-                f"the public-IP service did not answer within {self.timeout_s:g} s"
-            ) from error
+            raise TimeoutError from error
         except httpx2.HTTPError as error:
             raise UpstreamFailed("the public-IP service could not be reached") from error
-        try:
-            return str(ipaddress.ip_address(body.decode("ascii").strip()))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise UpstreamFailed("the public-IP service did not answer an IP address") from error

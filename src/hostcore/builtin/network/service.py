@@ -136,13 +136,17 @@ class NetworkService:
 
     # -- reading --
 
-    def _own_facts(self, snapshot: Snapshot) -> dict[int, DeviceFacts]:
-        """What /sys/class/net says of each link, read once per generation: speed and
-        duplex change with carrier, which the kernel notifies."""
+    async def _own_facts(self, snapshot: Snapshot) -> dict[int, DeviceFacts]:
+        """What /sys/class/net says of each link, read once per change of the links (speed
+        and duplex change with carrier, which the kernel notifies), in a thread: reading
+        ``speed`` asks the driver, slow for a USB adapter."""
         kept = self._facts
         if kept is not None and kept[0] == snapshot.version:
             return kept[1]
-        facts = {link.index: device_facts(self.class_net, link.name) for link in snapshot.links}
+        class_net, names = self.class_net, [(link.index, link.name) for link in snapshot.links]
+        facts = await asyncio.to_thread(
+            lambda: {index: device_facts(class_net, name) for index, name in names}
+        )
         self._facts = (snapshot.version, facts)
         return facts
 
@@ -178,7 +182,8 @@ class NetworkService:
     async def interfaces(self, netns: str | None = None) -> list[InterfaceRead]:
         if netns is None:
             snapshot = await self.table.snapshot()
-            return self._from_snapshot(snapshot, time.monotonic())
+            facts = await self._own_facts(snapshot)
+            return self._from_snapshot(snapshot, facts, time.monotonic())
         links = await self.netlink.links(netns)
         by_index: dict[int, list[AddressRead]] = {}
         for index, address in await self.netlink.addresses(netns):
@@ -189,10 +194,11 @@ class NetworkService:
             for link in links
         ]
 
-    def _from_snapshot(self, snapshot: Snapshot, now: float) -> list[InterfaceRead]:
+    def _from_snapshot(
+        self, snapshot: Snapshot, facts: Mapping[int, DeviceFacts], now: float
+    ) -> list[InterfaceRead]:
         elapsed = int(now - snapshot.taken_at)
         names = snapshot.names
-        facts = self._own_facts(snapshot)
         return [
             self._interface(
                 link,
@@ -219,7 +225,9 @@ class NetworkService:
         key = (snapshot.version, int(now - snapshot.taken_at) if counting else None)
         kept = self._encoded
         if kept is None or kept[0] != key:
-            kept = (key, Encoded.of(InterfaceList(self._from_snapshot(snapshot, now))))
+            facts = await self._own_facts(snapshot)
+            listing = InterfaceList(self._from_snapshot(snapshot, facts, now))
+            kept = (key, Encoded.of(listing))
             self._encoded = kept
         return kept[1]
 
