@@ -42,6 +42,7 @@ from hostcore.builtin.network.rtnl import (
     parse_neighbour,
     parse_route,
 )
+from hostcore.builtin.network.schemas import valid_netns_name
 from hostcore.errors import Conflict, HostcoreError, NotFound, Unavailable, UpstreamFailed
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
 
 
 _RECEIVE_BYTES = 256 * 1024  # what asyncio's own datagram transport reads at once
+_DATAGRAMS_PER_WAKE = 64
 
 
 class ReaderTransport:
@@ -86,7 +88,10 @@ class ReaderTransport:
         return self._fd is not None and bool(self._poll.poll(0))
 
     def _readable(self) -> None:
-        while self._fd is not None:
+        # A bounded batch per wake-up: a flood of notifications cannot hold the loop.
+        for _ in range(_DATAGRAMS_PER_WAKE):
+            if self._fd is None:
+                return
             try:
                 size = self._sock.recv_into(self._buffer)
             except (BlockingIOError, InterruptedError):
@@ -126,11 +131,13 @@ def _route_socket_class() -> Any:
 
 
 def namespace_names(netns_dir: Path) -> list[str]:
-    """The named namespaces (``ip netns list``), sorted; none when the directory is absent."""
+    """The named namespaces (``ip netns list``) a request may name, sorted; none when the
+    directory is absent."""
     try:
-        return sorted(entry.name for entry in netns_dir.iterdir() if not entry.name.startswith("."))
+        entries = [entry.name for entry in netns_dir.iterdir()]
     except OSError:
         return []
+    return sorted(name for name in entries if valid_netns_name(name))
 
 
 def _socket_in(namespace: Path) -> int:
@@ -186,6 +193,10 @@ def same_namespace(a: Path, b: Path) -> bool:
     return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
+class NotSupported(Unavailable):
+    """The kernel lacks what was asked for (EOPNOTSUPP: a module or feature absent)."""
+
+
 def kernel_error(error: BaseException, action: str) -> HostcoreError:
     """What a refused netlink request means for the caller."""
     code = getattr(error, "code", None)
@@ -198,7 +209,7 @@ def kernel_error(error: BaseException, action: str) -> HostcoreError:
     if code in (errno.EPERM, errno.EACCES):
         return Unavailable(f"cannot {action}: hostcore lacks CAP_NET_ADMIN")
     if code == errno.EOPNOTSUPP:
-        return Unavailable(f"cannot {action}: the kernel does not support it")
+        return NotSupported(f"cannot {action}: the kernel does not support it")
     name = errno.errorcode.get(code, "an error") if isinstance(code, int) else "an error"
     return UpstreamFailed(f"the kernel refused to {action} ({name})")
 

@@ -39,8 +39,12 @@ def check_ifname(name: str) -> str:
     return name
 
 
+def valid_netns_name(name: str) -> bool:
+    return _NETNS.match(name) is not None
+
+
 def check_netns_name(name: str) -> str:
-    if not _NETNS.match(name):
+    if not valid_netns_name(name):
         raise ValueError(
             "not a namespace name: 1 to 64 letters, digits and '_.-', not starting with '.' or '-'"
         )

@@ -33,7 +33,7 @@ from hostcore.builtin.network.models import (
     PublicIpRead,
     RouteRead,
 )
-from hostcore.builtin.network.netlink import Netlink, namespace_names
+from hostcore.builtin.network.netlink import Netlink, NotSupported, namespace_names
 from hostcore.builtin.network.public_ip import PublicAddress
 from hostcore.builtin.network.rtnl import ARPHRD_ETHER, Link
 from hostcore.builtin.network.schemas import (
@@ -453,10 +453,7 @@ class NetworkService:
             raise Conflict(f"an interface named {name} exists")
         try:
             await self.netlink.add_vlan(netns, parent.index, name, request.vlan_id)
-        except Unavailable as error:
-            self.table.invalidate()
-            if "CAP_NET_ADMIN" in error.detail:
-                raise
+        except NotSupported as error:
             raise Unavailable(
                 "the kernel has no 802.1Q VLAN support (module 8021q is not available)"
             ) from error
