@@ -37,6 +37,7 @@ from hostcore.jobs.service import JobService, collect_kinds
 from hostcore.meta import CORE_MOUNTS, CORE_PATHS, install_meta_routes
 from hostcore.middleware import RequestContextMiddleware
 from hostcore.plugins import Plugin, PluginRegistry, api_prefix
+from hostcore.route_index import RouteIndex
 from hostcore.routing import add_routes_flat, allow_all_methods_of_each_path, flat_routes, route_of
 from hostcore.runner import Runner
 from hostcore.security.admission import CountedByAddress, counting_unmatched
@@ -423,6 +424,8 @@ def create_app(
     add_routes_flat(app, jobs_router())
     add_routes_flat(app, events_router())
     allow_all_methods_of_each_path(app)
+    # Each request tries only the routes its path can match (hostcore.route_index).
+    app.router.middleware_stack = RouteIndex(app.router)
     _install_exception_handlers(app, registry)
 
     def count_refused(context: RequestContext) -> None:
