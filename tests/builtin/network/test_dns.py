@@ -23,7 +23,7 @@ from hostcore.builtin.network.dns import (
     parse_resolv_conf,
     read_dns,
 )
-from hostcore.builtin.system.dbus import DEFAULT_SYSTEM_BUS_ADDRESS
+from hostcore.dbus import DEFAULT_SYSTEM_BUS_ADDRESS
 from hostcore.errors import Forbidden, Unavailable
 from tests.builtin.network.fakes import (
     ACCESS_DENIED,

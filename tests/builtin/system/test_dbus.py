@@ -19,12 +19,9 @@ from hostcore.builtin.system.dbus import (
     LOGIND,
     SYSTEMD,
     TIMEDATED,
-    DBusCallFailed,
-    DBusService,
     SystemBus,
-    dbus_error,
-    describe_address,
 )
+from hostcore.dbus import DBusCallFailed, DBusService, dbus_error
 from hostcore.errors import (
     BadRequest,
     Conflict,
@@ -533,15 +530,6 @@ async def test_a_bus_that_refuses_authentication_is_unavailable_without_its_reas
         refusing.join(timeout=2.0)
 
     assert caught.value.detail == f"the system D-Bus ({socket_path}) refused the connection"
-
-
-def test_describe_address() -> None:
-    assert describe_address("unix:path=/run/dbus/system_bus_socket") == (
-        "/run/dbus/system_bus_socket"
-    )
-    assert (
-        describe_address("unix:abstract=/tmp/dbus-x,guid=1") == "unix:abstract=/tmp/dbus-x,guid=1"
-    )
 
 
 # --- the connection -----------------------------------------------------------------

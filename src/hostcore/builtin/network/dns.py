@@ -40,7 +40,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import AuthError, InvalidAddressError
 from pydantic import BaseModel, Field
 
-from hostcore.builtin.system.dbus import (
+from hostcore.dbus import (
     DEFAULT_SYSTEM_BUS_ADDRESS,
     PROPERTIES_INTERFACE,
     DBusService,

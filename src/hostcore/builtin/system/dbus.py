@@ -43,10 +43,16 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import AuthError, InvalidAddressError
 from pydantic import BaseModel, Field
 
+from hostcore.dbus import (
+    DEFAULT_SYSTEM_BUS_ADDRESS,
+    PROPERTIES_INTERFACE,
+    DBusService,
+    dbus_error,
+    describe_address,
+)
 from hostcore.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     HostcoreError,
     NotFound,
     Unavailable,
@@ -54,10 +60,8 @@ from hostcore.errors import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 DEFAULT_TIMEOUT_S = 5.0
 
-PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 
@@ -104,20 +108,6 @@ _UNIT_FIELDS: dict[str, tuple[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class DBusService:
-    """A daemon: the name messages give it, its bus name, main object and interface."""
-
-    label: str
-    name: str
-    path: str
-    interface: str
-
-    @property
-    def title(self) -> str:
-        return f"{self.label} ({self.name})"
-
-
-@dataclass(frozen=True)
 class _Kept:
     """A daemon's answer kept in memory: what it was read for, and when (monotonic)."""
 
@@ -131,6 +121,15 @@ SYSTEMD = DBusService(
     "org.freedesktop.systemd1",
     "/org/freedesktop/systemd1",
     "org.freedesktop.systemd1.Manager",
+    # Only systemd's own names mean "no such unit": a daemon started on demand can
+    # fail to activate with NoSuchUnit too, and that means the daemon is missing.
+    not_found=frozenset(
+        {
+            "org.freedesktop.systemd1.NoSuchUnit",
+            "org.freedesktop.systemd1.NoSuchJob",
+            "org.freedesktop.DBus.Error.UnknownObject",
+        }
+    ),
 )
 LOGIND = DBusService(
     "logind",
@@ -152,12 +151,6 @@ TIMEDATED = DBusService(
 )
 # The daemons whose answers are kept, by the object path their signals come from.
 _KEPT_DAEMONS = {HOSTNAMED.path: HOSTNAMED.name, TIMEDATED.path: TIMEDATED.name}
-
-
-class DBusCallFailed(HostcoreError):
-    """A daemon answered a D-Bus call with an error that has no more specific meaning."""
-
-    status_code = 502
 
 
 # --- schemas ------------------------------------------------------------------------
@@ -215,90 +208,6 @@ class TimeRead(BaseModel):
 
 
 # --- errors -------------------------------------------------------------------------
-
-_SERVICE_MISSING = frozenset(
-    {"org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"}
-)
-_NO_ANSWER = frozenset(
-    {
-        "org.freedesktop.DBus.Error.NoReply",
-        "org.freedesktop.DBus.Error.Timeout",
-        "org.freedesktop.DBus.Error.TimedOut",
-    }
-)
-_DENIED = frozenset(
-    {
-        "org.freedesktop.DBus.Error.AccessDenied",
-        "org.freedesktop.DBus.Error.AuthFailed",
-        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
-        "org.freedesktop.PolicyKit1.Error.NotAuthorized",
-    }
-)
-_BAD_REQUEST = frozenset(
-    {
-        "org.freedesktop.DBus.Error.InvalidArgs",
-        "org.freedesktop.systemd1.JobTypeNotApplicable",
-    }
-)
-_UNSUPPORTED = frozenset(
-    {
-        "org.freedesktop.DBus.Error.UnknownMethod",
-        "org.freedesktop.DBus.Error.UnknownInterface",
-        "org.freedesktop.DBus.Error.UnknownProperty",
-        "org.freedesktop.DBus.Error.NotSupported",
-    }
-)
-# Only systemd's own names mean "no such unit": a daemon started on demand can
-# fail to activate with NoSuchUnit too, and that means the daemon is missing.
-_SYSTEMD_NOT_FOUND = frozenset(
-    {
-        "org.freedesktop.systemd1.NoSuchUnit",
-        "org.freedesktop.systemd1.NoSuchJob",
-        "org.freedesktop.DBus.Error.UnknownObject",
-    }
-)
-# The host's state stands in the way (logind passes systemd's errors on: a masked reboot.target).
-_CONFLICT = frozenset(
-    {
-        "org.freedesktop.systemd1.UnitMasked",
-        "org.freedesktop.systemd1.OnlyByDependency",
-        "org.freedesktop.systemd1.TransactionIsDestructive",
-        "org.freedesktop.systemd1.TransactionOrderIsCyclic",
-        "org.freedesktop.login1.OperationInProgress",
-        "org.freedesktop.login1.BlockedByInhibitorLock",
-    }
-)
-
-
-def dbus_error(service: DBusService, member: str, name: str) -> HostcoreError:
-    """The hostcore error for a D-Bus error reply named ``name`` from ``service`` to ``member``."""
-    if name in _SERVICE_MISSING:
-        return Unavailable(f"{service.title} is not running")
-    if name.startswith("org.freedesktop.DBus.Error.Spawn.") or (
-        service is not SYSTEMD and name == "org.freedesktop.systemd1.NoSuchUnit"
-    ):
-        return Unavailable(f"{service.title} could not be started ({name})")
-    if name in _NO_ANSWER:
-        return Unavailable(f"{service.label} did not answer {member} ({name})")
-    if name in _DENIED:
-        return Forbidden(f"{service.label} refused {member}: {name}")
-    if service is SYSTEMD and name in _SYSTEMD_NOT_FOUND:
-        return NotFound(f"{service.label} found nothing for {member}: {name}")
-    if name in _CONFLICT:
-        return Conflict(f"{service.label} refused {member}: {name}")
-    if name in _BAD_REQUEST:
-        return BadRequest(f"{service.label} rejected {member}: {name}")
-    if name in _UNSUPPORTED:
-        return Unavailable(f"{service.label} does not support {member} ({name})")
-    return DBusCallFailed(f"{service.label} failed {member}: {name}")
-
-
-def describe_address(address: str) -> str:
-    """The socket path of a plain ``unix:path=`` address, else the address itself."""
-    prefix = "unix:path="
-    if address.startswith(prefix) and "," not in address and ";" not in address:
-        return address[len(prefix) :]
-    return address
 
 
 def _unwrap(value: Any) -> Any:
