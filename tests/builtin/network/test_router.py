@@ -106,7 +106,7 @@ def api_factory(
     ``a`` (VLANs in memory, see fake_links.py), with a token holding every scope."""
     clients: list[TestClient] = []
 
-    def make(*overrides: str) -> TestClient:
+    def make(*overrides: str, peer: tuple[str, int] = ("testclient", 50000)) -> TestClient:
         settings = settings_factory(
             f"plugins.network.root={tmp_path}",
             f"plugins.network.lldpd_socket={tmp_path / 'lldpd.socket'}",
@@ -115,7 +115,7 @@ def api_factory(
             "ratelimit.default=1000000/minute",
             *overrides,
         )
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client = TestClient(create_app(settings), raise_server_exceptions=False, client=peer)
         client.__enter__()
         clients.append(client)
         network = client.app.state.network  # type: ignore[attr-defined]
@@ -281,3 +281,16 @@ def test_the_interface_list_revalidates_with_its_etag(
     a.ip("link", "set", "vc", "up")
     changed = api.get(f"{API}/interfaces", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+@pytest.mark.parametrize(
+    ("peer", "status"),
+    [("10.80.0.9", 403), ("192.0.2.50", 403), ("127.0.0.1", 200)],
+)
+def test_the_interface_a_callers_address_comes_through_is_guarded(
+    api_factory: Callable[..., TestClient], peer: str, status: int
+) -> None:
+    # va carries 10.80.0.0/24 and the default route; a local caller comes in over lo.
+    api = api_factory(peer=(peer, 40000))
+    response = api.put(f"{API}/interfaces/va/state", json={"state": "down"})
+    assert response.status_code == status, response.text
