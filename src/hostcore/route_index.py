@@ -1,24 +1,32 @@
 """Try only the routes a request's path can match, chosen by its first segments.
 
-Starlette tries an app's routes in order until one matches, so each route a
+The router tries an app's routes in order until one matches, so each route a
 plugin adds costs every request to a route listed after it: a plugin of a
 dozen routes made ``GET /system/stats`` measurably slower. Most routes start
 with a fixed ``/api/v1/<plugin>/``, and a path whose first three segments
 differ from a route's cannot match it. So the app's routes are grouped by
 those segments; a route whose fixed part (before its first parameter) is
-shorter, a mount above them, or one without a path, belongs to every group.
-A request then runs Starlette's own loop (``Router.app``) over its group, in
-the app's order: the first full match, a partial match (405), or the app's
-404, exactly as over the whole list, because the routes left out are ones
-whose fixed prefix already differs from the path.
+shorter, a mount above them, or one without a path (an included router),
+belongs to every group.
 
-The groups are rebuilt when the app's routes change (a route added after the
-first request included).
+A request then runs the router's own dispatch (``type(router).app``: FastAPI's,
+with its form limits, scope bookkeeping and low-priority routes) over a view of
+the router whose ``routes`` are its group, in the app's order, and whose every
+other attribute (``default``, ``lifespan`` …) is the live router's. The answer
+is the one the whole list would give: the routes left out are ones whose fixed
+prefix already differs from the path.
+
+The groups are rebuilt whenever the route list changes: it is replaced by a list
+that counts its own changes (any mutation, in place or not), and a list assigned
+in its place is noticed by identity. Installed only on a router without
+router-level middleware (its dispatch is the router's ``app``), and bypassed for
+``redirect_slashes``, whose redirect may cross groups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
+from typing import Any, SupportsIndex
 
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Router
@@ -51,40 +59,96 @@ def route_key(route: BaseRoute) -> Key | None:
     return tuple(parts[:KEY_SEGMENTS])
 
 
+def _counted(name: str) -> Callable[..., Any]:
+    method = getattr(list, name)
+
+    def changing(self: CountedList, *args: Any) -> Any:
+        self.changes += 1
+        return method(self, *args)
+
+    changing.__name__ = name
+    return changing
+
+
+class CountedList(list[BaseRoute]):
+    """A route list that counts every change made to it."""
+
+    changes = 0
+
+    append = _counted("append")
+    extend = _counted("extend")
+    insert = _counted("insert")
+    remove = _counted("remove")
+    pop = _counted("pop")
+    clear = _counted("clear")
+    sort = _counted("sort")
+    reverse = _counted("reverse")
+    __setitem__ = _counted("__setitem__")
+    __delitem__ = _counted("__delitem__")
+
+    def __iadd__(self, other: Iterable[BaseRoute]) -> CountedList:  # type: ignore[override,misc]
+        self.changes += 1
+        return super().__iadd__(other)
+
+    def __imul__(self, count: SupportsIndex) -> CountedList:
+        self.changes += 1
+        return super().__imul__(count)
+
+
+class _Group:
+    """The router as one group sees it: these routes, and the live router for the rest."""
+
+    __slots__ = ("_router", "routes")
+
+    def __init__(self, router: Router, routes: list[BaseRoute]) -> None:
+        self._router = router
+        self.routes = routes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._router, name)
+
+
 class RouteIndex:
     """The router's dispatch (its ``middleware_stack``), over the routes of one group."""
 
     def __init__(self, router: Router) -> None:
+        if router.middleware_stack != router.app:
+            raise ValueError("the route index goes only on a router without its own middleware")
         self.router = router
-        self._built_for: tuple[int, int] | None = None
-        self._groups: dict[Key, Router] = {}
-        self._rest = router
+        self._dispatch = type(router).app
+        self._built: tuple[tuple[int, int], dict[Key, _Group], _Group] | None = None
 
-    def _group(self, routes: Sequence[BaseRoute]) -> Router:
-        return Router(routes=routes, redirect_slashes=self.router.redirect_slashes,
-                      default=self.router.default)  # fmt: skip
-
-    def _build(self, routes: list[BaseRoute]) -> None:
-        keys = [route_key(route) for route in routes]
-        found = {key for key in keys if key is not None}
-        self._groups = {
-            key: self._group([r for r, k in zip(routes, keys, strict=True) if k in (key, None)])
-            for key in found
+    def _build(self, routes: CountedList) -> tuple[tuple[int, int], dict[Key, _Group], _Group]:
+        fingerprint = (id(routes), routes.changes)  # taken first: a change meanwhile rebuilds
+        listed = list(routes)
+        keys = [route_key(route) for route in listed]
+        groups = {
+            key: _Group(
+                self.router, [r for r, k in zip(listed, keys, strict=True) if k in (key, None)]
+            )
+            for key in {key for key in keys if key is not None}
         }
-        self._rest = self._group([r for r, k in zip(routes, keys, strict=True) if k is None])
-        self._built_for = (len(routes), id(routes[-1]) if routes else 0)
+        rest = _Group(self.router, [r for r, k in zip(listed, keys, strict=True) if k is None])
+        return fingerprint, groups, rest
+
+    def _current(self) -> tuple[tuple[int, int], dict[Key, _Group], _Group]:
+        routes = self.router.routes
+        if not isinstance(routes, CountedList):
+            routes = self.router.routes = CountedList(routes)
+        built = self._built
+        if built is None or built[0] != (id(routes), routes.changes):
+            built = self._built = self._build(routes)
+        return built
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         router = self.router
         if scope["type"] == "lifespan" or router.redirect_slashes:
-            await router.app(scope, receive, send)  # a redirect may cross groups
+            await self._dispatch(router, scope, receive, send)
             return
-        routes = router.routes
-        if self._built_for != (len(routes), id(routes[-1]) if routes else 0):
-            self._build(routes)
+        _, groups, rest = self._current()
         path = scope["path"] if not scope.get("root_path") else get_route_path(scope)
         key = path_key(path)
-        group = self._groups.get(key, self._rest) if key is not None else self._rest
+        group = groups.get(key, rest) if key is not None else rest
         if "router" not in scope:
             scope["router"] = router
-        await group.app(scope, receive, send)
+        await self._dispatch(group, scope, receive, send)  # type: ignore[arg-type]
