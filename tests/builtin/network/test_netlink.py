@@ -293,3 +293,19 @@ async def test_a_name_for_the_own_namespace_is_known_as_the_own(
     a, b = two_namespaces
     netlink = Netlink(NETNS_DIR_DEFAULT, own=a.path)
     assert netlink.is_own(None) and netlink.is_own(a.name) and not netlink.is_own(b.name)
+
+
+async def test_requests_given_up_midway_leave_the_next_ones_correct(
+    one_namespace: Netns, own: Callable[[Netns], Netlink]
+) -> None:
+    ns = one_namespace
+    ns.ip("link", "add", "va", "type", "veth", "peer", "name", "vb")
+    netlink = own(ns)
+    expected = {"lo", "va", "vb"}
+    for attempt in range(30):
+        given_up = asyncio.create_task(netlink.dump(None, "link"))
+        for _ in range(attempt % 4):
+            await asyncio.sleep(0)  # cancelled at a different point each time
+        given_up.cancel()
+        together = await asyncio.gather(*(netlink.links(None) for _ in range(3)))
+        assert all({link.name for link in links} == expected for links in together)

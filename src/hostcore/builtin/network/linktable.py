@@ -97,7 +97,10 @@ class LinkTable:
         try:
             await self.netlink.watch(self._changed, on_bound=subscribed)
         except Exception:
-            logger.warning("lost the kernel's link notifications; reading afresh", exc_info=True)
+            # Once per lost subscription that had worked; a subscription that cannot be
+            # made at all (every read tries again) is logged at DEBUG, not per request.
+            level = logging.WARNING if self._feed is not None else logging.DEBUG
+            logger.log(level, "lost the kernel's link notifications; reading afresh", exc_info=True)
         finally:
             self._feed = None
 

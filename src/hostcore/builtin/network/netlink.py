@@ -264,14 +264,30 @@ class Netlink:
                 route.close()
             return
         loop = asyncio.get_running_loop()
-        if self._kept is None or self._kept_loop is not loop:
-            self.close()
-            self._kept = await self._open(self.own)
-            self._kept_loop = loop
-            self._lock = asyncio.Lock()
-        assert self._lock is not None
-        async with self._lock:
-            yield self._kept
+        while True:
+            if self._kept is None or self._kept_loop is not loop:
+                fresh = await self._open(self.own)
+                if self._kept is None or self._kept_loop is not loop:
+                    self.close()
+                    self._kept, self._kept_loop, self._lock = fresh, loop, asyncio.Lock()
+                else:
+                    fresh.close()  # another request made one while this one waited
+            kept, lock = self._kept, self._lock
+            assert lock is not None
+            await lock.acquire()
+            if kept is self._kept:
+                break
+            lock.release()  # replaced while this request waited: take the new one's turn
+        try:
+            yield kept
+        except asyncio.CancelledError:
+            # A request given up mid-answer (its caller went away) leaves the rest of the
+            # answer queued in pyroute2: a fresh socket next time, not a growing backlog.
+            if kept is self._kept:
+                self.close()
+            raise
+        finally:
+            lock.release()
 
     async def dump(self, netns: str | None, what: str) -> list[Message]:
         """Every ``link``, ``addr``, ``route`` or ``neigh`` entry; filtering is the caller's
