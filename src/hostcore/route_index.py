@@ -34,15 +34,20 @@ from starlette.types import Receive, Scope, Send
 
 KEY_SEGMENTS = 3
 
-Key = tuple[str, ...]
+Key = str  # "/api/v1/system": a path's first three segments
 
 
 def path_key(path: str) -> Key | None:
-    """The first ``KEY_SEGMENTS`` segments of a request's path; None for a shorter path."""
-    parts = path.split("/", KEY_SEGMENTS + 1)
-    if len(parts) <= KEY_SEGMENTS:
+    """The first three segments of a request's path (``/api/v1/system``); None for a
+    shorter path. Found with three ``find``s: this runs for every request."""
+    first = path.find("/", 1)
+    if first < 0:
         return None
-    return tuple(parts[1 : KEY_SEGMENTS + 1])
+    second = path.find("/", first + 1)
+    if second < 0:
+        return None
+    third = path.find("/", second + 1)
+    return path if third < 0 else path[:third]
 
 
 def route_key(route: BaseRoute) -> Key | None:
@@ -56,7 +61,7 @@ def route_key(route: BaseRoute) -> Key | None:
         parts = parts[:-1]  # the segment the parameter is in is not fixed
     if len(parts) < KEY_SEGMENTS or any(part == "" for part in parts[:KEY_SEGMENTS]):
         return None
-    return tuple(parts[:KEY_SEGMENTS])
+    return "/" + "/".join(parts[:KEY_SEGMENTS])
 
 
 def _counted(name: str) -> Callable[..., Any]:
@@ -96,13 +101,27 @@ class CountedList(list[BaseRoute]):
 
 
 class _Group:
-    """The router as one group sees it: these routes, and the live router for the rest."""
+    """The router as one group sees it: these routes, and the live router for the rest
+    (what the dispatch reads on every request as properties, the rarer rest through
+    ``__getattr__``)."""
 
     __slots__ = ("_router", "routes")
 
     def __init__(self, router: Router, routes: list[BaseRoute]) -> None:
         self._router = router
         self.routes = routes
+
+    @property
+    def form_limits(self) -> Any:
+        return getattr(self._router, "form_limits", None)
+
+    @property
+    def redirect_slashes(self) -> bool:
+        return self._router.redirect_slashes
+
+    @property
+    def default(self) -> Any:
+        return self._router.default
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._router, name)
@@ -116,10 +135,13 @@ class RouteIndex:
             raise ValueError("the route index goes only on a router without its own middleware")
         self.router = router
         self._dispatch = type(router).app
-        self._built: tuple[tuple[int, int], dict[Key, _Group], _Group] | None = None
+        self._built_for: CountedList | None = None
+        self._built_changes = -1
+        self._groups: dict[Key, _Group] = {}
+        self._rest = _Group(router, [])
 
-    def _build(self, routes: CountedList) -> tuple[tuple[int, int], dict[Key, _Group], _Group]:
-        fingerprint = (id(routes), routes.changes)  # taken first: a change meanwhile rebuilds
+    def _build(self, routes: CountedList) -> None:
+        changes = routes.changes  # taken first: a change meanwhile rebuilds again
         listed = list(routes)
         keys = [route_key(route) for route in listed]
         groups = {
@@ -129,26 +151,22 @@ class RouteIndex:
             for key in {key for key in keys if key is not None}
         }
         rest = _Group(self.router, [r for r, k in zip(listed, keys, strict=True) if k is None])
-        return fingerprint, groups, rest
-
-    def _current(self) -> tuple[tuple[int, int], dict[Key, _Group], _Group]:
-        routes = self.router.routes
-        if not isinstance(routes, CountedList):
-            routes = self.router.routes = CountedList(routes)
-        built = self._built
-        if built is None or built[0] != (id(routes), routes.changes):
-            built = self._built = self._build(routes)
-        return built
+        self._groups, self._rest = groups, rest
+        self._built_for, self._built_changes = routes, changes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         router = self.router
         if scope["type"] == "lifespan" or router.redirect_slashes:
             await self._dispatch(router, scope, receive, send)
             return
-        _, groups, rest = self._current()
+        routes = router.routes
+        if routes is not self._built_for or routes.changes != self._built_changes:
+            if not isinstance(routes, CountedList):
+                routes = router.routes = CountedList(routes)
+            self._build(routes)
         path = scope["path"] if not scope.get("root_path") else get_route_path(scope)
         key = path_key(path)
-        group = groups.get(key, rest) if key is not None else rest
+        group = self._groups.get(key, self._rest) if key is not None else self._rest
         if "router" not in scope:
             scope["router"] = router
         await self._dispatch(group, scope, receive, send)  # type: ignore[arg-type]
