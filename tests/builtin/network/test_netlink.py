@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from hostcore.builtin.network.netlink import Netlink, kernel_error
+from hostcore.builtin.network.netlink import Netlink, ReaderTransport, kernel_error
 from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT
 from hostcore.errors import Conflict, NotFound, Unavailable, UpstreamFailed
 from tests.builtin.network.netns import Netns, veth
@@ -309,3 +310,31 @@ async def test_requests_given_up_midway_leave_the_next_ones_correct(
         given_up.cancel()
         together = await asyncio.gather(*(netlink.links(None) for _ in range(3)))
         assert all({link.name for link in links} == expected for links in together)
+
+
+async def test_the_reader_passes_whole_datagrams_on_and_drops_empty_ones() -> None:
+    kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    received: list[bytes] = []
+    arrived = asyncio.Event()
+
+    class Protocol:
+        def connection_made(self, transport: object) -> None:
+            pass
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            received.append(data)
+            arrived.set()
+
+        def error_received(self, error: OSError) -> None:
+            raise AssertionError(error)
+
+    transport = ReaderTransport(asyncio.get_running_loop(), ours, Protocol())
+    try:
+        kernel.send(b"")
+        kernel.send(b"\x10" + bytes(15))
+        await asyncio.wait_for(arrived.wait(), HANG_GUARD_S)
+        assert received == [b"\x10" + bytes(15)] and transport.datagrams == 2
+    finally:
+        transport.close()
+        kernel.close()
+        ours.close()

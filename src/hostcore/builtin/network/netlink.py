@@ -57,6 +57,7 @@ LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
 
 _RECEIVE_BYTES = 256 * 1024  # what asyncio's own datagram transport reads at once
 _DATAGRAMS_PER_WAKE = 64
+_NLMSG_HEADER_BYTES = 16
 
 
 class ReaderTransport:
@@ -101,7 +102,8 @@ class ReaderTransport:
                 self._protocol.error_received(error)
                 return
             self.datagrams += 1
-            self._protocol.datagram_received(bytes(self._buffer[:size]), None)
+            if size >= _NLMSG_HEADER_BYTES:  # the kernel may send an empty datagram
+                self._protocol.datagram_received(bytes(self._buffer[:size]), None)
 
     def abort(self) -> None:
         self.close()
