@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hostcore.builtin.network.models import AddressRead
-from hostcore.builtin.network.netlink import Netlink, ReaderTransport
+from hostcore.builtin.network.netlink import Netlink
 from hostcore.builtin.network.rtnl import Link, Message
+from hostcore.netlink_reader import ReaderTransport
 
 logger = logging.getLogger(__name__)
 

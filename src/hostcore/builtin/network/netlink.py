@@ -9,10 +9,8 @@
   namespace from the loop. A fresh thread each time: a thread of a pool would
   stay in the other namespace for whatever work it runs next.
 * **Any event loop.** pyroute2 receives through ``create_datagram_endpoint``,
-  which uvloop (the servers' loop) refuses for a netlink socket. hostcore's
-  subclass receives through ``add_reader`` on the same non-blocking socket
-  instead, feeding pyroute2's own protocol object, so parsing and request
-  matching stay pyroute2's.
+  which uvloop (the servers' loop) refuses for a netlink socket: the socket class
+  receives through ``add_reader`` instead (:mod:`hostcore.netlink_reader`).
 * **Imported on first use.** pyroute2 is large; a server that never answers a
   network request never loads it.
 * **Kernel errors become hostcore errors** here, by errno, with details that say
@@ -26,7 +24,6 @@ import contextlib
 import errno
 import functools
 import os
-import select
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -44,6 +41,7 @@ from hostcore.builtin.network.rtnl import (
 )
 from hostcore.builtin.network.schemas import valid_netns_name
 from hostcore.errors import Conflict, HostcoreError, NotFound, Unavailable, UpstreamFailed
+from hostcore.netlink_reader import ReaderTransport, with_reader_endpoint
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
@@ -55,81 +53,11 @@ THIS_NAMESPACE = Path("/proc/self/ns/net")
 LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
 
 
-_RECEIVE_BYTES = 256 * 1024  # what asyncio's own datagram transport reads at once
-_DATAGRAMS_PER_WAKE = 64
-_NLMSG_HEADER_BYTES = 16
-
-
-class ReaderTransport:
-    """The part of a datagram transport pyroute2 uses (its protocol is fed, then it is
-    aborted and closed), over ``loop.add_reader``: works on every event loop.
-
-    ``datagrams`` counts what arrived, as it arrives, and :meth:`pending` says whether
-    more is waiting in the socket: a subscriber can tell "something changed" at once,
-    before pyroute2's queue is read."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: Any):
-        self._loop = loop
-        self._sock = sock
-        self._protocol = protocol
-        self._buffer = bytearray(_RECEIVE_BYTES)
-        self._fd: int | None = sock.fileno()
-        self._poll = select.poll()
-        self._poll.register(self._fd, select.POLLIN)
-        self.datagrams = 0
-        sock.setblocking(False)
-        loop.add_reader(self._fd, self._readable)
-        protocol.connection_made(self)
-
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def pending(self) -> bool:
-        return self._fd is not None and bool(self._poll.poll(0))
-
-    def _readable(self) -> None:
-        # A bounded batch per wake-up: a flood of notifications cannot hold the loop.
-        for _ in range(_DATAGRAMS_PER_WAKE):
-            if self._fd is None:
-                return
-            try:
-                size = self._sock.recv_into(self._buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self.datagrams += 1  # ENOBUFS: some were lost
-                self._protocol.error_received(error)
-                return
-            self.datagrams += 1
-            if size >= _NLMSG_HEADER_BYTES:  # the kernel may send an empty datagram
-                self._protocol.datagram_received(bytes(self._buffer[:size]), None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._fd is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._fd)
-        self._fd = None
-
-
 @functools.cache
 def _route_socket_class() -> Any:
     from pyroute2 import AsyncIPRoute
-    from pyroute2.netlink.core import CoreDatagramProtocol
 
-    class RouteSocket(AsyncIPRoute):  # type: ignore[misc]
-        async def setup_endpoint(self) -> None:
-            if getattr(self.local, "transport", None) is not None:
-                return
-            protocol = CoreDatagramProtocol(
-                self.connection_lost, self.enqueue, self._error_event, self.status
-            )
-            self.local.transport = ReaderTransport(self.event_loop, self.socket, protocol)
-            self.local.protocol = protocol
-
-    return RouteSocket
+    return with_reader_endpoint(AsyncIPRoute)
 
 
 def namespace_names(netns_dir: Path) -> list[str]:
