@@ -1,0 +1,201 @@
+"""nl80211 messages (as pyroute2 decodes them) turned into hostcore's models. Pure.
+
+Names and numbers are those of the kernel's ``linux/nl80211.h``. A split wiphy
+dump (``NL80211_ATTR_SPLIT_WIPHY_DUMP``) answers many messages per radio: one
+with its capabilities, one per band, one per channel; :func:`merge_phys` folds
+them. pyroute2 0.9.7 drops a band's number when it decodes the band, so it is
+read from the attribute's header in the message buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+BANDS = {0: "2.4GHz", 1: "5GHz", 2: "60GHz", 3: "6GHz", 4: "S1GHz", 5: "LC"}
+IFTYPES = {
+    1: "adhoc",
+    2: "managed",
+    3: "ap",
+    4: "ap_vlan",
+    5: "wds",
+    6: "monitor",
+    7: "mesh_point",
+    8: "p2p_client",
+    9: "p2p_go",
+    10: "p2p_device",
+    11: "ocb",
+    12: "nan",
+}
+# pyroute2's names of the supported types, as the API names them (station: managed).
+IFTYPE_NAMES = {"station": "managed"}
+CHANNEL_WIDTHS = {0: "20-noht", 1: "20", 2: "40", 3: "80", 4: "80+80", 5: "160", 6: "5", 7: "10"}
+MBM_PER_DBM = 100
+HT_CAP_40MHZ = 0x0002
+VHT_CAP_WIDTH_SET = 0x000C  # 1: 160 MHz, 2: 160 and 80+80
+
+
+class ChannelRead(BaseModel):
+    frequency_mhz: int
+    number: int | None
+    disabled: bool
+    no_ir: bool = Field(description="No initiating radiation: only passive scans, no AP here.")
+    radar: bool = Field(description="DFS: radar detection is required.")
+    max_power_dbm: float | None
+
+
+class BandRead(BaseModel):
+    band: str = Field(description="2.4GHz, 5GHz, 6GHz, 60GHz …")
+    channels: list[ChannelRead]
+    widths_mhz: list[int] = Field(description="Channel widths from the HT/VHT capabilities.")
+    ht: bool
+    vht: bool
+    he: bool
+
+
+class PhyRead(BaseModel):
+    index: int
+    name: str
+    bands: list[BandRead]
+    interface_types: list[str] = Field(description="managed, ap, monitor, mesh_point …")
+    ciphers: list[str] = Field(description="CCMP, GCMP_256, TKIP …")
+
+
+class WifiInterfaceRead(BaseModel):
+    name: str
+    index: int
+    phy: int
+    mac: str | None
+    type: str = Field(description="managed, ap, monitor, … (the kernel's interface type).")
+    frequency_mhz: int | None
+    channel: int | None
+    width: str | None = Field(description="20, 40, 80, 80+80, 160 (MHz) or 20-noht.")
+    center_frequency_mhz: int | None
+    tx_power_dbm: float | None
+
+
+def channel_number(frequency_mhz: int) -> int | None:
+    """The IEEE channel number of a frequency (802.11 Annex E), None off the known bands."""
+    if frequency_mhz == 2484:
+        return 14
+    if 2407 < frequency_mhz < 2484:
+        return (frequency_mhz - 2407) // 5
+    if frequency_mhz == 5935:
+        return 2
+    if 5950 < frequency_mhz <= 7115:
+        return (frequency_mhz - 5950) // 5
+    if 4910 <= frequency_mhz <= 5895:
+        return (frequency_mhz - 5000) // 5
+    if 58320 <= frequency_mhz <= 70200:
+        return (frequency_mhz - 56160) // 2160
+    return None
+
+
+def _attrs(message: Any) -> dict[str, Any]:
+    return {slot[0]: slot[1] for slot in message["attrs"]}
+
+
+def _cell_type(cell: Any) -> int:
+    """An array cell's type (a band's number): pyroute2 drops it when decoding."""
+    kind: int = struct.unpack_from("=H", cell.data, cell.offset + 2)[0] & 0x3FFF
+    return kind
+
+
+def merge_phys(messages: Iterable[Any]) -> list[PhyRead]:
+    """The radios of a split wiphy dump, each merged from its messages."""
+    phys: dict[int, dict[str, Any]] = {}
+    for message in messages:
+        attrs = _attrs(message)
+        index = attrs.get("NL80211_ATTR_WIPHY")
+        if not isinstance(index, int):
+            continue
+        phy = phys.setdefault(index, {"bands": {}})
+        for name, value in attrs.items():
+            if name != "NL80211_ATTR_WIPHY_BANDS":
+                phy[name] = value
+                continue
+            for cell in value:
+                band = phy["bands"].setdefault(_cell_type(cell), {"freqs": []})
+                for key, part in ((slot[0], slot[1]) for slot in cell["attrs"]):
+                    if key == "NL80211_BAND_ATTR_FREQS":
+                        band["freqs"] += [_attrs(freq) for freq in part]
+                    else:
+                        band[key] = part
+    return [_phy(index, phy) for index, phy in sorted(phys.items())]
+
+
+def _phy(index: int, phy: dict[str, Any]) -> PhyRead:
+    ciphers = [
+        str(c).removeprefix("WLAN_CIPHER_SUITE_")
+        for c in phy.get("NL80211_ATTR_CIPHER_SUITES") or ()
+    ]
+    types = [
+        IFTYPE_NAMES.get(str(t), str(t)) for t in phy.get("NL80211_ATTR_SUPPORTED_IFTYPES") or ()
+    ]
+    return PhyRead(
+        index=index,
+        name=str(phy.get("NL80211_ATTR_WIPHY_NAME") or f"phy{index}"),
+        bands=[_band(number, band) for number, band in sorted(phy["bands"].items())],
+        interface_types=types,
+        ciphers=ciphers,
+    )
+
+
+def _band(number: int, band: dict[str, Any]) -> BandRead:
+    ht_capa = band.get("NL80211_BAND_ATTR_HT_CAPA")
+    vht_capa = band.get("NL80211_BAND_ATTR_VHT_CAPA")
+    widths = [20]
+    if isinstance(ht_capa, int) and ht_capa & HT_CAP_40MHZ:
+        widths.append(40)
+    if vht_capa is not None:
+        widths.append(80)
+        if isinstance(vht_capa, int) and vht_capa & VHT_CAP_WIDTH_SET:
+            widths.append(160)
+    return BandRead(
+        band=BANDS.get(number, str(number)),
+        channels=[
+            _channel(freq) for freq in band["freqs"] if "NL80211_FREQUENCY_ATTR_FREQ" in freq
+        ],
+        widths_mhz=widths,
+        ht=ht_capa is not None,
+        vht=vht_capa is not None,
+        he=band.get("NL80211_BAND_ATTR_IFTYPE_DATA") is not None,
+    )
+
+
+def _channel(freq: dict[str, Any]) -> ChannelRead:
+    frequency = int(freq["NL80211_FREQUENCY_ATTR_FREQ"])
+    power = freq.get("NL80211_FREQUENCY_ATTR_MAX_TX_POWER")
+    return ChannelRead(
+        frequency_mhz=frequency,
+        number=channel_number(frequency),
+        disabled="NL80211_FREQUENCY_ATTR_DISABLED" in freq,
+        no_ir="NL80211_FREQUENCY_ATTR_NO_IR" in freq,
+        radar="NL80211_FREQUENCY_ATTR_RADAR" in freq,
+        max_power_dbm=power / MBM_PER_DBM if isinstance(power, int) else None,
+    )
+
+
+def parse_interface(message: Any) -> WifiInterfaceRead | None:
+    attrs = _attrs(message)
+    name, index = attrs.get("NL80211_ATTR_IFNAME"), attrs.get("NL80211_ATTR_IFINDEX")
+    if not isinstance(name, str) or not isinstance(index, int):
+        return None  # a wireless device without a netdev (a P2P device)
+    frequency = attrs.get("NL80211_ATTR_WIPHY_FREQ")
+    power = attrs.get("NL80211_ATTR_WIPHY_TX_POWER_LEVEL")
+    width = attrs.get("NL80211_ATTR_CHANNEL_WIDTH")
+    return WifiInterfaceRead(
+        name=name,
+        index=index,
+        phy=int(attrs.get("NL80211_ATTR_WIPHY") or 0),
+        mac=attrs.get("NL80211_ATTR_MAC"),
+        type=IFTYPES.get(attrs.get("NL80211_ATTR_IFTYPE", 0), "unknown"),
+        frequency_mhz=frequency if isinstance(frequency, int) else None,
+        channel=channel_number(frequency) if isinstance(frequency, int) else None,
+        width=CHANNEL_WIDTHS.get(width) if isinstance(width, int) else None,
+        center_frequency_mhz=attrs.get("NL80211_ATTR_CENTER_FREQ1"),
+        tx_power_dbm=power / MBM_PER_DBM if isinstance(power, int) else None,
+    )
