@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from hostcore.builtin.wifi.parsers import PhyRead, WifiInterfaceRead
+from hostcore.builtin.wifi.schemas import PhyName
+from hostcore.builtin.wifi.service import WifiService
+from hostcore.errors import error_responses
+from hostcore.security.deps import RequireScope
+
+READ = [RequireScope("wifi:read")]
+ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
+
+
+async def _service(request: Request) -> WifiService:
+    service: WifiService = request.app.state.wifi
+    return service
+
+
+Wifi = Annotated[WifiService, Depends(_service)]
+Phy = Annotated[PhyName, Path(description="A radio's name, as GET /phys lists it.")]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/interfaces", dependencies=READ, responses=ERRORS)
+    async def interfaces(wifi: Wifi) -> list[WifiInterfaceRead]:
+        """Wireless interfaces: radio, type, channel, width and transmit power."""
+        return await wifi.interfaces()
+
+    @router.get("/phys", dependencies=READ, responses=ERRORS)
+    async def phys(wifi: Wifi) -> list[PhyRead]:
+        """Radios: bands, channels (DFS, no-IR, power), widths, interface types, ciphers."""
+        return await wifi.phys()
+
+    @router.get("/phys/{phy}", dependencies=READ, responses=ERRORS)
+    async def phy(phy: Phy, wifi: Wifi) -> PhyRead:
+        return await wifi.phy(phy)
+
+    return router

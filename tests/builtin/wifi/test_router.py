@@ -1,0 +1,62 @@
+"""The Wi-Fi plugin over HTTP: the real kernel here has no nl80211 (503); a fake kernel's radios."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hostcore.app import create_app
+from hostcore.builtin.wifi.nl80211 import NO_NL80211, Nl80211
+from hostcore.config import Settings
+from tests.builtin.wifi.fake_nl80211 import FakeKernel
+from tests.builtin.wifi.nl80211_fixtures import build
+from tests.helpers import bearer
+
+API = "/api/v1/wifi"
+
+
+@pytest.fixture
+def real(settings_factory: Callable[..., Settings]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
+        client.headers.update(bearer(client))
+        yield client
+
+
+@pytest.fixture
+def faked(settings_factory: Callable[..., Settings]) -> Iterator[TestClient]:
+    kernel = FakeKernel(build())
+    with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
+        wifi = client.app.state.wifi  # type: ignore[attr-defined]
+        wifi.nl80211.close()
+        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        client.headers.update(bearer(client))
+        yield client
+    kernel.close()
+
+
+@pytest.mark.parametrize("path", ["/interfaces", "/phys", "/phys/phy0"])
+def test_a_kernel_without_nl80211_answers_503_naming_it(real: TestClient, path: str) -> None:
+    response = real.get(f"{API}{path}")
+    assert response.status_code == 503
+    assert response.json() == {"error": "Unavailable", "detail": NO_NL80211}
+
+
+def test_interfaces_and_radios_of_a_fake_kernel(faked: TestClient) -> None:
+    interfaces = {i["name"]: i for i in faked.get(f"{API}/interfaces").json()}
+    assert interfaces["wlan0"]["width"] == "80" and interfaces["mon0"]["type"] == "monitor"
+    phys = faked.get(f"{API}/phys").json()
+    assert [phy["name"] for phy in phys] == ["phy0", "phy1"]
+    one = faked.get(f"{API}/phys/phy1")
+    assert one.status_code == 200 and one.json()["bands"][1]["he"] is True
+
+
+def test_an_unknown_radio_is_404_and_a_bad_name_422(faked: TestClient) -> None:
+    assert faked.get(f"{API}/phys/phy9").status_code == 404
+    assert faked.get(f"{API}/phys/phy%20x").status_code == 422
+
+
+def test_reading_needs_wifi_read(faked: TestClient) -> None:
+    other = bearer(faked, ["network:read"])
+    assert faked.get(f"{API}/interfaces", headers=other).status_code == 403
