@@ -4,13 +4,13 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from hostcore.builtin.network.schemas import (
-    InterfaceName,
     LinkStateUpdate,
     NamespaceName,
     RouteTable,
     VlanCreate,
     route_table_number,
 )
+from hostcore.netnames import InterfaceName
 
 IFNAME = TypeAdapter(InterfaceName)
 NETNS = TypeAdapter(NamespaceName)

@@ -8,6 +8,8 @@ import pytest
 
 from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.builtin.wifi.parsers import channel_number, merge_phys, parse_interface
+from hostcore.builtin.wifi.schemas import WifiSettings
+from hostcore.builtin.wifi.service import WifiService
 from tests.builtin.wifi.fake_nl80211 import FakeKernel
 from tests.builtin.wifi.nl80211_fixtures import build
 
@@ -76,3 +78,26 @@ async def test_interfaces_show_their_channel_width_and_power(nl80211: Nl80211) -
     )
     assert wlan0.center_frequency_mhz == 5210 and wlan0.tx_power_dbm == 31.0
     assert (mon0.type, mon0.phy, mon0.channel) == ("monitor", 1, 6)
+
+
+async def test_scan_results_show_every_kind_of_network_safely(nl80211: Nl80211) -> None:
+    service = WifiService(WifiSettings(), nl80211=nl80211)
+    found = {bss.bssid: bss for bss in await service.scan_results("wlan0")}
+
+    home = found["3c:a6:2f:aa:bb:cc"]
+    assert (home.ssid, home.associated, home.channel) == ("HomeNet", True, 36)
+    assert home.security.protocol == "WPA2" and home.security.key_management == ["PSK"]
+    assert found["b0:f2:08:11:22:33"].security.protocol == "WPA3"
+    mixed = found["b0:f2:08:11:22:34"].security
+    assert mixed.protocol == "WPA2/WPA3" and set(mixed.key_management) == {"PSK", "SAE"}
+    assert found["02:5f:67:10:20:30"].security.protocol == "open"
+    for hidden in ("e0:28:6d:01:02:03", "e0:28:6d:01:02:04"):
+        assert found[hidden].hidden and found[hidden].ssid is None
+    latin1 = found["00:1d:7e:aa:00:01"]
+    assert latin1.ssid is None and latin1.ssid_hex == "436166e9204dfc6c6c6572"
+    dfs = found["70:4f:57:de:f5:01"]
+    assert dfs.channel == 100 and dfs.security.key_management == ["802.1X"]
+    # An RSN element that ends after its pairwise suites: 802.1X by default, not an error.
+    assert found["00:0c:42:00:00:99"].security.key_management == ["802.1X"]
+    signals = [bss.signal_dbm for bss in found.values()]
+    assert all(signal is not None for signal in signals)

@@ -18,7 +18,6 @@ from hostcore.builtin.network.models import (
     RouteRead,
 )
 from hostcore.builtin.network.schemas import (
-    InterfaceName,
     LinkStateUpdate,
     NamespaceName,
     RouteTable,
@@ -28,6 +27,7 @@ from hostcore.builtin.network.schemas import (
 from hostcore.builtin.network.service import Caller, NetworkService
 from hostcore.context import context_of
 from hostcore.errors import error_responses
+from hostcore.netnames import InterfaceName
 from hostcore.responses import CONDITIONAL_GET, revalidated
 from hostcore.security.deps import RequireScope
 

@@ -1,10 +1,8 @@
 """Settings and request models of the network plugin; names are validated strictly here.
 
-An interface name that passes :data:`InterfaceName` is one the kernel itself
-would accept (``dev_valid_name``: 1 to 15 bytes, not ``.`` or ``..``, no ``/``,
-``:`` or white space) and printable. It is only ever compared with the names a
-netlink dump returns and sent back to the kernel as a number (the index): it
-never becomes a path or a command-line argument. A namespace name is a plain
+An interface name (:data:`hostcore.netnames.InterfaceName`) is only ever compared
+with the names a netlink dump returns and sent back to the kernel as a number
+(the index): it never becomes a path or a command-line argument. A namespace name is a plain
 file name under the namespace directory, looked up in its listing.
 """
 
@@ -16,27 +14,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from hostcore.netnames import InterfaceName
+
 NETNS_DIR_DEFAULT = Path("/run/netns")
-IFNAMSIZ = 16  # the kernel's buffer, its NUL included
-MAX_IFNAME_BYTES = IFNAMSIZ - 1
 MAX_NETNS_NAME = 64
 VLAN_ID_MIN, VLAN_ID_MAX = 1, 4094
 _NETNS = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 _ROUTE_TABLE = r"^(main|local|default|all|[0-9]{1,10})$"
 ROUTE_TABLES = {"default": 253, "main": 254, "local": 255}
 MAX_ROUTE_TABLE = 2**32 - 1
-
-
-def check_ifname(name: str) -> str:
-    # Like every validator here, the message never repeats the input: it goes back in the 422.
-    if not 1 <= len(name.encode()) <= MAX_IFNAME_BYTES:
-        raise ValueError(f"an interface name has 1 to {MAX_IFNAME_BYTES} bytes")
-    if name in {".", ".."} or any(c in "/:" or c.isspace() or not c.isprintable() for c in name):
-        raise ValueError(
-            "not an interface name: printable characters other than '/', ':' and white "
-            "space, and not '.' or '..'"
-        )
-    return name
 
 
 def valid_netns_name(name: str) -> bool:
@@ -51,9 +37,6 @@ def check_netns_name(name: str) -> str:
     return name
 
 
-InterfaceName = Annotated[
-    str, Field(min_length=1, max_length=MAX_IFNAME_BYTES), AfterValidator(check_ifname)
-]
 NamespaceName = Annotated[
     str, Field(min_length=1, max_length=MAX_NETNS_NAME), AfterValidator(check_netns_name)
 ]

@@ -37,11 +37,9 @@ from hostcore.builtin.network.netlink import Netlink, NotSupported, namespace_na
 from hostcore.builtin.network.public_ip import PublicAddress
 from hostcore.builtin.network.rtnl import ARPHRD_ETHER, Link
 from hostcore.builtin.network.schemas import (
-    MAX_IFNAME_BYTES,
     LinkState,
     NetworkSettings,
     VlanCreate,
-    check_ifname,
 )
 from hostcore.builtin.network.sysfs import DeviceFacts, device_facts
 from hostcore.errors import (
@@ -52,6 +50,7 @@ from hostcore.errors import (
     NotFound,
     Unavailable,
 )
+from hostcore.netnames import MAX_IFNAME_BYTES, check_ifname
 from hostcore.responses import Encoded
 from hostcore.runner import Runner
 

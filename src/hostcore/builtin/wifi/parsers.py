@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from hostcore.builtin.wifi import ies
+
 BANDS = {0: "2.4GHz", 1: "5GHz", 2: "60GHz", 3: "6GHz", 4: "S1GHz", 5: "LC"}
 IFTYPES = {
     1: "adhoc",
@@ -198,4 +200,83 @@ def parse_interface(message: Any) -> WifiInterfaceRead | None:
         width=CHANNEL_WIDTHS.get(width) if isinstance(width, int) else None,
         center_frequency_mhz=attrs.get("NL80211_ATTR_CENTER_FREQ1"),
         tx_power_dbm=power / MBM_PER_DBM if isinstance(power, int) else None,
+    )
+
+
+class SecurityRead(BaseModel):
+    protocol: str = Field(description="open, WEP, WPA, WPA2, WPA2/WPA3 (transition), WPA3.")
+    key_management: list[str] = Field(description="PSK, SAE, 802.1X, OWE, FT-PSK …")
+    pairwise_ciphers: list[str]
+    group_cipher: str | None
+
+
+class BssRead(BaseModel):
+    bssid: str
+    ssid: str | None = Field(
+        description="The network name when it is printable UTF-8; see ssid_hex otherwise."
+    )
+    ssid_hex: str = Field(description="The SSID's bytes, hex: exact whatever they are.")
+    hidden: bool = Field(description="The SSID is absent, empty or all zero bytes.")
+    frequency_mhz: int
+    channel: int | None
+    signal_dbm: float | None
+    last_seen_ms: int | None = Field(description="Milliseconds since the BSS was last heard.")
+    associated: bool
+    security: SecurityRead
+
+
+MAX_SSID_BYTES = 32
+
+
+def _raw(parent: Any, name: str) -> bytes | None:
+    """An attribute's payload bytes, not decoded by pyroute2 (IEs, the BSSID)."""
+    for slot in parent["attrs"]:
+        if slot[0] == name:
+            cell = slot.cell[1]
+            return bytes(cell.data[cell.offset + 4 : cell.offset + cell.length])
+    return None
+
+
+def _ssid_text(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None
+
+
+def parse_bss(message: Any) -> BssRead | None:
+    bss = message.get_attr("NL80211_ATTR_BSS")
+    if bss is None:
+        return None
+    bssid = _raw(bss, "NL80211_BSS_BSSID")
+    frequency = bss.get_attr("NL80211_BSS_FREQUENCY")
+    if bssid is None or len(bssid) != 6 or not isinstance(frequency, int):
+        return None
+    data = (
+        _raw(bss, "NL80211_BSS_INFORMATION_ELEMENTS") or _raw(bss, "NL80211_BSS_BEACON_IES") or b""
+    )
+    raw_ssid = (ies.ssid(data) or b"")[:MAX_SSID_BYTES]
+    capability = int.from_bytes(_raw(bss, "NL80211_BSS_CAPABILITY") or b"\0\0", "little")
+    offered = ies.security(data, capability)
+    signal = _raw(bss, "NL80211_BSS_SIGNAL_MBM")
+    seen = bss.get_attr("NL80211_BSS_SEEN_MS_AGO")
+    return BssRead(
+        bssid=bssid.hex(":"),
+        ssid=_ssid_text(raw_ssid) if raw_ssid.strip(b"\0") else None,
+        ssid_hex=raw_ssid.hex(),
+        hidden=not raw_ssid.strip(b"\0"),
+        frequency_mhz=frequency,
+        channel=channel_number(frequency),
+        signal_dbm=int.from_bytes(signal, "little", signed=True) / MBM_PER_DBM
+        if signal is not None and len(signal) == 4
+        else None,
+        last_seen_ms=seen if isinstance(seen, int) else None,
+        associated=bss.get_attr("NL80211_BSS_STATUS") == 1,
+        security=SecurityRead(
+            protocol=offered.protocol,
+            key_management=offered.key_management,
+            pairwise_ciphers=offered.pairwise,
+            group_cipher=offered.group,
+        ),
     )

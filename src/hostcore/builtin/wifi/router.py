@@ -4,10 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from hostcore.builtin.wifi.parsers import PhyRead, WifiInterfaceRead
+from hostcore.builtin.wifi.parsers import BssRead, PhyRead, WifiInterfaceRead
 from hostcore.builtin.wifi.schemas import PhyName
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.errors import error_responses
+from hostcore.netnames import InterfaceName
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("wifi:read")]
@@ -21,6 +22,7 @@ async def _service(request: Request) -> WifiService:
 
 Wifi = Annotated[WifiService, Depends(_service)]
 Phy = Annotated[PhyName, Path(description="A radio's name, as GET /phys lists it.")]
+Ifname = Annotated[InterfaceName, Path(description="A wireless interface's name.")]
 
 
 def build_router() -> APIRouter:
@@ -39,5 +41,11 @@ def build_router() -> APIRouter:
     @router.get("/phys/{phy}", dependencies=READ, responses=ERRORS)
     async def phy(phy: Phy, wifi: Wifi) -> PhyRead:
         return await wifi.phy(phy)
+
+    @router.get("/interfaces/{ifname}/scan-results", dependencies=READ, responses=ERRORS)
+    async def scan_results(ifname: Ifname, wifi: Wifi) -> list[BssRead]:
+        """The networks the kernel heard in its last scans (no new scan), strongest first:
+        SSID (hidden and non-UTF-8 ones shown safely), channel, signal, security."""
+        return await wifi.scan_results(ifname)
 
     return router

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from hostcore.builtin.wifi.nl80211 import Nl80211
-from hostcore.builtin.wifi.parsers import PhyRead, WifiInterfaceRead, merge_phys, parse_interface
+from hostcore.builtin.wifi.parsers import (
+    BssRead,
+    PhyRead,
+    WifiInterfaceRead,
+    merge_phys,
+    parse_bss,
+    parse_interface,
+)
 from hostcore.builtin.wifi.schemas import WifiSettings
 from hostcore.errors import NotFound
 
@@ -32,3 +39,20 @@ class WifiService:
             if phy.name == name:
                 return phy
         raise NotFound(f"no radio named {name}")
+
+    async def interface(self, name: str) -> WifiInterfaceRead:
+        for interface in await self.interfaces():
+            if interface.name == name:
+                return interface
+        raise NotFound(f"no wireless interface named {name}")
+
+    async def scan_results(self, name: str) -> list[BssRead]:
+        """The kernel's cached scan results of ``name``, strongest first; no new scan."""
+        interface = await self.interface(name)
+        messages = await self.nl80211.dump(
+            "GET_SCAN", [("NL80211_ATTR_IFINDEX", interface.index)], action="read scan results"
+        )
+        found = [bss for m in messages if (bss := parse_bss(m)) is not None]
+        return sorted(
+            found, key=lambda bss: -(bss.signal_dbm if bss.signal_dbm is not None else -1e9)
+        )
