@@ -10,6 +10,7 @@ from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.builtin.wifi.parsers import channel_number, merge_phys, parse_interface
 from hostcore.builtin.wifi.schemas import WifiSettings
 from hostcore.builtin.wifi.service import WifiService
+from hostcore.errors import Conflict, NotFound
 from tests.builtin.wifi.fake_nl80211 import FakeKernel
 from tests.builtin.wifi.nl80211_fixtures import build
 
@@ -101,3 +102,31 @@ async def test_scan_results_show_every_kind_of_network_safely(nl80211: Nl80211) 
     assert found["00:0c:42:00:00:99"].security.key_management == ["802.1X"]
     signals = [bss.signal_dbm for bss in found.values()]
     assert all(signal is not None for signal in signals)
+
+
+async def test_the_link_of_a_managed_interface_and_its_access_points_counters(
+    nl80211: Nl80211,
+) -> None:
+    service = WifiService(WifiSettings(), nl80211=nl80211)
+    link = await service.link("wlan0")
+
+    assert link.connected and (link.ssid, link.bssid) == ("HomeNet", "3c:a6:2f:aa:bb:cc")
+    assert (link.channel, link.width) == (36, "80")
+    station = link.station
+    assert station is not None and (station.signal_dbm, station.signal_avg_dbm) == (-52, -54)
+    tx = station.tx_bitrate
+    assert tx is not None and (tx.mode, tx.mcs, tx.nss, tx.guard_interval_us) == ("VHT", 9, 1, 0.4)
+    assert tx.mbps == 433.3 and tx.width_mhz == 80
+    assert (station.tx_retries, station.tx_failed, station.connected_time_s) == (1234, 12, 3600)
+
+
+async def test_an_he_station_and_a_monitor_interface_without_a_link(nl80211: Nl80211) -> None:
+    service = WifiService(WifiSettings(), nl80211=nl80211)
+    (he,) = await service.stations("wlan1")
+    rx = he.rx_bitrate
+    assert rx is not None and (rx.mode, rx.mcs, rx.nss, rx.guard_interval_us) == ("HE", 9, 2, 1.6)
+    assert he.rx_bytes == 9_000_000_000  # a 64-bit counter
+    with pytest.raises(Conflict, match="monitor"):
+        await service.link("mon0")
+    with pytest.raises(NotFound):
+        await service.link("wlan7")

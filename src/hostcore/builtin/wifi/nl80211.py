@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -37,6 +38,11 @@ _DONE_WITH_ERRNO_BYTES = 20  # an nlmsghdr and the int of NLMSG_DONE's payload
 
 @functools.cache
 def _socket_class() -> Any:
+    # pyroute2 logs a traceback at WARNING for every attribute it cannot decode, and a
+    # neighbour's access point decides what its information elements hold (hostcore
+    # reads them from the raw bytes): that is no warning about this host.
+    logging.getLogger("pyroute2.netlink").setLevel(logging.ERROR)
+
     from pyroute2.netlink import NLM_F_ACK_TLVS, NLM_F_DUMP_INTR, NLMSG_DONE, nlmsg
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.nl80211 import AsyncNL80211, MarshalNl80211

@@ -280,3 +280,104 @@ def parse_bss(message: Any) -> BssRead | None:
             group_cipher=offered.group,
         ),
     )
+
+
+class BitrateRead(BaseModel):
+    mbps: float | None
+    mode: str = Field(description="legacy, HT, VHT or HE.")
+    mcs: int | None
+    nss: int | None = Field(description="Spatial streams (VHT, HE).")
+    guard_interval_us: float | None
+    width_mhz: int
+
+
+class StationRead(BaseModel):
+    mac: str
+    signal_dbm: int | None
+    signal_avg_dbm: int | None
+    tx_bitrate: BitrateRead | None
+    rx_bitrate: BitrateRead | None
+    rx_bytes: int | None
+    tx_bytes: int | None
+    rx_packets: int | None
+    tx_packets: int | None
+    tx_retries: int | None
+    tx_failed: int | None
+    connected_time_s: int | None
+    inactive_time_ms: int | None
+
+
+HE_GUARD_INTERVALS_US = {0: 0.8, 1: 1.6, 2: 3.2}
+_WIDTH_FLAGS = (("160_MHZ_WIDTH", 160), ("80P80_MHZ_WIDTH", 160), ("80_MHZ_WIDTH", 80),
+                ("40_MHZ_WIDTH", 40))  # fmt: skip
+
+
+def _bitrate(rate: Any) -> BitrateRead | None:
+    if rate is None:
+        return None
+    attrs = _attrs(rate)
+    tenths = attrs.get("NL80211_RATE_INFO_BITRATE32") or attrs.get("NL80211_RATE_INFO_BITRATE")
+    width = next((mhz for flag, mhz in _WIDTH_FLAGS if f"NL80211_RATE_INFO_{flag}" in attrs), 20)
+    short_gi = "NL80211_RATE_INFO_SHORT_GI" in attrs
+    if "NL80211_RATE_INFO_HE_MCS" in attrs:
+        mode, mcs = "HE", attrs["NL80211_RATE_INFO_HE_MCS"]
+        nss = attrs.get("NL80211_RATE_INFO_HE_NSS")
+        gi: float | None = HE_GUARD_INTERVALS_US.get(attrs.get("NL80211_RATE_INFO_HE_GI", 0))
+    elif "NL80211_RATE_INFO_VHT_MCS" in attrs:
+        mode, mcs = "VHT", attrs["NL80211_RATE_INFO_VHT_MCS"]
+        nss, gi = attrs.get("NL80211_RATE_INFO_VHT_NSS"), 0.4 if short_gi else 0.8
+    elif "NL80211_RATE_INFO_MCS" in attrs:
+        mode, mcs, nss, gi = "HT", attrs["NL80211_RATE_INFO_MCS"], None, 0.4 if short_gi else 0.8
+    else:
+        mode, mcs, nss, gi = "legacy", None, None, None
+    return BitrateRead(
+        mbps=tenths / 10 if isinstance(tenths, int) else None,
+        mode=mode,
+        mcs=mcs,
+        nss=nss,
+        guard_interval_us=gi,
+        width_mhz=width,
+    )
+
+
+def parse_station(message: Any) -> StationRead | None:
+    mac = message.get_attr("NL80211_ATTR_MAC")
+    info = message.get_attr("NL80211_ATTR_STA_INFO")
+    if not isinstance(mac, str) or info is None:
+        return None
+    attrs = _attrs(info)
+
+    def number(name: str, wide: str | None = None) -> int | None:
+        value = attrs.get(f"NL80211_STA_INFO_{wide}") if wide else None
+        value = attrs.get(f"NL80211_STA_INFO_{name}") if value is None else value
+        return value if isinstance(value, int) else None
+
+    return StationRead(
+        mac=mac,
+        signal_dbm=number("SIGNAL"),
+        signal_avg_dbm=number("SIGNAL_AVG"),
+        tx_bitrate=_bitrate(attrs.get("NL80211_STA_INFO_TX_BITRATE")),
+        rx_bitrate=_bitrate(attrs.get("NL80211_STA_INFO_RX_BITRATE")),
+        rx_bytes=number("RX_BYTES", "RX_BYTES64"),
+        tx_bytes=number("TX_BYTES", "TX_BYTES64"),
+        rx_packets=number("RX_PACKETS"),
+        tx_packets=number("TX_PACKETS"),
+        tx_retries=number("TX_RETRIES"),
+        tx_failed=number("TX_FAILED"),
+        connected_time_s=number("CONNECTED_TIME"),
+        inactive_time_ms=number("INACTIVE_TIME"),
+    )
+
+
+class LinkRead(BaseModel):
+    """A managed interface's link to its access point; ``connected`` false and the rest
+    null when it has none."""
+
+    connected: bool
+    ssid: str | None
+    ssid_hex: str | None
+    bssid: str | None
+    frequency_mhz: int | None
+    channel: int | None
+    width: str | None
+    station: StationRead | None = Field(description="What the kernel counts for the AP.")

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from hostcore.builtin.wifi.parsers import BssRead, PhyRead, WifiInterfaceRead
+from hostcore.builtin.wifi.parsers import BssRead, LinkRead, PhyRead, StationRead, WifiInterfaceRead
 from hostcore.builtin.wifi.schemas import PhyName
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.errors import error_responses
@@ -13,6 +13,7 @@ from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("wifi:read")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
+LINK_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
 
 
 async def _service(request: Request) -> WifiService:
@@ -47,5 +48,16 @@ def build_router() -> APIRouter:
         """The networks the kernel heard in its last scans (no new scan), strongest first:
         SSID (hidden and non-UTF-8 ones shown safely), channel, signal, security."""
         return await wifi.scan_results(ifname)
+
+    @router.get("/interfaces/{ifname}/link", dependencies=READ, responses=LINK_ERRORS)
+    async def link(ifname: Ifname, wifi: Wifi) -> LinkRead:
+        """The access point a managed interface is connected to: SSID, BSSID, channel,
+        width, signal, bitrates with MCS/NSS/guard interval, connected time."""
+        return await wifi.link(ifname)
+
+    @router.get("/interfaces/{ifname}/stations", dependencies=READ, responses=ERRORS)
+    async def stations(ifname: Ifname, wifi: Wifi) -> list[StationRead]:
+        """Per station: signal, bytes and packets, retries and failures, rates, times."""
+        return await wifi.stations(ifname)
 
     return router

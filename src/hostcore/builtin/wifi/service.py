@@ -5,14 +5,17 @@ from __future__ import annotations
 from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.builtin.wifi.parsers import (
     BssRead,
+    LinkRead,
     PhyRead,
+    StationRead,
     WifiInterfaceRead,
     merge_phys,
     parse_bss,
     parse_interface,
+    parse_station,
 )
 from hostcore.builtin.wifi.schemas import WifiSettings
-from hostcore.errors import NotFound
+from hostcore.errors import Conflict, NotFound
 
 SPLIT_WIPHY_DUMP = ("NL80211_ATTR_SPLIT_WIPHY_DUMP", b"")  # newer capabilities need it
 
@@ -55,4 +58,35 @@ class WifiService:
         found = [bss for m in messages if (bss := parse_bss(m)) is not None]
         return sorted(
             found, key=lambda bss: -(bss.signal_dbm if bss.signal_dbm is not None else -1e9)
+        )
+
+    async def stations(self, name: str) -> list[StationRead]:
+        """The stations the kernel knows on ``name``: an AP's clients, a managed
+        interface's access point."""
+        interface = await self.interface(name)
+        messages = await self.nl80211.dump(
+            "GET_STATION", [("NL80211_ATTR_IFINDEX", interface.index)], action="list stations"
+        )
+        return [station for m in messages if (station := parse_station(m)) is not None]
+
+    async def link(self, name: str) -> LinkRead:
+        """The access point a managed interface is associated with, from the scan entry
+        the kernel marks associated and the station entry of that BSSID."""
+        interface = await self.interface(name)
+        if interface.type != "managed":
+            raise Conflict(f"{name} is a {interface.type} interface, not a managed one")
+        associated = next((bss for bss in await self.scan_results(name) if bss.associated), None)
+        if associated is None:
+            return LinkRead(connected=False, ssid=None, ssid_hex=None, bssid=None,
+                            frequency_mhz=None, channel=None, width=None, station=None)  # fmt: skip
+        stations = {station.mac: station for station in await self.stations(name)}
+        return LinkRead(
+            connected=True,
+            ssid=associated.ssid,
+            ssid_hex=associated.ssid_hex,
+            bssid=associated.bssid,
+            frequency_mhz=associated.frequency_mhz,
+            channel=associated.channel,
+            width=interface.width,
+            station=stations.get(associated.bssid),
         )
