@@ -130,3 +130,13 @@ async def test_an_he_station_and_a_monitor_interface_without_a_link(nl80211: Nl8
         await service.link("mon0")
     with pytest.raises(NotFound):
         await service.link("wlan7")
+
+
+async def test_the_regulatory_domain_and_a_self_managed_radio(nl80211: Nl80211) -> None:
+    regulatory = await WifiService(WifiSettings(), nl80211=nl80211).regulatory()
+
+    assert (regulatory.country, regulatory.dfs_region) == ("DE", "ETSI")
+    dfs = next(rule for rule in regulatory.rules if rule.start_mhz == 5250)
+    assert "dfs" in dfs.flags and dfs.max_eirp_dbm == 20 and dfs.max_bandwidth_mhz == 80
+    (phy1,) = regulatory.self_managed
+    assert (phy1.phy, phy1.country) == (1, "DE")

@@ -381,3 +381,103 @@ class LinkRead(BaseModel):
     channel: int | None
     width: str | None
     station: StationRead | None = Field(description="What the kernel counts for the AP.")
+
+
+REG_RULE_FLAGS = {
+    1 << 0: "no-ofdm",
+    1 << 1: "no-cck",
+    1 << 2: "no-indoor",
+    1 << 3: "no-outdoor",
+    1 << 4: "dfs",
+    1 << 5: "ptp-only",
+    1 << 6: "ptmp-only",
+    1 << 7: "no-ir",
+    1 << 11: "auto-bw",
+    1 << 12: "ir-concurrent",
+    1 << 13: "no-ht40minus",
+    1 << 14: "no-ht40plus",
+    1 << 15: "no-80mhz",
+    1 << 16: "no-160mhz",
+}
+DFS_REGIONS = {0: None, 1: "FCC", 2: "ETSI", 3: "JP"}
+KHZ_PER_MHZ = 1000
+
+
+class RegulatoryRuleRead(BaseModel):
+    start_mhz: float
+    end_mhz: float
+    max_bandwidth_mhz: float
+    max_eirp_dbm: float | None
+    flags: list[str] = Field(description="dfs, no-ir, no-outdoor, auto-bw …")
+
+
+class RegulatoryDomainRead(BaseModel):
+    country: str | None = Field(description="ISO 3166 alpha-2, or 00 for the world domain.")
+    dfs_region: str | None = Field(description="FCC, ETSI or JP.")
+    phy: int | None = Field(description="The radio of a self-managed domain; null: global.")
+    rules: list[RegulatoryRuleRead]
+
+
+class RegulatoryRead(BaseModel):
+    country: str | None
+    dfs_region: str | None
+    rules: list[RegulatoryRuleRead]
+    self_managed: list[RegulatoryDomainRead] = Field(
+        description="Radios whose firmware keeps its own domain (they ignore the global one)."
+    )
+
+
+def _dfs_region(value: object) -> str | None:
+    if isinstance(value, str):  # pyroute2 may hand the byte over as hex text
+        try:
+            value = int(value, 16)
+        except ValueError:
+            return None
+    return DFS_REGIONS.get(value) if isinstance(value, int) else None
+
+
+def _rule(rule: Any) -> RegulatoryRuleRead | None:
+    attrs = _attrs(rule)
+    start, end = (
+        attrs.get("NL80211_ATTR_FREQ_RANGE_START"),
+        attrs.get("NL80211_ATTR_FREQ_RANGE_END"),
+    )
+    if not isinstance(start, int) or not isinstance(end, int):
+        return None
+    width = attrs.get("NL80211_ATTR_FREQ_RANGE_MAX_BW")
+    eirp = attrs.get("NL80211_ATTR_POWER_RULE_MAX_EIRP")
+    flags = attrs.get("NL80211_ATTR_REG_RULE_FLAGS")
+    return RegulatoryRuleRead(
+        start_mhz=start / KHZ_PER_MHZ,
+        end_mhz=end / KHZ_PER_MHZ,
+        max_bandwidth_mhz=width / KHZ_PER_MHZ if isinstance(width, int) else 0,
+        max_eirp_dbm=eirp / MBM_PER_DBM if isinstance(eirp, int) else None,
+        flags=[
+            name for bit, name in REG_RULE_FLAGS.items() if isinstance(flags, int) and flags & bit
+        ],
+    )
+
+
+def parse_regulatory(messages: Iterable[Any]) -> RegulatoryRead:
+    domains = []
+    for message in messages:
+        attrs = _attrs(message)
+        if "NL80211_ATTR_REG_RULES" not in attrs:
+            continue  # the dump's ACK
+        country = attrs.get("NL80211_ATTR_REG_ALPHA2")
+        phy = attrs.get("NL80211_ATTR_WIPHY")
+        domains.append(
+            RegulatoryDomainRead(
+                country=country if isinstance(country, str) and country.isprintable() else None,
+                dfs_region=_dfs_region(attrs.get("NL80211_ATTR_DFS_REGION")),
+                phy=phy if isinstance(phy, int) else None,
+                rules=[r for rule in attrs["NL80211_ATTR_REG_RULES"] if (r := _rule(rule))],
+            )
+        )
+    world = next((domain for domain in domains if domain.phy is None), None)
+    return RegulatoryRead(
+        country=world.country if world else None,
+        dfs_region=world.dfs_region if world else None,
+        rules=world.rules if world else [],
+        self_managed=[domain for domain in domains if domain.phy is not None],
+    )

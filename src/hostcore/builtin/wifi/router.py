@@ -4,7 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from hostcore.builtin.wifi.parsers import BssRead, LinkRead, PhyRead, StationRead, WifiInterfaceRead
+from hostcore.builtin.wifi.parsers import (
+    BssRead,
+    LinkRead,
+    PhyRead,
+    RegulatoryRead,
+    StationRead,
+    WifiInterfaceRead,
+)
 from hostcore.builtin.wifi.schemas import PhyName
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.errors import error_responses
@@ -59,5 +66,11 @@ def build_router() -> APIRouter:
     async def stations(ifname: Ifname, wifi: Wifi) -> list[StationRead]:
         """Per station: signal, bytes and packets, retries and failures, rates, times."""
         return await wifi.stations(ifname)
+
+    @router.get("/regulatory", dependencies=READ, responses=ERRORS)
+    async def regulatory(wifi: Wifi) -> RegulatoryRead:
+        """The regulatory domain: country, DFS region, the frequency rules with their
+        power limits, and radios that keep a domain of their own."""
+        return await wifi.regulatory()
 
     return router

@@ -7,11 +7,13 @@ from hostcore.builtin.wifi.parsers import (
     BssRead,
     LinkRead,
     PhyRead,
+    RegulatoryRead,
     StationRead,
     WifiInterfaceRead,
     merge_phys,
     parse_bss,
     parse_interface,
+    parse_regulatory,
     parse_station,
 )
 from hostcore.builtin.wifi.schemas import WifiSettings
@@ -89,4 +91,11 @@ class WifiService:
             channel=associated.channel,
             width=interface.width,
             station=stations.get(associated.bssid),
+        )
+
+    async def regulatory(self) -> RegulatoryRead:
+        """The global regulatory domain and the radios that keep their own (a dump: the
+        request pyroute2's get_regulatory_domain means to send and does not)."""
+        return parse_regulatory(
+            await self.nl80211.dump("GET_REG", action="read the regulatory domain")
         )
