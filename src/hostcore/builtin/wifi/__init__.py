@@ -11,7 +11,13 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
     from pydantic import BaseModel
 
+    from hostcore.builtin.wifi.schemas import ScanResultsRead, ScanStart
     from hostcore.builtin.wifi.service import WifiService
+    from hostcore.jobs import JobContext, JobKind
+
+# The service of this worker, for its jobs (a job runs in the worker that started it).
+_service: WifiService | None = None
+SCAN_JOB_TIMEOUT_S = 180.0
 
 
 @hookimpl
@@ -21,7 +27,33 @@ def hostcore_settings_model() -> type[BaseModel]:
 
 @hookimpl
 def hostcore_scopes() -> dict[str, str]:
-    return {"wifi:read": "Read radios and wireless interfaces."}
+    return {
+        "wifi:read": "Read radios and wireless interfaces.",
+        "wifi:scan": "Scan for networks (the radio leaves its channel meanwhile).",
+    }
+
+
+@hookimpl
+def hostcore_job_kinds() -> list[JobKind]:
+    from hostcore.jobs import JobKind
+
+    return [
+        JobKind(
+            "wifi.scan",
+            _scan,
+            timeout_s=SCAN_JOB_TIMEOUT_S,
+            description="Scan for networks on one interface; ends with what was found.",
+        )
+    ]
+
+
+async def _scan(context: JobContext, params: ScanStart) -> ScanResultsRead:
+    from hostcore.errors import Unavailable
+
+    if _service is None:
+        raise Unavailable("the Wi-Fi plugin is not started")
+    context.progress(None, f"scanning on {params.interface}")
+    return await _service.scan(params.interface)
 
 
 @hookimpl
@@ -35,14 +67,18 @@ def hostcore_routes() -> APIRouter:
 async def hostcore_startup(app: FastAPI, config: WifiSettings) -> None:
     from hostcore.builtin.wifi.service import WifiService
 
-    app.state.wifi = WifiService(config)
+    global _service
+    app.state.wifi = _service = WifiService(config)
 
 
 @hookimpl
 async def hostcore_shutdown(app: FastAPI) -> None:
+    global _service
     service: WifiService | None = getattr(app.state, "wifi", None)
     if service is not None:
         await service.stop()
+        if _service is service:
+            _service = None
 
 
 @hookimpl

@@ -185,6 +185,51 @@ class Nl80211:
                     raise nl80211_error(error, action) from error
         raise UpstreamFailed(f"cannot {action}: the data kept changing")  # pragma: no cover
 
+    async def scan(self, ifindex: int, *, timeout_s: float) -> bool:
+        """Trigger a scan on ``ifindex`` and wait for its end: True when the kernel has new
+        results, False when it aborted the scan. ``Unavailable`` after ``timeout_s``.
+
+        pyroute2's ``IW.scan`` waits without a timeout and ignores an abort. Here a second
+        socket joins the "scan" group *before* the trigger is sent (the end may come
+        before the trigger's answer is read), and only this interface's events count
+        (every interface's scans are multicast)."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.nl80211 import nl80211cmd
+
+        ended = {command("NEW_SCAN_RESULTS"): True, command("SCAN_ABORTED"): False}
+        listener, given = await self._open()
+        try:
+            listener.add_membership("scan")
+            trigger = nl80211cmd()
+            trigger["cmd"] = command("TRIGGER_SCAN")
+            trigger["attrs"] = [["NL80211_ATTR_IFINDEX", ifindex]]
+            async with self.session() as nl:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        answer = await nl.nlm_request(
+                            trigger, msg_type=nl.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK
+                        )
+                        async for _ in answer:
+                            pass
+                except TimeoutError as error:
+                    raise Unavailable("nl80211 did not answer the scan trigger in time") from error
+                except Exception as error:
+                    raise nl80211_error(error, "start a scan") from error
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while True:  # pyroute2 hands multicast over a datagram at a time
+                        async for event in listener.get():
+                            if event.get_attr("NL80211_ATTR_IFINDEX") != ifindex:
+                                continue
+                            if event["cmd"] in ended:
+                                return ended[event["cmd"]]
+            except TimeoutError as error:
+                raise Unavailable(f"the scan did not end within {timeout_s:g} s") from error
+        finally:
+            listener.close()
+            if given is not None:
+                given.close()
+
     def close(self) -> None:
         kept, self._kept = self._kept, None
         if kept is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
 
 from hostcore.builtin.wifi.parsers import (
     BssRead,
@@ -12,13 +13,16 @@ from hostcore.builtin.wifi.parsers import (
     StationRead,
     WifiInterfaceRead,
 )
-from hostcore.builtin.wifi.schemas import PhyName
+from hostcore.builtin.wifi.schemas import PhyName, ScanStart
 from hostcore.builtin.wifi.service import WifiService
+from hostcore.context import Principal
 from hostcore.errors import error_responses
+from hostcore.jobs import JobRead, Jobs, accepted
 from hostcore.netnames import InterfaceName
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("wifi:read")]
+Scanner = Annotated[Principal, RequireScope("wifi:scan")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
 LINK_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
 
@@ -66,6 +70,22 @@ def build_router() -> APIRouter:
     async def stations(ifname: Ifname, wifi: Wifi) -> list[StationRead]:
         """Per station: signal, bytes and packets, retries and failures, rates, times."""
         return await wifi.stations(ifname)
+
+    @router.post(
+        "/interfaces/{ifname}/scans",
+        status_code=202,
+        response_model=JobRead,
+        responses=error_responses(401, 403, 404, 409, 422, 429, 502, 503),
+        summary="Scan for networks: a job (follow it at the Location it answers with)",
+    )
+    async def scan(ifname: Ifname, principal: Scanner, wifi: Wifi, jobs: Jobs) -> JSONResponse:
+        """One scan per interface at a time (409 names the running one). The job ends with
+        the networks found, or failed: aborted by the kernel, or not ended in time."""
+        await wifi.interface(ifname)  # 404 before a job exists
+        job, reused = await jobs.start_job(
+            "wifi.scan", principal, ScanStart(interface=ifname), resource=ifname
+        )
+        return accepted(job, reused)
 
     @router.get("/regulatory", dependencies=READ, responses=ERRORS)
     async def regulatory(wifi: Wifi) -> RegulatoryRead:

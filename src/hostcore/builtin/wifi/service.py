@@ -16,8 +16,8 @@ from hostcore.builtin.wifi.parsers import (
     parse_regulatory,
     parse_station,
 )
-from hostcore.builtin.wifi.schemas import WifiSettings
-from hostcore.errors import Conflict, NotFound
+from hostcore.builtin.wifi.schemas import ScanResultsRead, WifiSettings
+from hostcore.errors import Conflict, NotFound, UpstreamFailed
 
 SPLIT_WIPHY_DUMP = ("NL80211_ATTR_SPLIT_WIPHY_DUMP", b"")  # newer capabilities need it
 
@@ -99,3 +99,13 @@ class WifiService:
         return parse_regulatory(
             await self.nl80211.dump("GET_REG", action="read the regulatory domain")
         )
+
+    async def scan(self, name: str) -> ScanResultsRead:
+        """Scan on ``name`` now and answer what was found (a job's work: it takes seconds)."""
+        interface = await self.interface(name)
+        if not await self.nl80211.scan(interface.index, timeout_s=self.config.scan_timeout_s):
+            raise UpstreamFailed(
+                f"the kernel aborted the scan on {name} (the interface went down, or "
+                "another scan took over)"
+            )
+        return ScanResultsRead(interface=name, networks=await self.scan_results(name))
