@@ -65,12 +65,15 @@ async def test_a_dump_that_fails_midway_raises_instead_of_answering_nothing(
 ) -> None:
     nl80211 = Nl80211(timeout_s=TIMEOUT_S, socket_factory=kernel.socket)
     try:
+        await nl80211.dump("GET_INTERFACE", action="list wireless interfaces")
         with pytest.raises(NotFound):
             await nl80211.dump(
                 "GET_STATION", [("NL80211_ATTR_IFINDEX", 999)], action="list stations"
             )
-        # The socket stays usable after the kernel's refusal.
+        # The kernel's refusal leaves the socket usable: no new one (no family lookup).
         assert await nl80211.dump("GET_INTERFACE", action="list wireless interfaces")
+        lookups = [request for request in kernel.requests if request.cmd.startswith("CTRL_CMD")]
+        assert len(lookups) == 1
     finally:
         nl80211.close()
 

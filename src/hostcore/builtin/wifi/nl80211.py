@@ -153,8 +153,12 @@ class Nl80211:
         try:
             yield kept[0]
         except BaseException as error:
-            if not isinstance(getattr(error, "code", None), int) and self._kept is kept:
-                self.close()  # the socket failed itself, or a request was given up midway
+            # The kernel's refusal (an errno, raised as a hostcore error from it) leaves the
+            # socket as it was; anything else (the socket failed, a request was given up
+            # midway with its answer still queued) gets a fresh one next time.
+            refusal = error.__cause__ if isinstance(error, HostcoreError) else error
+            if not isinstance(getattr(refusal, "code", None), int) and self._kept is kept:
+                self.close()
             raise
         finally:
             lock.release()
