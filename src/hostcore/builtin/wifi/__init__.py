@@ -1,4 +1,8 @@
-"""The built-in ``wifi`` plugin: radios and interfaces over nl80211 (issue 12, in progress)."""
+"""The built-in ``wifi`` plugin: radios, interfaces, links, scans over nl80211.
+
+Connecting through wpa_supplicant, the mode and regulatory settings and the events
+are still to come (issue 12); docs/wifi.md says what is here.
+"""
 
 from __future__ import annotations
 
