@@ -245,6 +245,7 @@ class FakeKernel:
         self.interrupt_next_dump = False  # NLM_F_DUMP_INTR on the next dump
         self.sockets: list[FakeNetlinkSocket] = []
         self.requests: list[Request] = []
+        self.regulatory_requests: list[str] = []  # the countries REQ_SET_REG was given
         self.scanning: set[int] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._ports = itertools.count(0x7000_0001)
@@ -260,6 +261,7 @@ class FakeKernel:
             CMD["GET_STATION"]: self._get_station,
             CMD["GET_SCAN"]: self._get_scan,
             CMD["GET_REG"]: self._get_reg,
+            CMD["REQ_SET_REG"]: self._req_set_reg,
             CMD["TRIGGER_SCAN"]: self._trigger_scan,
         }
 
@@ -467,6 +469,16 @@ class FakeKernel:
         if not request.dump:
             return self._error(sock, request, errno.EOPNOTSUPP)  # GET_SCAN is dump-only
         self._wdev_dump(sock, request, "scan")
+
+    def _req_set_reg(self, sock, request: Request) -> None:
+        """nl80211_req_set_reg(): an alpha2 of two characters is handed to the regulatory
+        core (which applies it later, if its database knows it) and ACKed; none is EINVAL."""
+        alpha2 = request.attrs.get("NL80211_ATTR_REG_ALPHA2")
+        if not isinstance(alpha2, str) or len(alpha2) != 2:
+            return self._error(sock, request, errno.EINVAL)
+        self.regulatory_requests.append(alpha2)
+        self._reply(sock, request, [])
+        return None
 
     def _get_reg(self, sock, request: Request) -> None:
         regs = list(

@@ -60,3 +60,29 @@ def test_an_unknown_radio_is_404_and_a_bad_name_422(faked: TestClient) -> None:
 def test_reading_needs_wifi_read(faked: TestClient) -> None:
     other = bearer(faked, ["network:read"])
     assert faked.get(f"{API}/interfaces", headers=other).status_code == 403
+
+
+def test_setting_the_country_asks_the_kernel_and_answers_the_domain(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    kernel = FakeKernel(build())
+    with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
+        wifi = client.app.state.wifi  # type: ignore[attr-defined]
+        wifi.nl80211.close()
+        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        client.headers.update(bearer(client))
+        answered = client.put(f"{API}/regulatory", json={"country": "US"})
+        assert answered.status_code == 200 and answered.json()["country"] == "DE"  # applied later
+        assert kernel.regulatory_requests == ["US"]
+        for bad in ({"country": "us"}, {"country": "USA"}, {"country": "D"}, {"country": 49}, {}):
+            assert client.put(f"{API}/regulatory", json=bad).status_code == 422
+        assert kernel.regulatory_requests == ["US"]  # nothing invalid reached the kernel
+        reader = bearer(client, ["wifi:read"])
+        refused = client.put(f"{API}/regulatory", json={"country": "FR"}, headers=reader)
+        assert refused.status_code == 403
+    kernel.close()
+
+
+def test_setting_the_country_on_a_kernel_without_nl80211_is_503(real: TestClient) -> None:
+    response = real.put(f"{API}/regulatory", json={"country": "00"})
+    assert response.status_code == 503 and response.json()["detail"] == NO_NL80211

@@ -34,6 +34,7 @@ def hostcore_scopes() -> dict[str, str]:
     return {
         "wifi:read": "Read radios and wireless interfaces.",
         "wifi:scan": "Scan for networks (the radio leaves its channel meanwhile).",
+        "wifi:control": "Set the regulatory country.",
     }
 
 

@@ -189,6 +189,27 @@ class Nl80211:
                     raise nl80211_error(error, action) from error
         raise UpstreamFailed(f"cannot {action}: the data kept changing")  # pragma: no cover
 
+    async def request(self, name: str, attrs: Sequence[tuple[str, Any]], *, action: str) -> None:
+        """``NL80211_CMD_<name>``, answered by the kernel's ACK (or its refusal)."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.nl80211 import nl80211cmd
+
+        message = nl80211cmd()
+        message["cmd"] = command(name)
+        message["attrs"] = [list(attr) for attr in attrs]
+        async with self.session() as nl:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    answer = await nl.nlm_request(
+                        message, msg_type=nl.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK
+                    )
+                    async for _ in answer:
+                        pass
+            except TimeoutError as error:
+                raise Unavailable(f"nl80211 did not answer in time ({action})") from error
+            except Exception as error:
+                raise nl80211_error(error, action) from error
+
     async def scan(self, ifindex: int, *, timeout_s: float) -> bool:
         """Trigger a scan on ``ifindex`` and wait for its end: True when the kernel has new
         results, False when it aborted the scan. ``Unavailable`` after ``timeout_s``.
@@ -197,28 +218,13 @@ class Nl80211:
         socket joins the "scan" group *before* the trigger is sent (the end may come
         before the trigger's answer is read), and only this interface's events count
         (every interface's scans are multicast)."""
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-        from pyroute2.netlink.nl80211 import nl80211cmd
-
         ended = {command("NEW_SCAN_RESULTS"): True, command("SCAN_ABORTED"): False}
         listener, given = await self._open()
         try:
             listener.add_membership("scan")
-            trigger = nl80211cmd()
-            trigger["cmd"] = command("TRIGGER_SCAN")
-            trigger["attrs"] = [["NL80211_ATTR_IFINDEX", ifindex]]
-            async with self.session() as nl:
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        answer = await nl.nlm_request(
-                            trigger, msg_type=nl.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK
-                        )
-                        async for _ in answer:
-                            pass
-                except TimeoutError as error:
-                    raise Unavailable("nl80211 did not answer the scan trigger in time") from error
-                except Exception as error:
-                    raise nl80211_error(error, "start a scan") from error
+            await self.request(
+                "TRIGGER_SCAN", [("NL80211_ATTR_IFINDEX", ifindex)], action="start a scan"
+            )
             try:
                 async with asyncio.timeout(timeout_s):
                     while True:  # pyroute2 hands multicast over a datagram at a time

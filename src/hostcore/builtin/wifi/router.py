@@ -13,7 +13,7 @@ from hostcore.builtin.wifi.parsers import (
     StationRead,
     WifiInterfaceRead,
 )
-from hostcore.builtin.wifi.schemas import PhyName, ScanStart
+from hostcore.builtin.wifi.schemas import PhyName, RegulatoryUpdate, ScanStart
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.context import Principal
 from hostcore.errors import error_responses
@@ -22,6 +22,7 @@ from hostcore.netnames import InterfaceName
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("wifi:read")]
+CONTROL = [RequireScope("wifi:control")]
 Scanner = Annotated[Principal, RequireScope("wifi:scan")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
 LINK_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
@@ -92,5 +93,12 @@ def build_router() -> APIRouter:
         """The regulatory domain: country, DFS region, the frequency rules with their
         power limits, and radios that keep a domain of their own."""
         return await wifi.regulatory()
+
+    @router.put("/regulatory", dependencies=CONTROL, responses=ERRORS)
+    async def set_regulatory(body: RegulatoryUpdate, wifi: Wifi) -> RegulatoryRead:
+        """Set the country whose rules the radios follow (applied by the kernel shortly
+        after, when wireless-regdb has the country; radios with a self-managed domain
+        keep their own)."""
+        return await wifi.set_regulatory(body.country)
 
     return router

@@ -43,3 +43,12 @@ class ScanResultsRead(BaseModel):
 
     interface: str
     networks: list[BssRead]
+
+
+class RegulatoryUpdate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    country: str = Field(
+        pattern=r"^([A-Z]{2}|00)$",
+        description="ISO 3166-1 alpha-2 (DE, US …), or 00 for the world domain.",
+    )

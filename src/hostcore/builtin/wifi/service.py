@@ -109,3 +109,12 @@ class WifiService:
                 "another scan took over)"
             )
         return ScanResultsRead(interface=name, networks=await self.scan_results(name))
+
+    async def set_regulatory(self, country: str) -> RegulatoryRead:
+        """Ask the kernel for ``country``'s rules. The kernel's regulatory core applies
+        them afterwards, when its database (wireless-regdb) has the country: the answer
+        is the domain as it stands right after the request."""
+        await self.nl80211.request(
+            "REQ_SET_REG", [("NL80211_ATTR_REG_ALPHA2", country)], action="set the country"
+        )
+        return await self.regulatory()
