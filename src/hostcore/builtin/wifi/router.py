@@ -26,6 +26,7 @@ CONTROL = [RequireScope("wifi:control")]
 Scanner = Annotated[Principal, RequireScope("wifi:scan")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
 LINK_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
+CHANGE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503)  # 400: a bad body
 
 
 async def _service(request: Request) -> WifiService:
@@ -94,7 +95,7 @@ def build_router() -> APIRouter:
         power limits, and radios that keep a domain of their own."""
         return await wifi.regulatory()
 
-    @router.put("/regulatory", dependencies=CONTROL, responses=ERRORS)
+    @router.put("/regulatory", dependencies=CONTROL, responses=CHANGE_ERRORS)
     async def set_regulatory(body: RegulatoryUpdate, wifi: Wifi) -> RegulatoryRead:
         """Set the country whose rules the radios follow (applied by the kernel shortly
         after, when wireless-regdb has the country; radios with a self-managed domain
