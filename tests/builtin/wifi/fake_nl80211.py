@@ -43,7 +43,8 @@ Kernel behaviour reproduced (from af_netlink.c / genetlink.c / nl80211.c):
 * dump answers: messages flagged NLM_F_MULTI, packed into datagrams of up to
   ``datagram_size`` bytes, then NLMSG_DONE (flags NLM_F_MULTI, payload int 0) in a
   datagram of its own; an error found while dumping is the DONE payload (negative
-  errno), NOT an NLMSG_ERROR (pyroute2 0.9.7 ignores it: see demo.py's marshal);
+  errno), NOT an NLMSG_ERROR (pyroute2 0.9.7 ignores it: hostcore.builtin.wifi.nl80211's
+  marshal raises it);
 * doit answers: the reply in one datagram, then the ACK (NLMSG_ERROR 0, header only,
   NLM_F_CAPPED) in another when NLM_F_ACK was asked; errors are NLMSG_ERROR with the
   request copied after the errno;

@@ -1350,7 +1350,7 @@ def build() -> Fixture:
         dict(GROUPS),
         family_reply(),
         messages,
-        meta={"source": "synthetic (fixtures.py)", "pyroute2": "0.9.7"},
+        meta={"source": "synthetic (tests/builtin/wifi/nl80211_fixtures.py)", "pyroute2": "0.9.7"},
     )
 
 
