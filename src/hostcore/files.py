@@ -77,6 +77,20 @@ def replace_file(path: Path, data: bytes) -> None:
         raise
 
 
+def read_up_to(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes of an open file, however its reads come in: read
+    ``limit + 1`` to tell a file that is too long from one that fits exactly."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def private_opener(path: str, flags: int) -> int:
     """``open(..., opener=private_opener)``: a file this creates is 0600, whatever the umask."""
     return os.open(path, flags, PRIVATE_FILE)

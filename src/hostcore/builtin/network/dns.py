@@ -48,6 +48,7 @@ from hostcore.dbus import (
     describe_address,
 )
 from hostcore.errors import Unavailable
+from hostcore.files import read_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def _read_resolv_conf(path: Path) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise Unavailable(f"{path} is not a regular file")
-        data = _read_up_to(fd, MAX_RESOLV_CONF_BYTES + 1)
+        data = read_up_to(fd, MAX_RESOLV_CONF_BYTES + 1)
     except OSError as exc:
         raise Unavailable(f"cannot read {path}: {exc.strerror}") from None
     finally:
@@ -254,18 +255,6 @@ def _read_resolv_conf(path: Path) -> str | None:
         )
         data = data[:MAX_RESOLV_CONF_BYTES].rpartition(b"\n")[0]
     return data.decode("utf-8", "replace")
-
-
-def _read_up_to(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
 
 
 # --- systemd-resolved ---------------------------------------------------------------

@@ -68,6 +68,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hostcore.files import read_up_to
+
 logger = logging.getLogger(__name__)
 
 LeaseClient = Literal["dhcpcd", "dhclient", "systemd-networkd", "NetworkManager"]
@@ -227,7 +229,7 @@ def _read_lease_file(directory_fd: int, directory: Path, name: str) -> _LeaseFil
         if not stat.S_ISREG(info.st_mode):
             logger.debug("lease file %s skipped: not a regular file", path)
             return None
-        data = _read_up_to(fd, MAX_LEASE_FILE_BYTES + 1)
+        data = read_up_to(fd, MAX_LEASE_FILE_BYTES + 1)
     except OSError as exc:
         logger.debug("lease file %s skipped: %s", path, exc.strerror)
         return None
@@ -237,18 +239,6 @@ def _read_lease_file(directory_fd: int, directory: Path, name: str) -> _LeaseFil
         logger.debug("lease file %s skipped: larger than %d bytes", path, MAX_LEASE_FILE_BYTES)
         return None
     return _LeaseFile(name, path, data, info.st_mtime_ns)
-
-
-def _read_up_to(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
 
 
 def _skipped(lease_file: _LeaseFile, problem: object) -> None:

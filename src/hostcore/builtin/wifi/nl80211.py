@@ -163,35 +163,11 @@ class Nl80211:
         finally:
             lock.release()
 
-    async def dump(
-        self, name: str, attrs: Sequence[tuple[str, Any]] = (), *, action: str
+    async def _ask(
+        self, name: str, attrs: Sequence[tuple[str, Any]], flags: int, action: str
     ) -> list[Any]:
-        """Every message of the ``NL80211_CMD_<name>`` dump; made again when interrupted."""
-        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-        from pyroute2.netlink.nl80211 import nl80211cmd
-
-        for attempt in range(DUMP_ATTEMPTS):
-            message = nl80211cmd()
-            message["cmd"] = command(name)
-            message["attrs"] = [list(attr) for attr in attrs]
-            async with self.session() as nl:
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        answer = await nl.nlm_request(
-                            message, msg_type=nl.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
-                        )
-                        return [found async for found in answer]
-                except TimeoutError as error:
-                    raise Unavailable(f"nl80211 did not answer in time ({action})") from error
-                except Exception as error:
-                    if getattr(error, "code", None) == errno.EINTR and attempt < DUMP_ATTEMPTS - 1:
-                        continue
-                    raise nl80211_error(error, action) from error
-        raise UpstreamFailed(f"cannot {action}: the data kept changing")  # pragma: no cover
-
-    async def request(self, name: str, attrs: Sequence[tuple[str, Any]], *, action: str) -> None:
-        """``NL80211_CMD_<name>``, answered by the kernel's ACK (or its refusal)."""
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        """Send ``NL80211_CMD_<name>`` and read its whole answer (a dump's messages, or a
+        doit's reply and ACK), the kernel's refusal turned into a hostcore error."""
         from pyroute2.netlink.nl80211 import nl80211cmd
 
         message = nl80211cmd()
@@ -200,15 +176,33 @@ class Nl80211:
         async with self.session() as nl:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    answer = await nl.nlm_request(
-                        message, msg_type=nl.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK
-                    )
-                    async for _ in answer:
-                        pass
+                    answer = await nl.nlm_request(message, msg_type=nl.prid, msg_flags=flags)
+                    return [found async for found in answer]
             except TimeoutError as error:
                 raise Unavailable(f"nl80211 did not answer in time ({action})") from error
             except Exception as error:
                 raise nl80211_error(error, action) from error
+
+    async def dump(
+        self, name: str, attrs: Sequence[tuple[str, Any]] = (), *, action: str
+    ) -> list[Any]:
+        """Every message of the ``NL80211_CMD_<name>`` dump; made again when interrupted."""
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+
+        for attempt in range(DUMP_ATTEMPTS):
+            try:
+                return await self._ask(name, attrs, NLM_F_REQUEST | NLM_F_DUMP, action)
+            except HostcoreError as error:
+                interrupted = getattr(error.__cause__, "code", None) == errno.EINTR
+                if not interrupted or attempt == DUMP_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request(self, name: str, attrs: Sequence[tuple[str, Any]], *, action: str) -> None:
+        """``NL80211_CMD_<name>``, answered by the kernel's ACK (or its refusal)."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+
+        await self._ask(name, attrs, NLM_F_REQUEST | NLM_F_ACK, action)
 
     async def scan(self, ifindex: int, *, timeout_s: float) -> bool:
         """Trigger a scan on ``ifindex`` and wait for its end: True when the kernel has new
