@@ -21,10 +21,9 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from dbus_fast import (
     BusType,
@@ -39,7 +38,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_property
 
-from tests.builtin.system.fakes import STARTUP_TIMEOUT_S
+from tests.builtin.system.fakes import STARTUP_TIMEOUT_S, OnItsOwnLoop
 
 T = TypeVar("T")
 
@@ -187,12 +186,14 @@ class FakeResolvedManagerEx(FakeResolvedManager):
         return "stub"
 
 
-class FakeResolved:
+class FakeResolved(OnItsOwnLoop):
     """The fake resolved on ``address``, served from a thread once :meth:`start` ed.
 
     ``unresponsive`` (may change while running) swallows every method call, noting its
     member in ``swallowed``; ``error`` (a D-Bus error name and message) answers every
     call with it. ``received`` holds the member and flags of every method call."""
+
+    thread_name = "fake-resolved"
 
     def __init__(
         self,
@@ -214,51 +215,10 @@ class FakeResolved:
         self.received: list[tuple[str, MessageFlag]] = []
         self.swallowed: list[str] = []
         self._bus: MessageBus | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> FakeResolved:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name="fake-resolved", daemon=True)
-        self._thread.start()
-        if not ready.wait(STARTUP_TIMEOUT_S):
-            raise RuntimeError("the fake resolved's loop did not start")
-        try:
-            self._run(self._connect())
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Leave the bus and stop the thread; safe to call twice."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            self._run(self._disconnect())
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STARTUP_TIMEOUT_S)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
 
     def members(self) -> list[str]:
         """The member of every method call received, oldest first."""
         return [member for member, _flags in self.received]
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(STARTUP_TIMEOUT_S)
 
     async def _connect(self) -> None:
         bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from dbus_fast import (
     BusType,
@@ -554,7 +554,62 @@ class _Daemon:
     extra: Callable[[], list[tuple[str, ServiceInterface]]] = field(default=list)
 
 
-class FakeServices:
+class OnItsOwnLoop:
+    """A fake daemon (or several) served by an event loop on a thread of its own, as a
+    real daemon answers from another process: ``start()`` runs ``_connect()`` there,
+    ``stop()`` runs ``_disconnect()`` and ends the thread (safe to call twice)."""
+
+    thread_name = "fake-dbus"
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name=self.thread_name, daemon=True)
+        self._thread.start()
+        if not ready.wait(STARTUP_TIMEOUT_S):
+            raise RuntimeError(f"the loop of {self.thread_name} did not start")
+        try:
+            self._run(self._connect())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            self._run(self._disconnect())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STARTUP_TIMEOUT_S)
+            if not thread.is_alive():
+                loop.close()
+            self._loop = self._thread = None
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(STARTUP_TIMEOUT_S)
+
+
+class FakeServices(OnItsOwnLoop):
     """The four fakes, each on its own connection to ``address``, served from a thread.
 
     ``absent`` names (``"systemd1"``, ``"login1"``, ``"hostname1"``,
@@ -562,6 +617,8 @@ class FakeServices:
     that may change while running) gets no answer to any method call; each such
     call is noted in ``swallowed``, so a test can wait until one is hanging.
     """
+
+    thread_name = "fake-dbus-services"
 
     def __init__(
         self,
@@ -608,43 +665,6 @@ class FakeServices:
             ),
         ]
         self._buses: list[MessageBus] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> FakeServices:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name="fake-dbus-services", daemon=True)
-        self._thread.start()
-        if not ready.wait(STARTUP_TIMEOUT_S):
-            raise RuntimeError("the fake services' loop did not start")
-        try:
-            self._run(self._connect_all())
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Disconnect every fake and stop the thread; safe to call twice."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            self._run(self._disconnect_all())
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STARTUP_TIMEOUT_S)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
 
     def daemon_reload(self, units: dict[str, UnitState]) -> None:
         """A daemon reload that installs ``units``, in the fakes' own thread."""
@@ -694,11 +714,7 @@ class FakeServices:
 
         self._run(change())
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(STARTUP_TIMEOUT_S)
-
-    async def _connect_all(self) -> None:
+    async def _connect(self) -> None:
         for daemon in self._daemons:
             if daemon.key in self.absent:
                 continue
@@ -724,7 +740,7 @@ class FakeServices:
 
         return swallow
 
-    async def _disconnect_all(self) -> None:
+    async def _disconnect(self) -> None:
         buses, self._buses = self._buses, []
         for bus in buses:
             bus.disconnect()
