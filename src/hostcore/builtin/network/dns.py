@@ -24,7 +24,6 @@ error text: the log has the daemon's message, the file stays on the host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import logging
@@ -35,18 +34,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from dbus_fast import BusType, Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import AuthError, InvalidAddressError
 from pydantic import BaseModel, Field
 
 from hostcore.dbus import (
-    DEFAULT_SYSTEM_BUS_ADDRESS,
     PROPERTIES_INTERFACE,
     DBusService,
     dbus_error,
     describe_address,
 )
+from hostcore.dbus_connection import BusConnection
 from hostcore.errors import Unavailable
 from hostcore.files import read_up_to
 
@@ -91,7 +89,6 @@ _NO_BUS = (FileNotFoundError, ConnectionRefusedError)
 # which glibc takes as an empty file, and so does the answer.
 _NO_FILE = frozenset({errno.ENOENT, errno.ENOTDIR})
 # Closing waits this long for the bus to acknowledge; the socket is shut down either way.
-_CLOSE_GRACE_S = 1.0
 _SPACE = re.compile(r"[ \t]+")
 
 
@@ -263,32 +260,23 @@ def _read_resolv_conf(path: Path) -> str | None:
 class Resolved:
     """systemd-resolved's DNS servers and search domains, read over the system D-Bus.
 
-    One connection, made lazily on first use (to ``address``, else
-    ``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard socket) and made again after it
-    drops or when used from another event loop; :meth:`close` it before its loop ends.
-    ``timeout_s`` bounds each read, connecting included.
+    One connection (:class:`hostcore.dbus_connection.BusConnection`, as the system
+    plugin's): :meth:`close` it before its loop ends. ``timeout_s`` bounds each read,
+    connecting included.
     """
 
     def __init__(self, *, address: str | None = None, timeout_s: float) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self._bus = BusConnection(address=address, timeout_s=timeout_s)
         self.timeout_s = timeout_s
-        self._address = address
-        self._bus: MessageBus | None = None
-        self._bus_loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Task[MessageBus] | None = None
-        self._watchers: set[asyncio.Task[None]] = set()
 
     @property
     def address(self) -> str:
-        return (
-            self._address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
-        )
+        return self._bus.address
 
     @property
     def connected(self) -> bool:
         """Whether a connection is up (as far as this process has noticed yet)."""
-        return self._bus is not None and self._bus.connected
+        return self._bus.connected
 
     async def servers(
         self, ifnames: Mapping[int, str]
@@ -317,9 +305,11 @@ class Resolved:
         try:
             async with asyncio.timeout(self.timeout_s):
                 try:
-                    bus = await self._connection()
-                except _NO_BUS as exc:
-                    logger.debug("no system D-Bus at %s (%s)", self.address, exc.strerror)
+                    bus = await self._bus.get()
+                except Unavailable as exc:
+                    if not isinstance(exc.__cause__, _NO_BUS):
+                        raise
+                    logger.debug("no system D-Bus at %s (%s)", self.address, exc.__cause__)
                     return None
                 reply = await bus.call(message)
         except TimeoutError:
@@ -332,11 +322,8 @@ class Resolved:
                 f"{RESOLVED.label} did not answer within {self.timeout_s:g} s"
             ) from None
         except (OSError, EOFError) as exc:
-            if bus is None:
-                raise _unavailable_bus(self.address, exc) from exc
+            assert bus is not None  # connecting's own errors are Unavailable already
             raise self._lost(bus) from exc
-        except (AuthError, InvalidAddressError) as exc:
-            raise _unavailable_bus(self.address, exc) from exc
         if reply is None:
             # dbus-fast ends calls pending on a connection that closed without an error.
             raise self._lost(bus)
@@ -350,76 +337,13 @@ class Resolved:
         (props,) = reply.body
         return dict(props)
 
-    async def _connection(self) -> MessageBus:
-        loop = asyncio.get_running_loop()
-        bus = self._bus
-        if bus is not None and self._bus_loop is loop and bus.connected:
-            return bus
-        if bus is not None:
-            # Dropped, or made on another loop (which alone can use it): replaced.
-            self._bus = self._bus_loop = None
-            bus.disconnect()
-        task = self._connecting
-        if task is None or task.done() or task.get_loop() is not loop:
-            task = self._connecting = loop.create_task(self._connect())
-            # Callers may all have timed out before it fails; nobody else reads its error.
-            task.add_done_callback(_consume_exception)
-        # Shielded: one caller giving up must not cancel the connection others wait for.
-        return await asyncio.shield(task)
-
-    async def _connect(self) -> MessageBus:
-        bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
-        logger.debug("connected to the system D-Bus at %s as %s", self.address, bus.unique_name)
-        self._bus, self._bus_loop = bus, asyncio.get_running_loop()
-        watcher = asyncio.create_task(self._watch(bus))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
-        return bus
-
-    async def _watch(self, bus: MessageBus) -> None:
-        """Forget the connection as soon as it drops, and read why (asyncio would log the
-        reason as never retrieved)."""
-        try:
-            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # unannotated
-        except Exception as exc:
-            logger.info("the system D-Bus connection dropped: %r", exc)
-        if self._bus is bus:
-            self._bus = self._bus_loop = None
-
     def _lost(self, bus: MessageBus) -> Unavailable:
-        if self._bus is bus:
-            self._bus = self._bus_loop = None
+        self._bus.forget(bus)
         return Unavailable(f"the system D-Bus connection was lost while asking {RESOLVED.label}")
 
     async def close(self) -> None:
         """Disconnect; a later read connects again."""
-        loop = asyncio.get_running_loop()
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None and connecting.get_loop() is loop and not connecting.done():
-            connecting.cancel()
-            await asyncio.wait([connecting])
-        bus, bus_loop = self._bus, self._bus_loop
-        self._bus = self._bus_loop = None
-        if bus is not None:
-            bus.disconnect()
-            if bus_loop is loop:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_CLOSE_GRACE_S):
-                        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        for watcher in [watcher for watcher in self._watchers if watcher.get_loop() is loop]:
-            watcher.cancel()
-
-
-def _unavailable_bus(address: str, exc: BaseException) -> Unavailable:
-    where = describe_address(address)
-    if isinstance(exc, InvalidAddressError):
-        return Unavailable(f"the system D-Bus address {address!r} is invalid: {exc}")
-    if isinstance(exc, AuthError | EOFError):
-        # The bus's refusal text is its own business; the log has it.
-        logger.warning("the system D-Bus (%s) refused the connection: %r", where, str(exc))
-        return Unavailable(f"the system D-Bus ({where}) refused the connection")
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return Unavailable(f"the system D-Bus is not available ({where}: {reason})")
+        await self._bus.close()
 
 
 def _property(props: Mapping[str, Variant], name: str, signature: str) -> list[Any] | None:
@@ -463,11 +387,6 @@ def _ifname(ifindex: int, ifnames: Mapping[int, str]) -> str | None:
     if ifindex == 0:
         return None
     return ifnames.get(ifindex, str(ifindex))
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 # --- the answer ---------------------------------------------------------------------

@@ -32,24 +32,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import AuthError, InvalidAddressError
 from pydantic import BaseModel, Field
 
 from hostcore.dbus import (
-    DEFAULT_SYSTEM_BUS_ADDRESS,
     PROPERTIES_INTERFACE,
     DBusService,
     dbus_error,
     describe_address,
 )
+from hostcore.dbus_connection import BusConnection
 from hostcore.errors import (
     BadRequest,
     Conflict,
@@ -67,7 +65,6 @@ SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 
 _USEC_PER_S = 1_000_000
 # Closing waits this long for the bus to acknowledge; the socket is shut down either way.
-_CLOSE_GRACE_S = 1.0
 # The state changes of every unit, which systemd signals to subscribed clients.
 UNIT_SIGNALS = (
     "type='signal',sender='org.freedesktop.systemd1',"
@@ -236,7 +233,8 @@ def _logged(error: HostcoreError, reply: Message) -> HostcoreError:
 
 
 class SystemBus:
-    """One lazily made, self-healing connection to the system bus, and the calls hostcore makes.
+    """The calls hostcore makes to the system daemons, over one lazily made, self-healing
+    connection (:class:`hostcore.dbus_connection.BusConnection`).
 
     ``address`` overrides ``$DBUS_SYSTEM_BUS_ADDRESS``, which is read at each
     (re)connection. ``timeout_s`` bounds every call, connecting included.
@@ -251,11 +249,9 @@ class SystemBus:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         self.timeout_s = timeout_s
-        self._address = address
-        self._bus: MessageBus | None = None
-        self._bus_loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Task[MessageBus] | None = None
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._bus_connection = BusConnection(
+            address=address, timeout_s=timeout_s, on_lost=self._forget
+        )
         # Units as systemd's signals keep them, by object path, while subscribed on
         # ``_subscribed`` (a connection); cleared when that connection goes.
         self._units: dict[str, UnitRead] = {}
@@ -275,71 +271,20 @@ class SystemBus:
 
     @property
     def address(self) -> str:
-        return (
-            self._address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
-        )
+        return self._bus_connection.address
 
     @property
     def connected(self) -> bool:
         """Whether a connection is up (as far as this process has noticed yet)."""
-        return self._bus is not None and self._bus.connected
+        return self._bus_connection.connected
 
     # -- connection --
 
     async def _connection(self) -> MessageBus:
-        loop = asyncio.get_running_loop()
-        bus = self._bus
-        if bus is not None and self._bus_loop is loop and bus.connected:
-            return bus
-        if bus is not None and self._bus_loop is not loop:
-            # Only the loop that made a connection can use it (or close it fully).
-            self._forget(bus)
-            bus.disconnect()
-        task = self._connecting
-        if task is None or task.done() or task.get_loop() is not loop:
-            task = self._connecting = loop.create_task(self._connect())
-            # Callers may all have timed out before it fails; nobody else reads its error.
-            task.add_done_callback(_consume_exception)
-        # Shielded: one caller giving up must not cancel the connection others wait for.
-        return await asyncio.shield(task)
-
-    async def _connect(self) -> MessageBus:
-        address = self.address
-        where = describe_address(address)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
-        except TimeoutError:
-            raise Unavailable(
-                f"the system D-Bus ({where}) did not answer within {self.timeout_s:g} s"
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise Unavailable(f"the system D-Bus is not available ({where}: {reason})") from exc
-        except (AuthError, EOFError) as exc:
-            # The bus's refusal text is its own business; the log has it.
-            logger.warning("the system D-Bus (%s) refused the connection: %r", where, str(exc))
-            raise Unavailable(f"the system D-Bus ({where}) refused the connection") from exc
-        except InvalidAddressError as exc:
-            raise Unavailable(f"the system D-Bus address {address!r} is invalid: {exc}") from exc
-        logger.debug("connected to the system D-Bus at %s as %s", where, bus.unique_name)
-        self._bus, self._bus_loop = bus, asyncio.get_running_loop()
-        watcher = asyncio.create_task(self._watch(bus))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
-        return bus
-
-    async def _watch(self, bus: MessageBus) -> None:
-        """Forget the connection as soon as it drops, so the next call makes a new one."""
-        try:
-            await _disconnected(bus)
-        except Exception as exc:
-            logger.info("the system D-Bus connection dropped: %r", exc)
-        self._forget(bus)
+        return await self._bus_connection.get()
 
     def _forget(self, bus: MessageBus) -> None:
-        if self._bus is bus:
-            self._bus = self._bus_loop = None
+        """Drop what was kept for ``bus``, a connection that is gone."""
         if self._matched is bus:
             self._matched = None
             self._kept.clear()
@@ -351,21 +296,7 @@ class SystemBus:
 
     async def close(self) -> None:
         """Disconnect; a later call connects again."""
-        loop = asyncio.get_running_loop()
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None and connecting.get_loop() is loop and not connecting.done():
-            connecting.cancel()
-            await asyncio.wait([connecting])
-        bus, bus_loop = self._bus, self._bus_loop
-        self._bus = self._bus_loop = None
-        if bus is not None:
-            bus.disconnect()
-            if bus_loop is loop:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_CLOSE_GRACE_S):
-                        await _disconnected(bus)
-        for watcher in [watcher for watcher in self._watchers if watcher.get_loop() is loop]:
-            watcher.cancel()
+        await self._bus_connection.close()
 
     # -- calls --
 
@@ -415,7 +346,7 @@ class SystemBus:
         self, bus: MessageBus | None, service: DBusService, exc: BaseException | None
     ) -> Unavailable:
         if bus is not None:
-            self._forget(bus)
+            self._bus_connection.forget(bus)
         reason = f": {exc}" if exc is not None and str(exc) else ""
         return Unavailable(
             f"the system D-Bus connection was lost while calling {service.label}{reason}"
@@ -479,7 +410,8 @@ class SystemBus:
         """A unit as the signals keep it, without a call or a task: None when it has to
         be read (:meth:`unit`); ``NotFound`` when systemd knows no such unit."""
         subscribed = self._subscribed
-        if subscribed is None or subscribed is not self._bus or not subscribed.connected:
+        current = self._bus_connection.current
+        if subscribed is None or subscribed is not current or not subscribed.connected:
             return None
         path = self._unit_paths.get(name)
         if path is not None and path in self._units:
@@ -523,7 +455,7 @@ class SystemBus:
                     )
                     if reply is None or reply.message_type is MessageType.ERROR:
                         return False
-                if self._bus is bus:
+                if self._bus_connection.current is bus:
                     # hostnamed's and timedated's signals arrive from here on, whether or
                     # not systemd takes the subscription below.
                     self._kept.clear()
@@ -533,7 +465,7 @@ class SystemBus:
             logger.info("not subscribed to systemd's unit signals: units are read each time")
             self._refused = bus
             return False
-        if self._bus is bus:
+        if self._bus_connection.current is bus:
             self._units.clear()
             self._unit_paths.clear()
             self._missing.clear()
@@ -669,7 +601,7 @@ class SystemBus:
         Raises what stops a connection, as a call would."""
         await self._connection()
         await self._subscription()
-        bus = self._bus
+        bus = self._bus_connection.current
         if bus is not None and self._matched is bus and bus.connected:
             return bus
         return None
@@ -760,13 +692,3 @@ def _unit_not_found(name: str) -> Iterator[None]:
         yield
     except NotFound:
         raise _no_such_unit(name) from None
-
-
-async def _disconnected(bus: MessageBus) -> None:
-    """Wait until ``bus`` disconnects; raises what broke it, if anything did."""
-    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

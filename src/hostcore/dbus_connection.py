@@ -1,0 +1,156 @@
+"""One lazily made, self-healing connection to the system D-Bus, for every daemon client.
+
+* Made on first use, to ``address`` or ``$DBUS_SYSTEM_BUS_ADDRESS`` (read at each
+  connection, as every D-Bus client does), within ``timeout_s``.
+* Callers arriving together share one attempt; one caller giving up does not
+  cancel it for the others.
+* Forgotten as soon as it drops (a watcher reads why), so the next use connects
+  again; ``on_lost`` lets the owner drop what it kept for that connection.
+* A connection belongs to the event loop that made it: :meth:`close` it before
+  that loop ends; used from a new loop, it connects afresh.
+
+What goes wrong becomes an :class:`~hostcore.errors.Unavailable` naming the bus,
+raised from what connecting raised (a client may tell "no bus daemon at all",
+an ``OSError``, from an outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import AuthError, InvalidAddressError
+
+from hostcore.dbus import DEFAULT_SYSTEM_BUS_ADDRESS, describe_address
+from hostcore.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GRACE_S = 1.0
+
+
+class BusConnection:
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        timeout_s: float,
+        on_lost: Callable[[MessageBus], None] | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self.timeout_s = timeout_s
+        self._address = address
+        self._on_lost = on_lost
+        self._bus: MessageBus | None = None
+        self._bus_loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Task[MessageBus] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return (
+            self._address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
+        )
+
+    @property
+    def current(self) -> MessageBus | None:
+        """The connection, if one is made (it may have dropped unnoticed yet)."""
+        return self._bus
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up (as far as this process has noticed yet)."""
+        return self._bus is not None and self._bus.connected
+
+    async def get(self) -> MessageBus:
+        loop = asyncio.get_running_loop()
+        bus = self._bus
+        if bus is not None and self._bus_loop is loop and bus.connected:
+            return bus
+        if bus is not None and self._bus_loop is not loop:
+            # Only the loop that made a connection can use it (or close it fully).
+            self.forget(bus)
+            bus.disconnect()
+        task = self._connecting
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._connecting = loop.create_task(self._connect())
+            # Callers may all have timed out before it fails; nobody else reads its error.
+            task.add_done_callback(_consume_exception)
+        # Shielded: one caller giving up must not cancel the connection others wait for.
+        return await asyncio.shield(task)
+
+    async def _connect(self) -> MessageBus:
+        address = self.address
+        where = describe_address(address)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+        except TimeoutError:
+            raise Unavailable(
+                f"the system D-Bus ({where}) did not answer within {self.timeout_s:g} s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Unavailable(f"the system D-Bus is not available ({where}: {reason})") from exc
+        except (AuthError, EOFError) as exc:
+            # The bus's refusal text is its own business; the log has it.
+            logger.warning("the system D-Bus (%s) refused the connection: %r", where, str(exc))
+            raise Unavailable(f"the system D-Bus ({where}) refused the connection") from exc
+        except InvalidAddressError as exc:
+            raise Unavailable(f"the system D-Bus address {address!r} is invalid: {exc}") from exc
+        logger.debug("connected to the system D-Bus at %s as %s", where, bus.unique_name)
+        self._bus, self._bus_loop = bus, asyncio.get_running_loop()
+        watcher = asyncio.create_task(self._watch(bus))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return bus
+
+    async def _watch(self, bus: MessageBus) -> None:
+        """Forget the connection as soon as it drops, so the next use makes a new one."""
+        try:
+            await disconnected(bus)
+        except Exception as exc:
+            logger.info("the system D-Bus connection dropped: %r", exc)
+        self.forget(bus)
+
+    def forget(self, bus: MessageBus) -> None:
+        """Stop using ``bus`` (it dropped, or a call found it broken)."""
+        if self._bus is bus:
+            self._bus = self._bus_loop = None
+        if self._on_lost is not None:
+            self._on_lost(bus)
+
+    async def close(self) -> None:
+        """Disconnect; a later use connects again."""
+        loop = asyncio.get_running_loop()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and connecting.get_loop() is loop and not connecting.done():
+            connecting.cancel()
+            await asyncio.wait([connecting])
+        bus, bus_loop = self._bus, self._bus_loop
+        self._bus = self._bus_loop = None
+        if bus is not None:
+            bus.disconnect()
+            if bus_loop is loop:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_GRACE_S):
+                        await disconnected(bus)
+        for watcher in [watcher for watcher in self._watchers if watcher.get_loop() is loop]:
+            watcher.cancel()
+
+
+async def disconnected(bus: MessageBus) -> None:
+    """Wait until ``bus`` disconnects; raises what broke it, if anything did."""
+    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
