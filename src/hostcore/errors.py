@@ -71,6 +71,12 @@ class Conflict(HostcoreError):
     status_code = 409
 
 
+class Unprocessable(HostcoreError):
+    """The request is well formed, but this host cannot do what it asks (422)."""
+
+    status_code = 422
+
+
 class PayloadTooLarge(HostcoreError):
     status_code = 413
 

@@ -115,6 +115,22 @@ def nlmsgerr(request: bytes, code: int, pid: int) -> bytes:
     return HDR.pack(16 + len(body), NLMSG_ERROR, flags, seq, pid) + body
 
 
+ATTR_IFTYPE = 5  # NL80211_ATTR_IFTYPE
+# pyroute2's names of the supported interface types, by nl80211 number.
+IFTYPE_BY_NUMBER = {2: "station", 3: "ap", 6: "monitor", 7: "mesh_point", 1: "adhoc"}
+
+
+def set_u32(message: bytes, attr_type: int, value: int) -> bytes:
+    """``message`` with its top-level u32 attribute ``attr_type`` set to ``value``."""
+    offset = 20  # nlmsghdr and genlmsghdr
+    while offset + 4 <= len(message):
+        length, kind = struct.unpack_from("=HH", message, offset)
+        if kind & 0x3FFF == attr_type:
+            return message[: offset + 4] + struct.pack("=I", value) + message[offset + 8 :]
+        offset += (length + 3) & ~3
+    raise KeyError(attr_type)
+
+
 @dataclass
 class Request:
     """What a client sent, decoded with pyroute2's own classes (for assertions)."""
@@ -248,6 +264,7 @@ class FakeKernel:
         self.requests: list[Request] = []
         self.regulatory_requests: list[str] = []  # the countries REQ_SET_REG was given
         self.scanning: set[int] = set()
+        self.running: set[int] = set()  # interfaces that are up: their type cannot change
         self._timers: list[asyncio.TimerHandle] = []
         self._ports = itertools.count(0x7000_0001)
         self._marshal = MarshalNl80211()
@@ -264,6 +281,7 @@ class FakeKernel:
             CMD["GET_REG"]: self._get_reg,
             CMD["REQ_SET_REG"]: self._req_set_reg,
             CMD["TRIGGER_SCAN"]: self._trigger_scan,
+            CMD["SET_INTERFACE"]: self._set_interface,
         }
 
     # -- public
@@ -523,6 +541,37 @@ class FakeKernel:
             finish()
         else:
             self._timers.append(loop.call_later(self.scan_delay, finish))
+
+    def _set_interface(self, sock, request: Request) -> None:
+        """nl80211_set_interface() with a new type: cfg80211_change_iface() refuses a type
+        the wiphy does not list (EOPNOTSUPP); mac80211-style drivers refuse a running
+        interface (EBUSY)."""
+        ifindex = request.attrs.get("NL80211_ATTR_IFINDEX")
+        iftype = request.attrs.get("NL80211_ATTR_IFTYPE")
+        position = next(
+            (
+                i
+                for i, msg in enumerate(self._decoded.get("interfaces", []))
+                if msg.get_attr("NL80211_ATTR_IFINDEX") == ifindex
+            ),
+            None,
+        )
+        if position is None:
+            return self._error(sock, request, errno.ENODEV if ifindex else errno.EINVAL)
+        iface = self._decoded["interfaces"][position]
+        if iftype is None or iftype == iface.get_attr("NL80211_ATTR_IFTYPE"):
+            return self._reply(sock, request, [])
+        phys = self._select("wiphy", WIPHY=iface.get_attr("NL80211_ATTR_WIPHY"))
+        supported = self._decode(phys[0]).get_attr("NL80211_ATTR_SUPPORTED_IFTYPES") if phys else []
+        if IFTYPE_BY_NUMBER.get(iftype) not in (supported or []):
+            return self._error(sock, request, errno.EOPNOTSUPP)
+        if ifindex in self.running:
+            return self._error(sock, request, errno.EBUSY)
+        raw = set_u32(self.fixture.messages["interfaces"][position], ATTR_IFTYPE, iftype)
+        self.fixture.messages["interfaces"][position] = raw
+        self._decoded["interfaces"][position] = self._decode(raw)
+        self._reply(sock, request, [])
+        return None
 
     def _event(self, kind: str, ifindex: int) -> None:
         for raw, msg in zip(

@@ -86,3 +86,55 @@ def test_setting_the_country_asks_the_kernel_and_answers_the_domain(
 def test_setting_the_country_on_a_kernel_without_nl80211_is_503(real: TestClient) -> None:
     response = real.put(f"{API}/regulatory", json={"country": "00"})
     assert response.status_code == 503 and response.json()["detail"] == NO_NL80211
+
+
+def test_switching_to_monitor_and_back(settings_factory: Callable[..., Settings]) -> None:
+    kernel = FakeKernel(build())
+    with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
+        wifi = client.app.state.wifi  # type: ignore[attr-defined]
+        wifi.nl80211.close()
+        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        client.headers.update(bearer(client))
+        switched = client.put(f"{API}/interfaces/wlan1/mode", json={"mode": "monitor"})
+        assert switched.status_code == 200 and switched.json()["type"] == "monitor"
+        types = {i["name"]: i["type"] for i in client.get(f"{API}/interfaces").json()}
+        assert types["wlan1"] == "monitor"
+        back = client.put(f"{API}/interfaces/wlan1/mode", json={"mode": "managed"})
+        assert back.status_code == 200 and back.json()["type"] == "managed"
+        asked = [
+            r.attrs.get("NL80211_ATTR_IFTYPE") for r in kernel.requests if r.cmd == "SET_INTERFACE"
+        ]
+        assert asked == [6, 2]
+        # The same mode again asks nothing.
+        assert (
+            client.put(f"{API}/interfaces/wlan1/mode", json={"mode": "managed"}).status_code == 200
+        )
+        assert sum(r.cmd == "SET_INTERFACE" for r in kernel.requests) == 2
+
+
+def test_a_mode_the_radio_lacks_is_422_and_a_running_interface_409(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    kernel = FakeKernel(build())
+    with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
+        wifi = client.app.state.wifi  # type: ignore[attr-defined]
+        wifi.nl80211.close()
+        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        client.headers.update(bearer(client))
+        lacking = client.put(f"{API}/interfaces/wlan0/mode", json={"mode": "monitor"})
+        assert lacking.status_code == 422
+        assert lacking.json()["detail"] == "the radio of wlan0 (phy0) has no monitor mode"
+        kernel.running.add(4)  # wlan1
+        busy = client.put(f"{API}/interfaces/wlan1/mode", json={"mode": "monitor"})
+        assert busy.status_code == 409 and "wlan1 is busy" in busy.json()["detail"]
+        for bad in ({"mode": "ap"}, {"mode": "MONITOR"}, {}, {"mode": "monitor", "x": 1}):
+            assert client.put(f"{API}/interfaces/wlan1/mode", json=bad).status_code == 422
+        assert (
+            client.put(f"{API}/interfaces/eth0/mode", json={"mode": "monitor"}).status_code == 404
+        )
+        reader = bearer(client, ["wifi:read"])
+        denied = client.put(
+            f"{API}/interfaces/wlan1/mode", json={"mode": "monitor"}, headers=reader
+        )
+        assert denied.status_code == 403
+    kernel.close()

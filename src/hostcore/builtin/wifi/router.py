@@ -13,7 +13,7 @@ from hostcore.builtin.wifi.parsers import (
     StationRead,
     WifiInterfaceRead,
 )
-from hostcore.builtin.wifi.schemas import PhyName, RegulatoryUpdate, ScanStart
+from hostcore.builtin.wifi.schemas import ModeUpdate, PhyName, RegulatoryUpdate, ScanStart
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.context import Principal
 from hostcore.errors import error_responses
@@ -88,6 +88,12 @@ def build_router() -> APIRouter:
             "wifi.scan", principal, ScanStart(interface=ifname), resource=ifname
         )
         return accepted(job, reused)
+
+    @router.put("/interfaces/{ifname}/mode", dependencies=CONTROL, responses=CHANGE_ERRORS)
+    async def set_mode(ifname: Ifname, body: ModeUpdate, wifi: Wifi) -> WifiInterfaceRead:
+        """Switch an interface between managed and monitor: 422 when its radio has no such
+        mode, 409 while the interface is busy (most drivers want it down first)."""
+        return await wifi.set_mode(ifname, body.mode)
 
     @router.get("/regulatory", dependencies=READ, responses=ERRORS)
     async def regulatory(wifi: Wifi) -> RegulatoryRead:

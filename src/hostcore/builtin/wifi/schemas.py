@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,4 +51,12 @@ class RegulatoryUpdate(BaseModel):
     country: str = Field(
         pattern=r"^([A-Z]{2}|00)$",
         description="ISO 3166-1 alpha-2 (DE, US …), or 00 for the world domain.",
+    )
+
+
+class ModeUpdate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    mode: Literal["managed", "monitor"] = Field(
+        description="managed: joins networks (a station); monitor: captures every frame."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.builtin.wifi.parsers import (
+    IFTYPES,
     BssRead,
     LinkRead,
     PhyRead,
@@ -17,9 +18,10 @@ from hostcore.builtin.wifi.parsers import (
     parse_station,
 )
 from hostcore.builtin.wifi.schemas import ScanResultsRead, WifiSettings
-from hostcore.errors import Conflict, NotFound, UpstreamFailed
+from hostcore.errors import Conflict, NotFound, Unprocessable, UpstreamFailed
 
 SPLIT_WIPHY_DUMP = ("NL80211_ATTR_SPLIT_WIPHY_DUMP", b"")  # newer capabilities need it
+IFTYPE_NUMBERS = {name: number for number, name in IFTYPES.items()}
 
 
 class WifiService:
@@ -118,3 +120,26 @@ class WifiService:
             "REQ_SET_REG", [("NL80211_ATTR_REG_ALPHA2", country)], action="set the country"
         )
         return await self.regulatory()
+
+    async def set_mode(self, name: str, mode: str) -> WifiInterfaceRead:
+        """Make ``name`` a ``mode`` (managed, monitor) interface. The radio must support the
+        type (422 otherwise); most drivers refuse to change a running interface (409)."""
+        interface = await self.interface(name)
+        if interface.type == mode:
+            return interface
+        radio = next((phy for phy in await self.phys() if phy.index == interface.phy), None)
+        if radio is not None and mode not in radio.interface_types:
+            raise Unprocessable(f"the radio of {name} ({radio.name}) has no {mode} mode")
+        try:
+            await self.nl80211.request(
+                "SET_INTERFACE",
+                [("NL80211_ATTR_IFINDEX", interface.index),
+                 ("NL80211_ATTR_IFTYPE", IFTYPE_NUMBERS[mode])],
+                action=f"make {name} a {mode} interface",
+            )  # fmt: skip
+        except Conflict as busy:
+            raise Conflict(
+                f"{name} is busy: set it down first (the network plugin's "
+                f"PUT /interfaces/{name}/state), or stop what uses it"
+            ) from busy
+        return await self.interface(name)
