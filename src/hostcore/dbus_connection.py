@@ -20,15 +20,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from dbus_fast import BusType
+from dbus_fast import BusType, Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import AuthError, InvalidAddressError
 
-from hostcore.dbus import DEFAULT_SYSTEM_BUS_ADDRESS, describe_address
-from hostcore.errors import Unavailable
+from hostcore.dbus import DEFAULT_SYSTEM_BUS_ADDRESS, DBusService, dbus_error, describe_address
+from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,72 @@ class BusConnection:
             task.add_done_callback(_consume_exception)
         # Shielded: one caller giving up must not cancel the connection others wait for.
         return await asyncio.shield(task)
+
+    async def call(
+        self,
+        service: DBusService,
+        member: str,
+        signature: str = "",
+        body: Sequence[Any] = (),
+        *,
+        path: str | None = None,
+        interface: str | None = None,
+        timeout_s: float | None = None,
+        errors: Callable[[str], HostcoreError | None] | None = None,
+        autostart: bool = True,
+    ) -> list[Any]:
+        """Call ``member`` on ``service`` (its main object and interface unless given); the
+        reply's body. ``autostart=False``: a daemon that is not running is not started by
+        the bus (D-Bus activation), it is a 503.
+
+        A D-Bus error reply becomes :func:`hostcore.dbus.dbus_error`'s answer, unless
+        ``errors`` (the daemon's own error names) has a better one; the daemon's message
+        is only logged. ``timeout_s`` (default: the connection's) bounds the whole call.
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        message = Message(
+            destination=service.name,
+            path=path or service.path,
+            interface=interface or service.interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+            flags=MessageFlag.NONE if autostart else MessageFlag.NO_AUTOSTART,
+        )
+        bus: MessageBus | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                bus = await self.get()
+                reply = await bus.call(message)
+        except TimeoutError:
+            if bus is None:
+                where = describe_address(self.address)
+                raise Unavailable(
+                    f"the system D-Bus ({where}) did not answer within {timeout:g} s"
+                ) from None
+            raise Unavailable(f"{service.label} did not answer within {timeout:g} s") from None
+        except (OSError, EOFError) as exc:
+            raise self._lost_during(bus, service, exc) from exc
+        if reply is None:
+            # dbus-fast ends calls pending on a connection that closed without an error.
+            raise self._lost_during(bus, service, None)
+        if reply.message_type is MessageType.ERROR:
+            name = reply.error_name or ""
+            error = (errors(name) if errors is not None else None) or dbus_error(
+                service, member, name
+            )
+            raise logged(error, reply)
+        return list(reply.body)
+
+    def _lost_during(
+        self, bus: MessageBus | None, service: DBusService, exc: BaseException | None
+    ) -> Unavailable:
+        if bus is not None:
+            self.forget(bus)
+        reason = f": {exc}" if exc is not None and str(exc) else ""
+        return Unavailable(
+            f"the system D-Bus connection was lost while calling {service.label}{reason}"
+        )
 
     async def _connect(self) -> MessageBus:
         address = self.address
@@ -144,6 +210,20 @@ class BusConnection:
                         await disconnected(bus)
         for watcher in [watcher for watcher in self._watchers if watcher.get_loop() is loop]:
             watcher.cancel()
+
+
+def logged(error: HostcoreError, reply: Message) -> HostcoreError:
+    """``error``, after logging the daemon's message that its detail leaves out.
+
+    A refusal the request caused (a bad argument, an unknown object, a state in the
+    way) is routine, so DEBUG; anything else says the host or hostcore needs a look.
+    """
+    level = (
+        logging.DEBUG if isinstance(error, BadRequest | NotFound | Conflict) else logging.WARNING
+    )
+    text = str(reply.body[0]) if reply.body else ""
+    logger.log(level, "%s; the daemon said %s: %r", error.detail, reply.error_name, text)
+    return error
 
 
 async def disconnected(bus: MessageBus) -> None:

@@ -44,16 +44,11 @@ from pydantic import BaseModel, Field
 from hostcore.dbus import (
     PROPERTIES_INTERFACE,
     DBusService,
-    dbus_error,
-    describe_address,
 )
 from hostcore.dbus_connection import BusConnection
 from hostcore.errors import (
-    BadRequest,
-    Conflict,
     HostcoreError,
     NotFound,
-    Unavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -215,20 +210,6 @@ def _epoch_or_none(usec: int) -> float | None:
     return usec / _USEC_PER_S if usec else None
 
 
-def _logged(error: HostcoreError, reply: Message) -> HostcoreError:
-    """``error``, after logging the daemon's message that its detail leaves out.
-
-    A refusal the request caused (a bad argument, an unknown or masked unit) is
-    routine, so DEBUG; anything else says the host or hostcore needs a look.
-    """
-    level = (
-        logging.DEBUG if isinstance(error, BadRequest | NotFound | Conflict) else logging.WARNING
-    )
-    text = str(reply.body[0]) if reply.body else ""
-    logger.log(level, "%s; the daemon said %s: %r", error.detail, reply.error_name, text)
-    return error
-
-
 # --- the bus ------------------------------------------------------------------------
 
 
@@ -312,44 +293,14 @@ class SystemBus:
         timeout_s: float | None = None,
     ) -> list[Any]:
         """Call ``member`` on ``service`` (on its main object unless ``path``); the reply body."""
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        message = Message(
-            destination=service.name,
-            path=path or service.path,
-            interface=interface or service.interface,
-            member=member,
-            signature=signature,
-            body=list(body),
-        )
-        bus: MessageBus | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                bus = await self._connection()
-                reply = await bus.call(message)
-        except TimeoutError:
-            if bus is None:
-                where = describe_address(self.address)
-                raise Unavailable(
-                    f"the system D-Bus ({where}) did not answer within {timeout:g} s"
-                ) from None
-            raise Unavailable(f"{service.label} did not answer within {timeout:g} s") from None
-        except (OSError, EOFError) as exc:
-            raise self._lost(bus, service, exc) from exc
-        if reply is None:
-            # dbus-fast ends calls pending on a connection that closed without an error.
-            raise self._lost(bus, service, None)
-        if reply.message_type is MessageType.ERROR:
-            raise _logged(dbus_error(service, member, reply.error_name or ""), reply)
-        return list(reply.body)
-
-    def _lost(
-        self, bus: MessageBus | None, service: DBusService, exc: BaseException | None
-    ) -> Unavailable:
-        if bus is not None:
-            self._bus_connection.forget(bus)
-        reason = f": {exc}" if exc is not None and str(exc) else ""
-        return Unavailable(
-            f"the system D-Bus connection was lost while calling {service.label}{reason}"
+        return await self._bus_connection.call(
+            service,
+            member,
+            signature,
+            body,
+            path=path,
+            interface=interface,
+            timeout_s=timeout_s,
         )
 
     async def get_properties(
