@@ -1,7 +1,7 @@
-"""The built-in ``wifi`` plugin: radios, interfaces, links, scans over nl80211.
+"""The built-in ``wifi`` plugin: radios, interfaces, links, scans, modes and the
+regulatory domain over nl80211; joining networks through wpa_supplicant's D-Bus API.
 
-Connecting through wpa_supplicant, the mode and regulatory settings and the events
-are still to come (issue 12); docs/wifi.md says what is here.
+docs/wifi.md describes every endpoint.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
     from pydantic import BaseModel
 
-    from hostcore.builtin.wifi.schemas import ScanResultsRead, ScanStart
+    from hostcore.builtin.wifi.schemas import (
+        ConnectedRead,
+        ConnectStart,
+        ScanResultsRead,
+        ScanStart,
+    )
     from hostcore.builtin.wifi.service import WifiService
     from hostcore.jobs import JobContext, JobKind
 
 # The service of this worker, for its jobs (a job runs in the worker that started it).
 _service: WifiService | None = None
 SCAN_JOB_TIMEOUT_S = 180.0
+CONNECT_JOB_TIMEOUT_S = 180.0  # above the longest connect_timeout_s and its calls
 
 
 @hookimpl
@@ -34,7 +40,8 @@ def hostcore_scopes() -> dict[str, str]:
     return {
         "wifi:read": "Read radios and wireless interfaces.",
         "wifi:scan": "Scan for networks (the radio leaves its channel meanwhile).",
-        "wifi:control": "Set the regulatory country.",
+        "wifi:control": "Connect and disconnect, forget networks, switch interface modes, "
+        "set the regulatory country.",
     }
 
 
@@ -48,7 +55,14 @@ def hostcore_job_kinds() -> list[JobKind]:
             _scan,
             timeout_s=SCAN_JOB_TIMEOUT_S,
             description="Scan for networks on one interface; ends with what was found.",
-        )
+        ),
+        JobKind(
+            "wifi.connect",
+            _connect,
+            timeout_s=CONNECT_JOB_TIMEOUT_S,
+            description="Join a network through wpa_supplicant; ends connected, or failed "
+            "naming why.",
+        ),
     ]
 
 
@@ -59,6 +73,14 @@ async def _scan(context: JobContext, params: ScanStart) -> ScanResultsRead:
         raise Unavailable("the Wi-Fi plugin is not started")
     context.progress(None, f"scanning on {params.interface}")
     return await _service.scan(params.interface)
+
+
+async def _connect(context: JobContext, params: ConnectStart) -> ConnectedRead:
+    from hostcore.errors import Unavailable
+
+    if _service is None:
+        raise Unavailable("the Wi-Fi plugin is not started")
+    return await _service.connect(params, context)
 
 
 @hookimpl

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from hostcore.builtin.wifi.parsers import (
@@ -13,7 +13,16 @@ from hostcore.builtin.wifi.parsers import (
     StationRead,
     WifiInterfaceRead,
 )
-from hostcore.builtin.wifi.schemas import ModeUpdate, PhyName, RegulatoryUpdate, ScanStart
+from hostcore.builtin.wifi.schemas import (
+    ConnectCreate,
+    ConnectStart,
+    DisconnectedRead,
+    ModeUpdate,
+    PhyName,
+    RegulatoryUpdate,
+    SavedNetworkRead,
+    ScanStart,
+)
 from hostcore.builtin.wifi.service import WifiService
 from hostcore.context import Principal
 from hostcore.errors import error_responses
@@ -24,6 +33,7 @@ from hostcore.security.deps import RequireScope
 READ = [RequireScope("wifi:read")]
 CONTROL = [RequireScope("wifi:control")]
 Scanner = Annotated[Principal, RequireScope("wifi:scan")]
+Controller = Annotated[Principal, RequireScope("wifi:control")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
 LINK_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
 CHANGE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503)  # 400: a bad body
@@ -37,6 +47,9 @@ async def _service(request: Request) -> WifiService:
 Wifi = Annotated[WifiService, Depends(_service)]
 Phy = Annotated[PhyName, Path(description="A radio's name, as GET /phys lists it.")]
 Ifname = Annotated[InterfaceName, Path(description="A wireless interface's name.")]
+NetworkId = Annotated[
+    int, Path(ge=0, le=2**31 - 1, description="A saved network's id, as GET …/networks lists it.")
+]
 
 
 def build_router() -> APIRouter:
@@ -94,6 +107,48 @@ def build_router() -> APIRouter:
         """Switch an interface between managed and monitor: 422 when its radio has no such
         mode, 409 while the interface is busy (most drivers want it down first)."""
         return await wifi.set_mode(ifname, body.mode)
+
+    @router.post(
+        "/interfaces/{ifname}/connect",
+        status_code=202,
+        response_model=JobRead,
+        responses=error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503),
+        summary="Join a network through wpa_supplicant: a job",
+    )
+    async def connect(
+        ifname: Ifname, body: ConnectCreate, principal: Controller, wifi: Wifi, jobs: Jobs
+    ) -> JSONResponse:
+        """The job ends succeeded once wpa_supplicant reached completed, or failed naming
+        why: WrongKey, AuthenticationFailed, NetworkNotFound, ConnectTimeout. The network
+        replaces any saved one of the same name; the secret is never shown again. 409
+        while NetworkManager manages the interface, or another connect runs on it."""
+        await wifi.interface(ifname)  # 404 before a job exists
+        job, reused = await jobs.start_job(
+            "wifi.connect", principal, ConnectStart(interface=ifname, network=body),
+            resource=ifname,
+        )  # fmt: skip
+        return accepted(job, reused)
+
+    @router.post("/interfaces/{ifname}/disconnect", dependencies=CONTROL, responses=LINK_ERRORS)
+    async def disconnect(ifname: Ifname, wifi: Wifi) -> DisconnectedRead:
+        """Leave the network; wpa_supplicant stays disconnected until the next connect."""
+        return await wifi.disconnect(ifname)
+
+    @router.get("/interfaces/{ifname}/networks", dependencies=READ, responses=LINK_ERRORS)
+    async def networks(ifname: Ifname, wifi: Wifi) -> list[SavedNetworkRead]:
+        """The networks wpa_supplicant keeps for the interface, never with their secrets."""
+        return await wifi.saved_networks(ifname)
+
+    @router.delete(
+        "/interfaces/{ifname}/networks/{network}",
+        status_code=204,
+        dependencies=CONTROL,
+        responses=LINK_ERRORS,
+    )
+    async def forget(ifname: Ifname, network: NetworkId, wifi: Wifi) -> Response:
+        """Forget a saved network (also in wpa_supplicant's file, when it may write it)."""
+        await wifi.forget_network(ifname, network)
+        return Response(status_code=204)
 
     @router.get("/regulatory", dependencies=READ, responses=ERRORS)
     async def regulatory(wifi: Wifi) -> RegulatoryRead:

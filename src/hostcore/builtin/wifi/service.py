@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from hostcore.builtin.wifi.connect import (
+    ConnectWatch,
+    config_bytes,
+    network_args,
+    network_id,
+    saved_network,
+)
 from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.builtin.wifi.parsers import (
     IFTYPES,
@@ -17,20 +30,50 @@ from hostcore.builtin.wifi.parsers import (
     parse_regulatory,
     parse_station,
 )
-from hostcore.builtin.wifi.schemas import ScanResultsRead, WifiSettings
-from hostcore.errors import Conflict, NotFound, Unprocessable, UpstreamFailed
+from hostcore.builtin.wifi.schemas import (
+    ConnectedRead,
+    ConnectStart,
+    DisconnectedRead,
+    SavedNetworkRead,
+    ScanResultsRead,
+    WifiSettings,
+)
+from hostcore.builtin.wifi.supplicant import BSS, Supplicant
+from hostcore.errors import (
+    BadRequest,
+    Conflict,
+    HostcoreError,
+    NotFound,
+    Unprocessable,
+    UpstreamFailed,
+)
+
+if TYPE_CHECKING:
+    from hostcore.jobs import JobContext
+
+logger = logging.getLogger(__name__)
 
 SPLIT_WIPHY_DUMP = ("NL80211_ATTR_SPLIT_WIPHY_DUMP", b"")  # newer capabilities need it
 IFTYPE_NUMBERS = {name: number for number, name in IFTYPES.items()}
 
 
 class WifiService:
-    def __init__(self, config: WifiSettings, *, nl80211: Nl80211 | None = None) -> None:
+    def __init__(
+        self,
+        config: WifiSettings,
+        *,
+        nl80211: Nl80211 | None = None,
+        supplicant: Supplicant | None = None,
+    ) -> None:
         self.config = config
         self.nl80211 = nl80211 or Nl80211(timeout_s=config.nl80211_timeout_s)
+        self.supplicant = supplicant or Supplicant(
+            timeout_s=config.supplicant_timeout_s, driver=config.supplicant_driver
+        )
 
     async def stop(self) -> None:
         self.nl80211.close()
+        await self.supplicant.close()
 
     async def interfaces(self) -> list[WifiInterfaceRead]:
         messages = await self.nl80211.dump("GET_INTERFACE", action="list wireless interfaces")
@@ -143,3 +186,112 @@ class WifiService:
                 f"PUT /interfaces/{name}/state), or stop what uses it"
             ) from busy
         return await self.interface(name)
+
+    # -- wpa_supplicant --
+
+    async def _supplicant_interface(self, name: str, *, create: bool) -> str | None:
+        """wpa_supplicant's object of the wireless interface ``name`` (404 if it is not
+        one), refused with 409 while NetworkManager manages it."""
+        await self.interface(name)
+        if await self.supplicant.managed_by_networkmanager(name):
+            raise Conflict(
+                f"NetworkManager manages {name}: connect with NetworkManager, or release "
+                f"the interface first (nmcli device set {name} managed no)"
+            )
+        return await self.supplicant.interface(name, create=create)
+
+    async def connect(self, params: ConnectStart, context: JobContext) -> ConnectedRead:
+        """Join a network (a job's work): add it to wpa_supplicant in place of any saved
+        network of the same name, select it, and follow the signals until the attempt
+        ends. A failed attempt leaves no network behind."""
+        name, request = params.interface, params.network
+        path = await self._supplicant_interface(name, create=True)
+        assert path is not None
+        supplicant = self.supplicant
+        wired = (await supplicant.property(path, "Driver")) == "wired"
+        ssid = request.ssid_bytes
+        for network, values, _ in await supplicant.networks(path):
+            if config_bytes(values.get("ssid")) == ssid:
+                await supplicant.remove_network(path, network)
+        seen = not wired and ssid in await supplicant.bss_ssids(path)
+        watch = ConnectWatch(request.security, ssid, seen=seen, wired=wired)
+        context.progress(None, "asking wpa_supplicant to connect")
+        async with supplicant.signals(path) as signals:
+            network = watch.network = await supplicant.add_network(
+                path, network_args(request, wired=wired)
+            )
+            connected = False
+            try:
+                await supplicant.select_network(path, network)
+                timeout_s = self.config.connect_timeout_s
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        while not connected:
+                            connected = watch.feed(await signals.next()) == "completed"
+                            if watch.state is not None:
+                                context.progress(None, f"wpa_supplicant: {watch.state}")
+                except TimeoutError:
+                    raise watch.timed_out(timeout_s) from None
+            finally:
+                if not connected:
+                    await _shielded(supplicant.remove_network(path, network))
+        saved = await supplicant.save_config(path)
+        now = await supplicant.properties(path)
+        bssid = None
+        if now.get("CurrentBSS") not in (None, "/"):
+            with contextlib.suppress(NotFound):
+                raw = await supplicant.property(now["CurrentBSS"], "BSSID", BSS)
+                bssid = ":".join(f"{byte:02x}" for byte in bytes(raw))
+        return ConnectedRead(
+            interface=name,
+            state=str(now.get("State", "completed")),
+            network_id=network_id(network),
+            ssid=request.ssid,
+            ssid_hex=ssid.hex(),
+            bssid=bssid,
+            auth_mode=now.get("CurrentAuthMode") or None,
+            saved=saved,
+        )
+
+    async def disconnect(self, name: str) -> DisconnectedRead:
+        path = await self._supplicant_interface(name, create=False)
+        if path is None:
+            raise Conflict(f"wpa_supplicant does not manage {name}")
+        was_connected = await self.supplicant.disconnect(path)
+        state = await self.supplicant.property(path, "State")
+        return DisconnectedRead(interface=name, was_connected=was_connected, state=str(state))
+
+    async def saved_networks(self, name: str) -> list[SavedNetworkRead]:
+        """wpa_supplicant's networks of ``name`` (none when it does not manage it)."""
+        path = await self._supplicant_interface(name, create=False)
+        if path is None:
+            return []
+        current = await self.supplicant.property(path, "CurrentNetwork")
+        return [
+            saved_network(network, values, enabled=enabled, current=network == current)
+            for network, values, enabled in await self.supplicant.networks(path)
+        ]
+
+    async def forget_network(self, name: str, network: int) -> None:
+        """Remove a saved network (and from wpa_supplicant's file, when it may write it)."""
+        path = await self._supplicant_interface(name, create=False)
+        if path is None:
+            raise NotFound(f"wpa_supplicant does not manage {name}")
+        try:
+            await self.supplicant.remove_network(path, f"{path}/Networks/{network}")
+        except (NotFound, BadRequest):
+            raise NotFound(f"{name} has no saved network {network}") from None
+        await self.supplicant.save_config(path)
+
+
+async def _shielded(cleanup: Awaitable[None]) -> None:
+    """Run a cleanup to its end even when the job is being cancelled; its failure is
+    logged (the attempt's own outcome is what the caller hears about)."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+    except HostcoreError as error:
+        logger.info("could not remove the failed network: %s", error.detail)

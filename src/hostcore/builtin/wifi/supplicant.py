@@ -1,0 +1,257 @@
+"""wpa_supplicant's D-Bus API (``fi.w1.wpa_supplicant1``), and NetworkManager's claim.
+
+* **One connection** to the system bus (:class:`hostcore.dbus_connection.BusConnection`),
+  every call bounded by ``timeout_s``; a daemon that is not running is a 503 naming it.
+* **Interfaces** are found with ``GetInterface``; one wpa_supplicant does not manage
+  yet (a D-Bus-only ``wpa_supplicant -u``, as Debian's unit runs it) is added with
+  ``CreateInterface`` and the configured driver.
+* **Networks** are added from typed values only (the SSID as bytes, ``ay``; numbers as
+  numbers): nothing a caller sent is ever written into a configuration file by
+  hostcore, and wpa_supplicant writes its own file (``SaveConfig``) with its own
+  escaping.
+* **Signals** of one interface reach a :class:`Signals` queue while it is open (a match
+  rule on the bus for that object only).
+* wpa_supplicant's error messages are logged, never answered: they can quote what
+  was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from hostcore.dbus import PROPERTIES_INTERFACE, DBusService
+from hostcore.dbus_connection import BusConnection
+from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
+
+SUPPLICANT = DBusService(
+    label="wpa_supplicant",
+    name="fi.w1.wpa_supplicant1",
+    path="/fi/w1/wpa_supplicant1",
+    interface="fi.w1.wpa_supplicant1",
+)
+INTERFACE = "fi.w1.wpa_supplicant1.Interface"
+NETWORK = "fi.w1.wpa_supplicant1.Network"
+BSS = "fi.w1.wpa_supplicant1.BSS"
+NETWORKMANAGER = DBusService(
+    label="NetworkManager",
+    name="org.freedesktop.NetworkManager",
+    path="/org/freedesktop/NetworkManager",
+    interface="org.freedesktop.NetworkManager",
+)
+NM_DEVICE = "org.freedesktop.NetworkManager.Device"
+_ERROR = "fi.w1.wpa_supplicant1."
+_NM_ABSENT = frozenset(
+    {
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.NetworkManager.UnknownDevice",
+    }
+)
+SIGNAL_QUEUE = 256  # a connect reads them as they come; more waiting means it is gone
+
+
+class _Absent(NotFound):
+    """NetworkManager is not running, or does not know the device."""
+
+
+def _supplicant_error(name: str) -> HostcoreError | None:
+    """wpa_supplicant's own error names (dbus_new_handlers.h)."""
+    if name in (_ERROR + "InterfaceUnknown", _ERROR + "NetworkUnknown"):
+        return NotFound(f"wpa_supplicant has no such object ({name})")
+    if name in (_ERROR + "InterfaceExists", _ERROR + "InterfaceDisabled"):
+        return Conflict(f"wpa_supplicant refused: {name}")
+    if name in (_ERROR + "InvalidArgs", _ERROR + "NotConnected"):
+        return BadRequest(f"wpa_supplicant refused: {name}")
+    return None
+
+
+def _nm_error(name: str) -> HostcoreError | None:
+    return _Absent(name) if name in _NM_ABSENT else None
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Variant) else value
+
+
+@dataclass(frozen=True)
+class Signal:
+    member: str
+    interface: str
+    body: list[Any]
+
+
+class Signals:
+    """The signals of one wpa_supplicant object, in order, while open."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Signal] = asyncio.Queue(SIGNAL_QUEUE)
+
+    async def next(self) -> Signal:
+        return await self.queue.get()
+
+
+class Supplicant:
+    """The calls hostcore makes to wpa_supplicant and NetworkManager."""
+
+    def __init__(self, *, address: str | None = None, timeout_s: float, driver: str) -> None:
+        self.bus = BusConnection(address=address, timeout_s=timeout_s)
+        self.driver = driver
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def _call(
+        self, member: str, signature: str = "", body: list[Any] | None = None, **where: Any
+    ) -> list[Any]:
+        return await self.bus.call(
+            SUPPLICANT, member, signature, body or [], errors=_supplicant_error, **where
+        )
+
+    # -- NetworkManager --
+
+    async def managed_by_networkmanager(self, ifname: str) -> bool:
+        """Whether a running NetworkManager manages ``ifname`` (it would undo what
+        wpa_supplicant is told, and it owns wpa_supplicant's networks)."""
+        try:
+            (device,) = await self.bus.call(
+                NETWORKMANAGER, "GetDeviceByIpIface", "s", [ifname],
+                errors=_nm_error, autostart=False,
+            )  # fmt: skip
+            (managed,) = await self.bus.call(
+                NETWORKMANAGER, "Get", "ss", [NM_DEVICE, "Managed"],
+                path=device, interface=PROPERTIES_INTERFACE, errors=_nm_error, autostart=False,
+            )  # fmt: skip
+        except _Absent:
+            return False
+        return bool(_plain(managed))
+
+    # -- interfaces --
+
+    async def interface(self, ifname: str, *, create: bool) -> str | None:
+        """The object path of wpa_supplicant's ``ifname``; with ``create``, one is made
+        when wpa_supplicant does not manage it yet (else None)."""
+        try:
+            (path,) = await self._call("GetInterface", "s", [ifname])
+        except NotFound:
+            if not create:
+                return None
+            args = {"Ifname": Variant("s", ifname), "Driver": Variant("s", self.driver)}
+            (path,) = await self._call("CreateInterface", "a{sv}", [args])
+        return str(path)
+
+    async def properties(self, path: str, interface: str = INTERFACE) -> dict[str, Any]:
+        (values,) = await self._call(
+            "GetAll", "s", [interface], path=path, interface=PROPERTIES_INTERFACE
+        )
+        return {name: _plain(value) for name, value in values.items()}
+
+    async def property(self, path: str, name: str, interface: str = INTERFACE) -> Any:
+        (value,) = await self._call(
+            "Get", "ss", [interface, name], path=path, interface=PROPERTIES_INTERFACE
+        )
+        return _plain(value)
+
+    # -- networks --
+
+    async def add_network(self, path: str, args: Mapping[str, Variant]) -> str:
+        (network,) = await self._call("AddNetwork", "a{sv}", [dict(args)], path=path,
+                                      interface=INTERFACE)  # fmt: skip
+        return str(network)
+
+    async def select_network(self, path: str, network: str) -> None:
+        await self._call("SelectNetwork", "o", [network], path=path, interface=INTERFACE)
+
+    async def remove_network(self, path: str, network: str) -> None:
+        await self._call("RemoveNetwork", "o", [network], path=path, interface=INTERFACE)
+
+    async def disconnect(self, path: str) -> bool:
+        """Disconnect and stay so until told to connect; False when it was not connected."""
+        try:
+            await self._call("Disconnect", path=path, interface=INTERFACE)
+        except BadRequest:  # NotConnected
+            return False
+        return True
+
+    async def save_config(self, path: str) -> bool:
+        """Ask wpa_supplicant to write its configuration file; False when it may not
+        (started without one, or without ``update_config=1``)."""
+        try:
+            await self._call("SaveConfig", path=path, interface=INTERFACE)
+        except HostcoreError as refused:
+            logger.info("wpa_supplicant did not save its configuration: %s", refused.detail)
+            return False
+        return True
+
+    async def networks(self, path: str) -> list[tuple[str, dict[str, Any], bool]]:
+        """Each configured network: its path, its properties (as wpa_supplicant shows
+        them: strings, secrets left out by it), and whether it is enabled."""
+        found = []
+        for network in await self.property(path, "Networks"):
+            try:
+                values = await self.properties(network, NETWORK)
+            except NotFound:  # removed meanwhile
+                continue
+            found.append((str(network), dict(values.get("Properties") or {}),
+                          bool(values.get("Enabled"))))  # fmt: skip
+        return [(p, {k: _plain(v) for k, v in props.items()}, on) for p, props, on in found]
+
+    async def bss_ssids(self, path: str) -> list[bytes]:
+        """The SSIDs of the BSSs wpa_supplicant knows on the interface now."""
+        ssids = []
+        for bss in await self.property(path, "BSSs"):
+            with contextlib.suppress(NotFound):
+                ssids.append(bytes(await self.property(bss, "SSID", BSS)))
+        return ssids
+
+    # -- signals --
+
+    @contextlib.asynccontextmanager
+    async def signals(self, path: str) -> AsyncIterator[Signals]:
+        """wpa_supplicant's signals from the object ``path`` while the block runs."""
+        bus = await self.bus.get()
+        rule = f"type='signal',sender='{SUPPLICANT.name}',path='{path}'"
+        signals = Signals()
+
+        def handler(message: Message) -> None:
+            if message.message_type is MessageType.SIGNAL and message.path == path:
+                signal = Signal(message.member or "", message.interface or "", list(message.body))
+                with contextlib.suppress(asyncio.QueueFull):
+                    signals.queue.put_nowait(signal)
+
+        await _bus_call(bus, "AddMatch", rule, self.bus.timeout_s)
+        bus.add_message_handler(handler)
+        try:
+            yield signals
+        finally:
+            bus.remove_message_handler(handler)
+            if bus.connected:
+                with contextlib.suppress(Exception):
+                    await _bus_call(bus, "RemoveMatch", rule, self.bus.timeout_s)
+
+
+async def _bus_call(bus: MessageBus, member: str, rule: str, timeout_s: float) -> None:
+    message = Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member=member,
+        signature="s",
+        body=[rule],
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            reply = await bus.call(message)
+    except TimeoutError:
+        raise Unavailable(f"the system D-Bus did not answer {member} in time") from None
+    if reply is None or reply.message_type is MessageType.ERROR:
+        raise Unavailable(f"the system D-Bus refused {member} ({reply and reply.error_name})")
