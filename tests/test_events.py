@@ -195,3 +195,28 @@ async def test_a_stream_holds_its_subscription_only_while_it_runs() -> None:
     assert hub.subscribers("system.stats") == 1
     await stream.aclose()
     assert hub.subscribers("system.stats") == 0 and not hub._open
+
+
+async def test_a_family_runs_one_source_per_member_and_refuses_names_it_has_not() -> None:
+    started: list[str] = []
+
+    async def source(_app: Any, publish: Publish, member: str) -> None:
+        started.append(member)
+        publish({"member": member})
+        await asyncio.Event().wait()
+
+    family = Topic("system.disk.*", "system:read", source=source, member=str.isalnum)
+    hub = EventHub(None, [family, stats_topic([])])
+    first, second = Subscriber(READER), Subscriber(READER)
+    await hub.subscribe(first, ["system.disk.sda"])
+    await hub.subscribe(second, ["system.disk.sda", "system.disk.sdb"])
+    await wait_until(lambda: len(second.queue) == 2, WITHIN_S, "both members' events")
+    assert sorted(started) == ["sda", "sdb"], "one source per member, shared by subscribers"
+    assert {json.loads(e.data)["member"] for e in second.queue} == {"sda", "sdb"}
+    assert [e.topic for e in first.queue] == ["system.disk.sda"]
+    for name in ("system.disk.", "system.disk.s-a", "system.diskx"):
+        with pytest.raises(NotFound):
+            await hub.subscribe(Subscriber(READER), [name])
+    with pytest.raises(Forbidden, match="needs scope system:read"):
+        await hub.subscribe(Subscriber(STRANGER), ["system.disk.sda"])
+    await hub.close()

@@ -48,7 +48,7 @@ CORE = "hostcore core"
 REFUSED = "<refused>"  # the rate-limit key of requests the middleware answers itself
 STARTUP_TIMEOUT_S = 30.0
 EVENTS_DIRECTORY = "events"  # in the run directory: the workers' datagram sockets
-TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_.-]{0,40}$")
+TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}\.([a-z][a-z0-9_.-]{0,40}|\*)$")
 SHUTDOWN_TIMEOUT_S = 10.0
 # FastAPI's OpenTelemetry bridge asks on every request whether a tracer, meter or logger
 # provider has been configured (reading the environment each time). hostcore records
@@ -204,6 +204,9 @@ def _check_topics(plugin: str, topics: list[Any]) -> None:
             raise PluginError("hostcore_event_topics must return Topic objects")
         if topic.name.split(".", 1)[0] != plugin:
             raise PluginError(f"topic {topic.name!r} must begin {plugin}.")
+        if (topic.family is None) != (topic.member is None):
+            raise PluginError(f"topic {topic.name!r}: a family (<name>.*) needs member, "
+                              "and only a family has one")  # fmt: skip
 
 
 def _event_hub(

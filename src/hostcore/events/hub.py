@@ -4,7 +4,9 @@ per-subscriber queues, and between workers over unix datagram sockets.
 Three kinds of topic:
 
 - a plugin's, declared with ``hostcore_event_topics`` (``system.stats``), whose
-  ``source`` runs in a worker only while that worker has a subscriber to it;
+  ``source`` runs in a worker only while that worker has a subscriber to it; a
+  family (``wifi.*``) declares one topic per member (``wifi.wlan0``), each with a
+  source of its own;
 - ``jobs.<id>``: one job's state and progress, to its owner (or ``jobs:admin``),
   published by the worker running the job and forwarded to the others;
 - ``plugins``: the plugin list, when a plugin's state changes.
@@ -58,12 +60,22 @@ class Topic:
 
     ``source(app, publish)`` runs while this worker has a subscriber to the topic
     (cancelled when the last one goes) and calls ``publish(model)`` for each event.
+
+    A name ending in ``.*`` declares a family: ``member(text)`` says which names after
+    the dot are topics of it, and each such topic runs its own
+    ``source(app, publish, member)``.
     """
 
     name: str
     scope: str
-    source: Callable[[Any, Publish], Awaitable[None]] | None = None
+    source: Callable[..., Awaitable[None]] | None = None
     description: str = ""
+    member: Callable[[str], bool] | None = None
+
+    @property
+    def family(self) -> str | None:
+        """The prefix of a family's topics (``wifi.``), or None for a single topic."""
+        return self.name[:-1] if self.name.endswith(".*") else None
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,8 @@ class EventHub:
 
     def __init__(self, app: Any, topics: Iterable[Topic]) -> None:
         self.app = app
-        self.topics = {topic.name: topic for topic in topics}
+        self.topics = {topic.name: topic for topic in topics if topic.family is None}
+        self.families = {topic.family: topic for topic in topics if topic.family is not None}
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._sources: dict[str, asyncio.Task[None]] = {}
         self._peers: Peers | None = None
@@ -268,9 +281,21 @@ class EventHub:
                     if task is not None:
                         task.cancel()
 
+    def declared(self, topic: str) -> tuple[Topic, str | None] | None:
+        """The declaration ``topic`` belongs to, and its member name in a family."""
+        single = self.topics.get(topic)
+        if single is not None:
+            return single, None
+        for prefix, family in self.families.items():
+            member = topic[len(prefix) :]
+            if topic.startswith(prefix) and family.member is not None and family.member(member):
+                return family, member
+        return None
+
     async def _check(self, principal: Principal, topic: str) -> Event | None:
-        declared = self.topics.get(topic)
-        if declared is not None:
+        found = self.declared(topic)
+        if found is not None:
+            declared = found[0]
             if declared.scope != AUTHENTICATED and not allows(principal.scopes, declared.scope):
                 raise Forbidden(f"topic {topic} needs scope {declared.scope}")
             return None
@@ -282,14 +307,15 @@ class EventHub:
         return self._event(topic, encode(data))
 
     def _start_source(self, topic: str) -> None:
-        declared = self.topics.get(topic)
-        if declared is None or declared.source is None or topic in self._sources:
+        found = self.declared(topic)
+        if found is None or found[0].source is None or topic in self._sources:
             return
-        source = declared.source
+        source, member = found[0].source, found[1]
+        extra = () if member is None else (member,)
 
         async def run() -> None:
             try:
-                await source(self.app, lambda data: self.publish(topic, data))
+                await source(self.app, lambda data: self.publish(topic, data), *extra)
             except asyncio.CancelledError:
                 raise
             except Exception:

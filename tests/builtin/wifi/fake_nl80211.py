@@ -166,6 +166,7 @@ class FakeNetlinkSocket:
         self.groups: set[int] = set()
         self.options: dict[tuple[int, int], int] = {}
         self.outbox: collections.deque[bytes] = collections.deque()
+        self.dump_running: int | None = None  # a dump's seq until its DONE is read
         self._overrun = False
         self.closed = False
 
@@ -216,6 +217,10 @@ class FakeNetlinkSocket:
             self._overrun = False
             raise OSError(errno.ENOBUFS, "No buffer space available")
         size = self._user.recv_into(buffer, nbytes, flags)
+        if size >= 16:
+            _, mtype, _, seq, _ = HDR.unpack_from(buffer, 0)
+            if mtype == NLMSG_DONE and seq == self.dump_running:
+                self.dump_running = None
         self._kernel._pump(self)  # the kernel continues a dump as the reader reads
         return size
 
@@ -361,7 +366,10 @@ class FakeKernel:
                 self._ctrl(sock, request)
             elif mtype == self.fixture.family_id and self.family_present:
                 handler = self._handlers.get(cmd)
-                if handler is None:
+                if request.dump and sock.dump_running is not None:
+                    # netlink_dump_start(): one dump per socket until its end is read
+                    self._error(sock, request, errno.EBUSY)
+                elif handler is None:
                     self._error(sock, request, errno.EOPNOTSUPP)
                 else:
                     handler(sock, request)
@@ -381,6 +389,7 @@ class FakeKernel:
 
     def _dump(self, sock, request: Request, messages: list[bytes], code: int = 0) -> None:
         """A dump answer: NLM_F_MULTI messages packed in datagrams, then DONE."""
+        sock.dump_running = request.seq
         flags = NLM_F_MULTI
         if self.interrupt_next_dump:
             self.interrupt_next_dump = False
@@ -571,6 +580,8 @@ class FakeKernel:
         self.fixture.messages["interfaces"][position] = raw
         self._decoded["interfaces"][position] = self._decode(raw)
         self._reply(sock, request, [])
+        # nl80211_notify_iface(…, NL80211_CMD_SET_INTERFACE): the new type, to "config"
+        self.emit("config", raw[:16] + bytes([CMD["SET_INTERFACE"]]) + raw[17:])
         return None
 
     def _event(self, kind: str, ifindex: int) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ScanStart,
     )
     from hostcore.builtin.wifi.service import WifiService
+    from hostcore.events import Publish, Topic
     from hostcore.jobs import JobContext, JobKind
 
 # The service of this worker, for its jobs (a job runs in the worker that started it).
@@ -81,6 +82,30 @@ async def _connect(context: JobContext, params: ConnectStart) -> ConnectedRead:
     if _service is None:
         raise Unavailable("the Wi-Fi plugin is not started")
     return await _service.connect(params, context)
+
+
+@hookimpl
+def hostcore_event_topics() -> list[Topic]:
+    from hostcore.builtin.wifi.events import is_topic_ifname
+    from hostcore.events import Topic
+
+    return [
+        Topic(
+            "wifi.*",
+            "wifi:read",
+            source=_events,
+            member=is_topic_ifname,
+            description="wifi.<ifname>: scans started, ended or aborted; connected, "
+            "disconnected, roamed, channel switched (with the link); stations joining or "
+            "leaving; the interface added, removed or given another type.",
+        )
+    ]
+
+
+async def _events(app: FastAPI, publish: Publish, ifname: str) -> None:
+    from hostcore.builtin.wifi.events import wifi_events
+
+    await wifi_events(app.state.wifi, publish, ifname)
 
 
 @hookimpl

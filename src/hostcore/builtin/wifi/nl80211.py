@@ -155,9 +155,12 @@ class Nl80211:
         except BaseException as error:
             # The kernel's refusal (an errno, raised as a hostcore error from it) leaves the
             # socket as it was; anything else (the socket failed, a request was given up
-            # midway with its answer still queued) gets a fresh one next time.
+            # midway with its answer still queued) gets a fresh one next time. So does an
+            # interrupted dump: its rest is still coming, and until it is read the kernel
+            # refuses the socket another dump (EBUSY).
             refusal = error.__cause__ if isinstance(error, HostcoreError) else error
-            if not isinstance(getattr(refusal, "code", None), int) and self._kept is kept:
+            code = getattr(refusal, "code", None)
+            if (not isinstance(code, int) or code == errno.EINTR) and self._kept is kept:
                 self.close()
             raise
         finally:
@@ -204,35 +207,49 @@ class Nl80211:
 
         await self._ask(name, attrs, NLM_F_REQUEST | NLM_F_ACK, action)
 
+    @contextlib.asynccontextmanager
+    async def listen(self, groups: Sequence[str]) -> AsyncIterator[AsyncIterator[Any]]:
+        """nl80211's notifications of the multicast ``groups`` (scan, mlme, config …),
+        on a socket of their own that joins them before the block runs."""
+        listener, given = await self._open()
+
+        async def messages() -> AsyncIterator[Any]:
+            while True:  # pyroute2 hands multicast over a datagram at a time
+                async for message in listener.get():
+                    yield message
+
+        try:
+            for group in groups:
+                listener.add_membership(group)
+            yield messages()
+        finally:
+            listener.close()
+            if given is not None:
+                given.close()
+
     async def scan(self, ifindex: int, *, timeout_s: float) -> bool:
         """Trigger a scan on ``ifindex`` and wait for its end: True when the kernel has new
         results, False when it aborted the scan. ``Unavailable`` after ``timeout_s``.
 
-        pyroute2's ``IW.scan`` waits without a timeout and ignores an abort. Here a second
-        socket joins the "scan" group *before* the trigger is sent (the end may come
+        pyroute2's ``IW.scan`` waits without a timeout and ignores an abort. Here the
+        listener joins the "scan" group *before* the trigger is sent (the end may come
         before the trigger's answer is read), and only this interface's events count
         (every interface's scans are multicast)."""
         ended = {command("NEW_SCAN_RESULTS"): True, command("SCAN_ABORTED"): False}
-        listener, given = await self._open()
-        try:
-            listener.add_membership("scan")
+        async with self.listen(["scan"]) as events:
             await self.request(
                 "TRIGGER_SCAN", [("NL80211_ATTR_IFINDEX", ifindex)], action="start a scan"
             )
             try:
                 async with asyncio.timeout(timeout_s):
-                    while True:  # pyroute2 hands multicast over a datagram at a time
-                        async for event in listener.get():
-                            if event.get_attr("NL80211_ATTR_IFINDEX") != ifindex:
-                                continue
-                            if event["cmd"] in ended:
-                                return ended[event["cmd"]]
+                    async for event in events:
+                        if event.get_attr("NL80211_ATTR_IFINDEX") != ifindex:
+                            continue
+                        if event["cmd"] in ended:
+                            return ended[event["cmd"]]
             except TimeoutError as error:
                 raise Unavailable(f"the scan did not end within {timeout_s:g} s") from error
-        finally:
-            listener.close()
-            if given is not None:
-                given.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         kept, self._kept = self._kept, None
