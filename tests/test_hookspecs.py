@@ -174,6 +174,24 @@ def test_hook_hostcore_event_topics(app_factory: AppFactory) -> None:
     assert app.state.events.topics["talker.news"].scope == "talker:read"
     misnamed = app_factory({"talker": _Misnamed()})
     assert misnamed.state.registry["talker"].state.value == "failed"
+    for family in (_FamilyWithoutMember(), _MemberWithoutFamily()):
+        assert app_factory({"talker": family}).state.registry["talker"].state.value == "failed"
+
+
+class _FamilyWithoutMember:
+    @hookimpl
+    def hostcore_event_topics(self) -> list[Any]:
+        from hostcore.events import Topic
+
+        return [Topic("talker.*", "talker:read")]
+
+
+class _MemberWithoutFamily:
+    @hookimpl
+    def hostcore_event_topics(self) -> list[Any]:
+        from hostcore.events import Topic
+
+        return [Topic("talker.news", "talker:read", member=str.isalnum)]
 
 
 class _Misnamed:
