@@ -168,10 +168,14 @@ def test_hook_hostcore_event_topics(app_factory: AppFactory) -> None:
 
         @hookimpl
         def hostcore_event_topics(self) -> list[Topic]:
-            return [Topic("talker.news", "talker:read")]
+            return [
+                Topic("talker.news", "talker:read"),
+                Topic("talker.*", "talker:read", member=str.isalnum),
+            ]
 
     app = app_factory({"talker": Talker()})
     assert app.state.events.topics["talker.news"].scope == "talker:read"
+    assert app.state.events.declared("talker.anyone")[1] == "anyone"
     misnamed = app_factory({"talker": _Misnamed()})
     assert misnamed.state.registry["talker"].state.value == "failed"
     for family in (_FamilyWithoutMember(), _MemberWithoutFamily()):
@@ -180,6 +184,10 @@ def test_hook_hostcore_event_topics(app_factory: AppFactory) -> None:
 
 class _FamilyWithoutMember:
     @hookimpl
+    def hostcore_scopes(self) -> dict[str, str]:
+        return {"talker:read": "Listen."}
+
+    @hookimpl
     def hostcore_event_topics(self) -> list[Any]:
         from hostcore.events import Topic
 
@@ -187,6 +195,10 @@ class _FamilyWithoutMember:
 
 
 class _MemberWithoutFamily:
+    @hookimpl
+    def hostcore_scopes(self) -> dict[str, str]:
+        return {"talker:read": "Listen."}
+
     @hookimpl
     def hostcore_event_topics(self) -> list[Any]:
         from hostcore.events import Topic
