@@ -201,9 +201,11 @@ class Supplicant:
                 values = await self.properties(network, NETWORK)
             except NotFound:  # removed meanwhile
                 continue
-            found.append((str(network), dict(values.get("Properties") or {}),
-                          bool(values.get("Enabled"))))  # fmt: skip
-        return [(p, {k: _plain(v) for k, v in props.items()}, on) for p, props, on in found]
+            shown = {
+                name: _plain(value) for name, value in (values.get("Properties") or {}).items()
+            }
+            found.append((str(network), shown, bool(values.get("Enabled"))))
+        return found
 
     async def bss_ssids(self, path: str) -> list[bytes]:
         """The SSIDs of the BSSs wpa_supplicant knows on the interface now."""
