@@ -89,8 +89,9 @@ def test_hostile_or_inconsistent_requests_are_refused(fields: dict[str, Any]) ->
         ConnectCreate.model_validate(fields)
 
 
-def test_a_raw_psk_of_64_hex_digits_is_taken() -> None:
-    assert request(security="psk", secret="0a" * 32).secret is not None
+def test_a_raw_psk_of_64_hex_digits_goes_as_the_key_itself() -> None:
+    raw = plain(network_args(request(security="psk", secret="0a" * 32), wired=False))
+    assert raw["psk"] == ("ay", b"\n" * 32)  # a string would be a (too long) passphrase
 
 
 def signal(member: str, *body: Any, interface: str = INTERFACE) -> Signal:

@@ -32,6 +32,7 @@ from hostcore.errors import UpstreamFailed
 SCANS_BEFORE_NOT_FOUND = 2  # wpa_supplicant's first scan after a select may cover few channels
 _FALLBACK_STATES = frozenset({"disconnected", "inactive", "scanning"})
 _EAP_METHODS = "PEAP TTLS"
+RAW_PSK_HEX_DIGITS = 64  # a validated psk this long is the key itself, in hex
 _EAP_PHASE2 = "auth=MSCHAPV2"
 
 
@@ -74,7 +75,9 @@ def network_args(request: ConnectCreate, *, wired: bool) -> dict[str, Variant]:
     elif request.security == "psk":
         args["key_mgmt"] = Variant("s", "WPA-PSK WPA-PSK-SHA256")
         args["ieee80211w"] = Variant("i", 1)  # protected management frames if the AP can
-        args["psk"] = Variant("s", secret)
+        # A string is a passphrase to wpa_supplicant (it quotes it); a raw key goes as bytes.
+        raw = len(secret) == RAW_PSK_HEX_DIGITS
+        args["psk"] = Variant("ay", bytes.fromhex(secret)) if raw else Variant("s", secret)
     elif request.security == "sae":
         args["key_mgmt"] = Variant("s", "SAE")
         args["ieee80211w"] = Variant("i", 2)  # WPA3 requires them

@@ -57,6 +57,9 @@ _NM_ABSENT = frozenset(
         "org.freedesktop.NetworkManager.UnknownDevice",
     }
 )
+_GONE = frozenset(
+    {"org.freedesktop.DBus.Error.UnknownMethod", "org.freedesktop.DBus.Error.UnknownObject"}
+)
 SIGNAL_QUEUE = 256  # a connect reads them as they come; more waiting means it is gone
 
 
@@ -73,6 +76,14 @@ def _supplicant_error(name: str) -> HostcoreError | None:
     if name in (_ERROR + "InvalidArgs", _ERROR + "NotConnected"):
         return BadRequest(f"wpa_supplicant refused: {name}")
     return None
+
+
+def _object_error(name: str) -> HostcoreError | None:
+    """A read of a network's or BSS's object: one removed meanwhile is not registered any
+    more, and D-Bus answers for the object path with no such method."""
+    if name in _GONE:
+        return NotFound(f"wpa_supplicant's object is gone ({name})")
+    return _supplicant_error(name)
 
 
 def _nm_error(name: str) -> HostcoreError | None:
@@ -150,15 +161,19 @@ class Supplicant:
         return str(path)
 
     async def properties(self, path: str, interface: str = INTERFACE) -> dict[str, Any]:
-        (values,) = await self._call(
-            "GetAll", "s", [interface], path=path, interface=PROPERTIES_INTERFACE
-        )
+        """An object's properties; ``NotFound`` when the object is gone."""
+        (values,) = await self.bus.call(
+            SUPPLICANT, "GetAll", "s", [interface],
+            path=path, interface=PROPERTIES_INTERFACE, errors=_object_error,
+        )  # fmt: skip
         return {name: _plain(value) for name, value in values.items()}
 
     async def property(self, path: str, name: str, interface: str = INTERFACE) -> Any:
-        (value,) = await self._call(
-            "Get", "ss", [interface, name], path=path, interface=PROPERTIES_INTERFACE
-        )
+        """One property of an object; ``NotFound`` when the object is gone."""
+        (value,) = await self.bus.call(
+            SUPPLICANT, "Get", "ss", [interface, name],
+            path=path, interface=PROPERTIES_INTERFACE, errors=_object_error,
+        )  # fmt: skip
         return _plain(value)
 
     # -- networks --
