@@ -12,9 +12,10 @@ import pytest
 from hostcore.builtin.network.linktable import LinkTable
 from hostcore.builtin.network.netlink import Netlink
 from hostcore.builtin.network.rtnl import Link
-from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT, NetworkSettings
+from hostcore.builtin.network.schemas import NetworkSettings
 from hostcore.builtin.network.service import NetworkService
 from hostcore.config import RunnerSettings
+from hostcore.netns import NETNS_DIR_DEFAULT
 from hostcore.runner import Runner
 from tests.builtin.network.netns import Netns
 

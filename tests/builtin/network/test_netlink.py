@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from hostcore.builtin.network.netlink import Netlink, kernel_error
-from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT
 from hostcore.errors import Conflict, NotFound, Unavailable, UpstreamFailed
 from hostcore.netlink_reader import ReaderTransport
+from hostcore.netns import NETNS_DIR_DEFAULT
 from tests.builtin.network.netns import Netns, veth
 
 # Bounds a wait that only a hang would reach.

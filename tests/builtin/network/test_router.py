@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hostcore.app import create_app
-from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT
 from hostcore.config import Settings
+from hostcore.netns import NETNS_DIR_DEFAULT
 from tests.builtin.network.fake_links import VlanNetlink
 from tests.builtin.network.netns import Netns, veth
 from tests.helpers import bearer

@@ -5,12 +5,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from hostcore.builtin.network.schemas import (
     LinkStateUpdate,
-    NamespaceName,
     RouteTable,
     VlanCreate,
     route_table_number,
 )
 from hostcore.netnames import InterfaceName
+from hostcore.netns import NamespaceName
 
 IFNAME = TypeAdapter(InterfaceName)
 NETNS = TypeAdapter(NamespaceName)

@@ -15,11 +15,12 @@ import pytest
 
 from hostcore.builtin.network.models import InterfaceCounters
 from hostcore.builtin.network.netlink import Netlink
-from hostcore.builtin.network.schemas import NETNS_DIR_DEFAULT, NetworkSettings, VlanCreate
+from hostcore.builtin.network.schemas import NetworkSettings, VlanCreate
 from hostcore.builtin.network.service import Caller, NetworkService, _Sample
 from hostcore.builtin.network.sysfs import device_facts
 from hostcore.config import RunnerSettings
 from hostcore.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from hostcore.netns import NETNS_DIR_DEFAULT
 from hostcore.runner import Runner
 from tests.builtin.network.fake_links import VlanNetlink
 from tests.builtin.network.netns import Netns, veth

@@ -3,11 +3,9 @@
 * **Async only.** ``AsyncIPRoute`` runs in the event loop; pyroute2's sync
   classes cannot run inside one.
 * **Named namespaces without a process.** pyroute2's ``netns=`` forks a child
-  behind hostcore's runner. Instead a short-lived thread enters the namespace
-  (``setns(2)``), opens the netlink socket there and ends; a socket keeps the
-  namespace it was made in, so ``AsyncIPRoute(fileno=…)`` then talks to that
-  namespace from the loop. A fresh thread each time: a thread of a pool would
-  stay in the other namespace for whatever work it runs next.
+  behind hostcore's runner. Instead :func:`hostcore.netns.socket_in` opens the
+  netlink socket inside the namespace, and ``AsyncIPRoute(fileno=…)`` talks to
+  that namespace from the loop.
 * **Any event loop.** pyroute2 receives through ``create_datagram_endpoint``,
   which uvloop (the servers' loop) refuses for a netlink socket: the socket class
   receives through ``add_reader`` instead (:mod:`hostcore.netlink_reader`).
@@ -25,7 +23,6 @@ import errno
 import functools
 import os
 import socket
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,15 +36,13 @@ from hostcore.builtin.network.rtnl import (
     parse_neighbour,
     parse_route,
 )
-from hostcore.builtin.network.schemas import valid_netns_name
 from hostcore.errors import Conflict, HostcoreError, NotFound, Unavailable, UpstreamFailed
 from hostcore.netlink_reader import ReaderTransport, with_reader_endpoint
+from hostcore.netns import namespace_names, socket_in
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
 
-CLONE_NEWNET = 0x40000000
-NETNS_ENTER_TIMEOUT_S = 5.0
 THIS_NAMESPACE = Path("/proc/self/ns/net")
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (linux/rtnetlink.h)
 LINK_AND_ADDRESS_GROUPS = 0x1 | 0x10 | 0x100
@@ -58,59 +53,6 @@ def _route_socket_class() -> Any:
     from pyroute2 import AsyncIPRoute
 
     return with_reader_endpoint(AsyncIPRoute)
-
-
-def namespace_names(netns_dir: Path) -> list[str]:
-    """The named namespaces (``ip netns list``) a request may name, sorted; none when the
-    directory is absent."""
-    try:
-        entries = [entry.name for entry in netns_dir.iterdir()]
-    except OSError:
-        return []
-    return sorted(name for name in entries if valid_netns_name(name))
-
-
-def _socket_in(namespace: Path) -> int:
-    """A netlink route socket made inside ``namespace`` (a file under /run/netns).
-
-    Opened without following a symlink and without blocking (a FIFO planted there would
-    wait for a writer); ``setns`` refuses anything but a network namespace. The thread
-    is waited for a bounded time, and is a daemon: nothing it does can hold up a stop.
-    """
-    made: list[int] = []
-    failed: list[OSError] = []
-
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as error:
-            failed.append(error)
-            return
-        import ctypes  # only a server that enters a namespace pays for it
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                failed.append(OSError(code, os.strerror(code)))
-                return
-            route = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
-            )
-            made.append(route.detach())
-        except OSError as error:
-            failed.append(error)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=enter_and_open, name="hostcore-netns", daemon=True)
-    thread.start()
-    thread.join(NETNS_ENTER_TIMEOUT_S)
-    if failed:
-        raise failed[0]
-    if not made:
-        raise OSError(errno.ETIMEDOUT, "entering the namespace did not finish")
-    return made[0]
 
 
 def same_namespace(a: Path, b: Path) -> bool:
@@ -177,7 +119,7 @@ class Netlink:
             route: AsyncIPRoute = route_socket()
             return route
         try:
-            fd = await asyncio.to_thread(_socket_in, namespace)
+            fd = await asyncio.to_thread(socket_in, namespace, socket.NETLINK_ROUTE)
         except OSError as error:
             raise Unavailable("cannot enter the network namespace") from error
         route = route_socket(fileno=fd)

@@ -19,7 +19,6 @@ from hostcore.builtin.network.models import (
 )
 from hostcore.builtin.network.schemas import (
     LinkStateUpdate,
-    NamespaceName,
     RouteTable,
     VlanCreate,
     route_table_number,
@@ -28,6 +27,7 @@ from hostcore.builtin.network.service import Caller, NetworkService
 from hostcore.context import context_of
 from hostcore.errors import error_responses
 from hostcore.netnames import InterfaceName
+from hostcore.netns import NamespaceName
 from hostcore.responses import CONDITIONAL_GET, revalidated
 from hostcore.security.deps import RequireScope
 

@@ -8,38 +8,20 @@ file name under the namespace directory, looked up in its listing.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from hostcore.netnames import InterfaceName
+from hostcore.netns import NETNS_DIR_DEFAULT
 
-NETNS_DIR_DEFAULT = Path("/run/netns")
-MAX_NETNS_NAME = 64
 VLAN_ID_MIN, VLAN_ID_MAX = 1, 4094
-_NETNS = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 _ROUTE_TABLE = r"^(main|local|default|all|[0-9]{1,10})$"
 ROUTE_TABLES = {"default": 253, "main": 254, "local": 255}
 MAX_ROUTE_TABLE = 2**32 - 1
 
 
-def valid_netns_name(name: str) -> bool:
-    return _NETNS.match(name) is not None
-
-
-def check_netns_name(name: str) -> str:
-    if not valid_netns_name(name):
-        raise ValueError(
-            "not a namespace name: 1 to 64 letters, digits and '_.-', not starting with '.' or '-'"
-        )
-    return name
-
-
-NamespaceName = Annotated[
-    str, Field(min_length=1, max_length=MAX_NETNS_NAME), AfterValidator(check_netns_name)
-]
 LinkState = Literal["up", "down"]
 
 

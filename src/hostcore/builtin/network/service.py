@@ -33,7 +33,7 @@ from hostcore.builtin.network.models import (
     PublicIpRead,
     RouteRead,
 )
-from hostcore.builtin.network.netlink import Netlink, NotSupported, namespace_names
+from hostcore.builtin.network.netlink import Netlink, NotSupported
 from hostcore.builtin.network.public_ip import PublicAddress
 from hostcore.builtin.network.rtnl import ARPHRD_ETHER, Link
 from hostcore.builtin.network.schemas import (
@@ -51,6 +51,7 @@ from hostcore.errors import (
     Unavailable,
 )
 from hostcore.netnames import MAX_IFNAME_BYTES, check_ifname
+from hostcore.netns import namespace_names
 from hostcore.responses import Encoded
 from hostcore.runner import Runner
 
