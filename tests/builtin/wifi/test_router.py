@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from hostcore.app import create_app
 from hostcore.builtin.wifi.nl80211 import NO_NL80211, Nl80211
 from hostcore.config import Settings
+from tests.builtin.network.netns import namespaces, require_namespaces
 from tests.builtin.wifi.fake_nl80211 import FakeKernel
 from tests.builtin.wifi.nl80211_fixtures import build
 from tests.helpers import bearer
@@ -138,3 +140,45 @@ def test_a_mode_the_radio_lacks_is_422_and_a_running_interface_409(
         )
         assert denied.status_code == 403
     kernel.close()
+
+
+def test_reads_in_a_named_namespace_go_to_its_nl80211(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    own, moved = FakeKernel(build()), FakeKernel(build())
+    (tmp_path / "radios").touch()  # what ip netns lists: a file per namespace
+    entered: list[Path] = []
+
+    def nl80211_in(namespace: Path) -> Nl80211:
+        entered.append(namespace)
+        return Nl80211(timeout_s=2.0, socket_factory=moved.socket)
+
+    settings = settings_factory(f"plugins.wifi.netns_dir={tmp_path}")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wifi = client.app.state.wifi  # type: ignore[attr-defined]
+        wifi.nl80211.close()
+        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=own.socket)
+        wifi.nl80211_in = nl80211_in
+        client.headers.update(bearer(client))
+        listed = client.get(f"{API}/interfaces", params={"netns": "radios"}).json()
+        assert {i["netns"] for i in listed} == {"radios"}
+        assert {i["netns"] for i in client.get(f"{API}/interfaces").json()} == {None}
+        for path in ("/phys", "/interfaces/wlan0/link", "/interfaces/wlan0/stations",
+                     "/interfaces/wlan0/scan-results"):  # fmt: skip
+            assert client.get(f"{API}{path}", params={"netns": "radios"}).status_code == 200
+        assert entered == [tmp_path / "radios"] * 5
+        assert all(sock.closed for sock in moved.sockets)  # a socket per request, closed
+        assert client.get(f"{API}/interfaces", params={"netns": "gone"}).status_code == 404
+        assert client.get(f"{API}/interfaces", params={"netns": "../etc"}).status_code == 422
+    own.close()
+    moved.close()
+
+
+def test_a_real_named_namespace_is_entered_and_has_no_nl80211_either(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    require_namespaces()
+    with namespaces(1) as (namespace,), TestClient(create_app(settings_factory())) as client:
+        client.headers.update(bearer(client))
+        answer = client.get(f"{API}/interfaces", params={"netns": namespace.name})
+        assert answer.status_code == 503 and answer.json()["detail"] == NO_NL80211

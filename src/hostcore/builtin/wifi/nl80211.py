@@ -24,15 +24,19 @@ import contextlib
 import errno
 import functools
 import logging
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hostcore.errors import Conflict, HostcoreError, NotFound, Unavailable, UpstreamFailed
 from hostcore.netlink_reader import with_reader_endpoint
+from hostcore.netns import socket_in
 
 NO_NL80211 = "Wi-Fi is not available: the kernel has no nl80211 (cfg80211 is not loaded)"
 DUMP_ATTEMPTS = 3  # a dump interrupted by a change is made again, this many times at most
+NETLINK_GENERIC = 16
 _DONE_WITH_ERRNO_BYTES = 20  # an nlmsghdr and the int of NLMSG_DONE's payload
 
 
@@ -100,18 +104,30 @@ class Nl80211:
     """nl80211 requests over one kept socket per event loop.
 
     ``socket_factory`` gives the socket object pyroute2 talks through (tests: a fake
-    kernel's); None opens a real netlink socket. ``timeout_s`` bounds each request.
+    kernel's); None opens a real netlink socket, inside ``namespace`` when given (a
+    named namespace's file). ``timeout_s`` bounds each request.
     """
 
     def __init__(
-        self, *, timeout_s: float, socket_factory: Callable[[], Any] | None = None
+        self,
+        *,
+        timeout_s: float,
+        socket_factory: Callable[[], Any] | None = None,
+        namespace: Path | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.socket_factory = socket_factory
+        self.namespace = namespace
         self._kept: tuple[Any, Any, asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def _open(self) -> tuple[Any, Any]:
         given = self.socket_factory() if self.socket_factory is not None else None
+        if given is None and self.namespace is not None:
+            try:
+                fd = await asyncio.to_thread(socket_in, self.namespace, NETLINK_GENERIC)
+            except OSError as error:
+                raise Unavailable("cannot enter the network namespace") from error
+            given = socket.socket(fileno=fd)
         socket_class = _socket_class()
         nl = socket_class(use_socket=given) if given is not None else socket_class()
         try:

@@ -77,6 +77,7 @@ class WifiInterfaceRead(BaseModel):
     width: str | None = Field(description="20, 40, 80, 80+80, 160 (MHz) or 20-noht.")
     center_frequency_mhz: int | None
     tx_power_dbm: float | None
+    netns: str | None = Field(None, description="The named namespace; null for the device's own.")
 
 
 def channel_number(frequency_mhz: int) -> int | None:
@@ -181,7 +182,8 @@ def _channel(freq: dict[str, Any]) -> ChannelRead:
     )
 
 
-def parse_interface(message: Any) -> WifiInterfaceRead | None:
+def parse_interface(message: Any, netns: str | None = None) -> WifiInterfaceRead | None:
+    """An interface of an interface dump made in ``netns`` (None: the device's own)."""
     attrs = _attrs(message)
     name, index = attrs.get("NL80211_ATTR_IFNAME"), attrs.get("NL80211_ATTR_IFINDEX")
     if not isinstance(name, str) or not isinstance(index, int):
@@ -200,6 +202,7 @@ def parse_interface(message: Any) -> WifiInterfaceRead | None:
         width=CHANNEL_WIDTHS.get(width) if isinstance(width, int) else None,
         center_frequency_mhz=attrs.get("NL80211_ATTR_CENTER_FREQ1"),
         tx_power_dbm=power / MBM_PER_DBM if isinstance(power, int) else None,
+        netns=netns,
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from hostcore.builtin.wifi.parsers import (
@@ -28,6 +28,7 @@ from hostcore.context import Principal
 from hostcore.errors import error_responses
 from hostcore.jobs import JobRead, Jobs, accepted
 from hostcore.netnames import InterfaceName
+from hostcore.netns import NamespaceName
 from hostcore.security.deps import RequireScope
 
 READ = [RequireScope("wifi:read")]
@@ -47,6 +48,10 @@ async def _service(request: Request) -> WifiService:
 Wifi = Annotated[WifiService, Depends(_service)]
 Phy = Annotated[PhyName, Path(description="A radio's name, as GET /phys lists it.")]
 Ifname = Annotated[InterfaceName, Path(description="A wireless interface's name.")]
+Netns = Annotated[
+    NamespaceName | None,
+    Query(description="A named namespace (ip netns); the device's own when absent."),
+]
 NetworkId = Annotated[
     int, Path(ge=0, le=2**31 - 1, description="A saved network's id, as GET …/networks lists it.")
 ]
@@ -56,35 +61,36 @@ def build_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/interfaces", dependencies=READ, responses=ERRORS)
-    async def interfaces(wifi: Wifi) -> list[WifiInterfaceRead]:
-        """Wireless interfaces: radio, type, channel, width and transmit power."""
-        return await wifi.interfaces()
+    async def interfaces(wifi: Wifi, netns: Netns = None) -> list[WifiInterfaceRead]:
+        """Wireless interfaces: radio, type, channel, width, transmit power, namespace."""
+        return await wifi.interfaces(netns)
 
     @router.get("/phys", dependencies=READ, responses=ERRORS)
-    async def phys(wifi: Wifi) -> list[PhyRead]:
-        """Radios: bands, channels (DFS, no-IR, power), widths, interface types, ciphers."""
-        return await wifi.phys()
+    async def phys(wifi: Wifi, netns: Netns = None) -> list[PhyRead]:
+        """Radios: bands, channels (DFS, no-IR, power), widths, interface types, ciphers.
+        A radio moved to another namespace is listed there."""
+        return await wifi.phys(netns)
 
     @router.get("/phys/{phy}", dependencies=READ, responses=ERRORS)
-    async def phy(phy: Phy, wifi: Wifi) -> PhyRead:
-        return await wifi.phy(phy)
+    async def phy(phy: Phy, wifi: Wifi, netns: Netns = None) -> PhyRead:
+        return await wifi.phy(phy, netns)
 
     @router.get("/interfaces/{ifname}/scan-results", dependencies=READ, responses=ERRORS)
-    async def scan_results(ifname: Ifname, wifi: Wifi) -> list[BssRead]:
+    async def scan_results(ifname: Ifname, wifi: Wifi, netns: Netns = None) -> list[BssRead]:
         """The networks the kernel heard in its last scans (no new scan), strongest first:
         SSID (hidden and non-UTF-8 ones shown safely), channel, signal, security."""
-        return await wifi.scan_results(ifname)
+        return await wifi.scan_results(ifname, netns)
 
     @router.get("/interfaces/{ifname}/link", dependencies=READ, responses=LINK_ERRORS)
-    async def link(ifname: Ifname, wifi: Wifi) -> LinkRead:
+    async def link(ifname: Ifname, wifi: Wifi, netns: Netns = None) -> LinkRead:
         """The access point a managed interface is connected to: SSID, BSSID, channel,
         width, signal, bitrates with MCS/NSS/guard interval, connected time."""
-        return await wifi.link(ifname)
+        return await wifi.link(ifname, netns)
 
     @router.get("/interfaces/{ifname}/stations", dependencies=READ, responses=ERRORS)
-    async def stations(ifname: Ifname, wifi: Wifi) -> list[StationRead]:
+    async def stations(ifname: Ifname, wifi: Wifi, netns: Netns = None) -> list[StationRead]:
         """Per station: signal, bytes and packets, retries and failures, rates, times."""
-        return await wifi.stations(ifname)
+        return await wifi.stations(ifname, netns)
 
     @router.post(
         "/interfaces/{ifname}/scans",

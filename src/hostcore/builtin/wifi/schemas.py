@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from hostcore.builtin.wifi.parsers import BssRead
 from hostcore.netnames import InterfaceName
+from hostcore.netns import NETNS_DIR_DEFAULT
 
 # A radio's name (phy0, or what `iw phy … set name` gave it): only compared with the
 # names nl80211 lists.
@@ -20,6 +22,9 @@ class WifiSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    netns_dir: Path = Field(
+        NETNS_DIR_DEFAULT, description="Where named network namespaces are (ip netns)."
+    )
     nl80211_timeout_s: float = Field(
         5.0, gt=0, le=60, description="Bounds each nl80211 request (a dump, a scan trigger)."
     )

@@ -1,11 +1,12 @@
-"""The Wi-Fi plugin's service: nl80211 reads, no HTTP."""
+"""The Wi-Fi plugin's service: nl80211 and wpa_supplicant, no HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hostcore.builtin.wifi.connect import (
@@ -47,6 +48,7 @@ from hostcore.errors import (
     Unprocessable,
     UpstreamFailed,
 )
+from hostcore.netns import namespace_names
 
 if TYPE_CHECKING:
     from hostcore.jobs import JobContext
@@ -57,38 +59,21 @@ SPLIT_WIPHY_DUMP = ("NL80211_ATTR_SPLIT_WIPHY_DUMP", b"")  # newer capabilities 
 IFTYPE_NUMBERS = {name: number for number, name in IFTYPES.items()}
 
 
-class WifiService:
-    def __init__(
-        self,
-        config: WifiSettings,
-        *,
-        nl80211: Nl80211 | None = None,
-        supplicant: Supplicant | None = None,
-    ) -> None:
-        self.config = config
-        self.nl80211 = nl80211 or Nl80211(timeout_s=config.nl80211_timeout_s)
-        self.supplicant = supplicant or Supplicant(
-            timeout_s=config.supplicant_timeout_s, driver=config.supplicant_driver
-        )
+class Radios:
+    """The nl80211 reads of one namespace, over one :class:`Nl80211`."""
 
-    async def stop(self) -> None:
-        self.nl80211.close()
-        await self.supplicant.close()
+    def __init__(self, nl80211: Nl80211, netns: str | None) -> None:
+        self.nl80211 = nl80211
+        self.netns = netns
 
     async def interfaces(self) -> list[WifiInterfaceRead]:
         messages = await self.nl80211.dump("GET_INTERFACE", action="list wireless interfaces")
-        found = [i for m in messages if (i := parse_interface(m)) is not None]
+        found = [i for m in messages if (i := parse_interface(m, self.netns)) is not None]
         return sorted(found, key=lambda interface: interface.index)
 
     async def phys(self) -> list[PhyRead]:
         messages = await self.nl80211.dump("GET_WIPHY", [SPLIT_WIPHY_DUMP], action="list radios")
         return merge_phys(messages)
-
-    async def phy(self, name: str) -> PhyRead:
-        for phy in await self.phys():
-            if phy.name == name:
-                return phy
-        raise NotFound(f"no radio named {name}")
 
     async def interface(self, name: str) -> WifiInterfaceRead:
         for interface in await self.interfaces():
@@ -97,7 +82,6 @@ class WifiService:
         raise NotFound(f"no wireless interface named {name}")
 
     async def scan_results(self, name: str) -> list[BssRead]:
-        """The kernel's cached scan results of ``name``, strongest first; no new scan."""
         interface = await self.interface(name)
         messages = await self.nl80211.dump(
             "GET_SCAN", [("NL80211_ATTR_IFINDEX", interface.index)], action="read scan results"
@@ -108,8 +92,6 @@ class WifiService:
         )
 
     async def stations(self, name: str) -> list[StationRead]:
-        """The stations the kernel knows on ``name``: an AP's clients, a managed
-        interface's access point."""
         interface = await self.interface(name)
         messages = await self.nl80211.dump(
             "GET_STATION", [("NL80211_ATTR_IFINDEX", interface.index)], action="list stations"
@@ -117,8 +99,6 @@ class WifiService:
         return [station for m in messages if (station := parse_station(m)) is not None]
 
     async def link(self, name: str) -> LinkRead:
-        """The access point a managed interface is associated with, from the scan entry
-        the kernel marks associated and the station entry of that BSSID."""
         interface = await self.interface(name)
         if interface.type != "managed":
             raise Conflict(f"{name} is a {interface.type} interface, not a managed one")
@@ -137,6 +117,87 @@ class WifiService:
             width=interface.width,
             station=stations.get(associated.bssid),
         )
+
+
+def _nl80211_in(config: WifiSettings) -> Callable[[Path], Nl80211]:
+    def made(namespace: Path) -> Nl80211:
+        return Nl80211(timeout_s=config.nl80211_timeout_s, namespace=namespace)
+
+    return made
+
+
+class WifiService:
+    """Everything the Wi-Fi endpoints do. Reads take ``netns``: a named namespace (``ip
+    netns``), whose nl80211 is reached through a socket made in it for the request; None
+    is the device's own, over the socket kept for it. Changes act on the own one."""
+
+    def __init__(
+        self,
+        config: WifiSettings,
+        *,
+        nl80211: Nl80211 | None = None,
+        supplicant: Supplicant | None = None,
+        nl80211_in: Callable[[Path], Nl80211] | None = None,
+    ) -> None:
+        self.config = config
+        self.nl80211 = nl80211 or Nl80211(timeout_s=config.nl80211_timeout_s)
+        self.nl80211_in = nl80211_in or _nl80211_in(config)
+        self.supplicant = supplicant or Supplicant(
+            timeout_s=config.supplicant_timeout_s, driver=config.supplicant_driver
+        )
+
+    async def stop(self) -> None:
+        self.nl80211.close()
+        await self.supplicant.close()
+
+    @contextlib.asynccontextmanager
+    async def radios(self, netns: str | None = None) -> AsyncIterator[Radios]:
+        """The reads of ``netns`` (404 for a name ``ip netns`` does not list)."""
+        if netns is None:
+            yield Radios(self.nl80211, None)
+            return
+        if netns not in namespace_names(self.config.netns_dir):
+            raise NotFound(f"no network namespace named {netns}")
+        nl80211 = self.nl80211_in(self.config.netns_dir / netns)
+        try:
+            yield Radios(nl80211, netns)
+        finally:
+            nl80211.close()
+
+    async def interfaces(self, netns: str | None = None) -> list[WifiInterfaceRead]:
+        async with self.radios(netns) as radios:
+            return await radios.interfaces()
+
+    async def phys(self, netns: str | None = None) -> list[PhyRead]:
+        async with self.radios(netns) as radios:
+            return await radios.phys()
+
+    async def phy(self, name: str, netns: str | None = None) -> PhyRead:
+        for phy in await self.phys(netns):
+            if phy.name == name:
+                return phy
+        raise NotFound(f"no radio named {name}")
+
+    async def interface(self, name: str, netns: str | None = None) -> WifiInterfaceRead:
+        async with self.radios(netns) as radios:
+            return await radios.interface(name)
+
+    async def scan_results(self, name: str, netns: str | None = None) -> list[BssRead]:
+        """The kernel's cached scan results of ``name``, strongest first; no new scan."""
+        async with self.radios(netns) as radios:
+            return await radios.scan_results(name)
+
+    async def stations(self, name: str, netns: str | None = None) -> list[StationRead]:
+        """The stations the kernel knows on ``name``: an AP's clients, a managed
+        interface's access point."""
+        async with self.radios(netns) as radios:
+            return await radios.stations(name)
+
+    async def link(self, name: str, netns: str | None = None) -> LinkRead:
+        """The access point a managed interface is associated with, from the scan entry
+        the kernel marks associated and the station entry of that BSSID."""
+        async with self.radios(netns) as radios:
+            return await radios.link(name)
 
     async def regulatory(self) -> RegulatoryRead:
         """The global regulatory domain and the radios that keep their own (a dump: the
