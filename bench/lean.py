@@ -58,7 +58,7 @@ MIB = 1024 * 1024
 OWN_MIB = 6.0
 # What a built-in added after issue 9 may add at idle (its modules, models and routes;
 # never its heavy libraries, loaded on first use), and after its first request.
-LATER_BUILTINS = ("network", "wifi")  # issues 11 and 12
+LATER_BUILTINS = ("network", "wifi", "bluetooth")  # issues 11, 12 and 13
 LATER_IDLE_MIB = 2.0  # each
 NETWORK_USED_MIB = 14.0
 NETWORK_PATH = "/api/v1/network/interfaces"

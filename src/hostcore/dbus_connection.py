@@ -96,7 +96,7 @@ class BusConnection:
         path: str | None = None,
         interface: str | None = None,
         timeout_s: float | None = None,
-        errors: Callable[[str], HostcoreError | None] | None = None,
+        errors: Callable[[str, str], HostcoreError | None] | None = None,
         autostart: bool = True,
     ) -> list[Any]:
         """Call ``member`` on ``service`` (its main object and interface unless given); the
@@ -104,8 +104,9 @@ class BusConnection:
         the bus (D-Bus activation), it is a 503.
 
         A D-Bus error reply becomes :func:`hostcore.dbus.dbus_error`'s answer, unless
-        ``errors`` (the daemon's own error names) has a better one; the daemon's message
-        is only logged. ``timeout_s`` (default: the connection's) bounds the whole call.
+        ``errors(name, message)`` (the daemon's own error names) has a better one; the
+        daemon's message is only logged, never put in an answer. ``timeout_s`` (default:
+        the connection's) bounds the whole call.
         """
         timeout = self.timeout_s if timeout_s is None else timeout_s
         message = Message(
@@ -136,7 +137,8 @@ class BusConnection:
             raise self._lost_during(bus, service, None)
         if reply.message_type is MessageType.ERROR:
             name = reply.error_name or ""
-            error = (errors(name) if errors is not None else None) or dbus_error(
+            text = str(reply.body[0]) if reply.body else ""
+            error = (errors(name, text) if errors is not None else None) or dbus_error(
                 service, member, name
             )
             raise logged(error, reply)

@@ -67,7 +67,7 @@ class _Absent(NotFound):
     """NetworkManager is not running, or does not know the device."""
 
 
-def _supplicant_error(name: str) -> HostcoreError | None:
+def _supplicant_error(name: str, _text: str = "") -> HostcoreError | None:
     """wpa_supplicant's own error names (dbus_new_handlers.h)."""
     if name in (_ERROR + "InterfaceUnknown", _ERROR + "NetworkUnknown"):
         return NotFound(f"wpa_supplicant has no such object ({name})")
@@ -78,7 +78,7 @@ def _supplicant_error(name: str) -> HostcoreError | None:
     return None
 
 
-def _object_error(name: str) -> HostcoreError | None:
+def _object_error(name: str, _text: str = "") -> HostcoreError | None:
     """A read of a network's or BSS's object: one removed meanwhile is not registered any
     more, and D-Bus answers for the object path with no such method."""
     if name in _GONE:
@@ -86,7 +86,7 @@ def _object_error(name: str) -> HostcoreError | None:
     return _supplicant_error(name)
 
 
-def _nm_error(name: str) -> HostcoreError | None:
+def _nm_error(name: str, _text: str = "") -> HostcoreError | None:
     return _Absent(name) if name in _NM_ABSENT else None
 
 
