@@ -39,8 +39,11 @@ def test_each_security_maps_to_wpa_supplicants_key_management() -> None:
         "ssid": ("ay", b"HomeNet"),
         "key_mgmt": ("s", "NONE"),
     }
-    psk = plain(network_args(request(security="psk", secret="p" * 8), wired=False))
-    assert psk["key_mgmt"] == ("s", "WPA-PSK WPA-PSK-SHA256") and psk["psk"] == ("s", "p" * 8)
+    psk = plain(network_args(request(ssid="IEEE", security="psk", secret="password"), wired=False))
+    assert psk["key_mgmt"] == ("s", "WPA-PSK WPA-PSK-SHA256")
+    # IEEE 802.11 Annex J.4.2's test vector: the key, never the passphrase, is sent.
+    key = "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e"
+    assert psk["psk"] == ("ay", bytes.fromhex(key))
     assert psk["ieee80211w"] == ("i", 1)
     sae = plain(network_args(request(security="sae", secret="x"), wired=False))
     assert sae["key_mgmt"] == ("s", "SAE") and sae["ieee80211w"] == ("i", 2)
@@ -82,11 +85,22 @@ def test_the_ssid_goes_as_bytes_and_options_as_numbers() -> None:
         {"ssid": "a", "security": "open", "bssid": "ff:ff:ff:ff:ff"},
         {"ssid_hex": "zz", "security": "open"},
         {"ssid": "a", "security": "open", "extra": 1},
+        {"ssid": 'a"#b', "security": "open"},
+        {"ssid": "a", "security": "sae", "secret": '"#secret'},
+        {"ssid": "a", "security": "eap", "secret": "pw", "identity": 'x"y#z'},
+        {"ssid": "a", "security": "sae", "secret": "c1\u0085control"},
+        {"ssid": "a", "security": "sae", "secret": "lone\ud800surrogate"},
     ],
 )
 def test_hostile_or_inconsistent_requests_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ConnectCreate.model_validate(fields)
+
+
+def test_quotes_or_hashes_alone_are_fine_and_a_passphrase_may_hold_both() -> None:
+    for ssid in ('a"b', "a#b", 'é"#'):  # the last is written in hex: it survives
+        request(ssid=ssid, security="open")
+    request(security="psk", secret='"#abcdefgh')  # only its key reaches wpa_supplicant
 
 
 def test_a_raw_psk_of_64_hex_digits_goes_as_the_key_itself() -> None:

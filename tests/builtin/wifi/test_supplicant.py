@@ -194,3 +194,20 @@ def test_an_interface_wpa_supplicant_does_not_manage_yet_is_added_to_it(
     )
     assert job["state"] == "failed" and "wpa_supplicant" in job["error"]["detail"]
     assert job["error"]["error"] == "DBusCallFailed"
+
+
+def test_a_failed_connect_puts_wpa_supplicant_back_on_the_network_it_had(
+    wired: tuple[TestClient, Wired8021X],
+) -> None:
+    client, _ = wired
+    assert connect(client, **eap())["state"] == "succeeded"
+    failed = connect(client, **eap(ssid="corp", secret=WRONG))  # the same name, wrong password
+    assert failed["error"]["error"] == "AuthenticationFailed"
+    deadline = time.monotonic() + WITHIN_S
+    while True:
+        (network,) = client.get(f"{API}/interfaces/wlan0/networks").json()
+        if network["current"]:
+            break
+        assert time.monotonic() < deadline, network
+        time.sleep(0.05)
+    assert network["ssid"] == "corp" and network["enabled"] is True  # not replaced, not disabled

@@ -14,12 +14,15 @@ How an attempt ends (wpa_supplicant 2.10 has no signal that names a wrong key):
   association: the password is wrong (the SAE confirm did not verify).
 * Two ended scans without a BSS of the SSID: the network is not in range.
 * ``interface_disabled``: the interface went away or down.
+* Another network selected meanwhile (another connect): superseded. wpa_supplicant
+  stopping: a 503.
 * Otherwise the connect timeout ends it: not found if no BSS of the SSID was ever
   seen, else a timeout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from dbus_fast import Variant
@@ -27,12 +30,13 @@ from dbus_fast import Variant
 from hostcore.builtin.wifi.schemas import ConnectCreate, SavedNetworkRead
 from hostcore.builtin.wifi.supplicant import INTERFACE, Signal
 from hostcore.dbus import PROPERTIES_INTERFACE
-from hostcore.errors import UpstreamFailed
+from hostcore.errors import Unavailable, UpstreamFailed
 
 SCANS_BEFORE_NOT_FOUND = 2  # wpa_supplicant's first scan after a select may cover few channels
 _FALLBACK_STATES = frozenset({"disconnected", "inactive", "scanning"})
 _EAP_METHODS = "PEAP TTLS"
 RAW_PSK_HEX_DIGITS = 64  # a validated psk this long is the key itself, in hex
+PBKDF2_ROUNDS, PSK_BYTES = 4096, 32
 _EAP_PHASE2 = "auth=MSCHAPV2"
 
 
@@ -60,6 +64,10 @@ class InterfaceDisabled(ConnectFailed):
     pass
 
 
+class Superseded(ConnectFailed):
+    pass
+
+
 def network_args(request: ConnectCreate, *, wired: bool) -> dict[str, Variant]:
     """wpa_supplicant's properties for ``request``: the SSID as bytes and numbers as
     numbers, so no value needs quoting by anyone. ``wired``: the interface uses
@@ -75,9 +83,9 @@ def network_args(request: ConnectCreate, *, wired: bool) -> dict[str, Variant]:
     elif request.security == "psk":
         args["key_mgmt"] = Variant("s", "WPA-PSK WPA-PSK-SHA256")
         args["ieee80211w"] = Variant("i", 1)  # protected management frames if the AP can
-        # A string is a passphrase to wpa_supplicant (it quotes it); a raw key goes as bytes.
-        raw = len(secret) == RAW_PSK_HEX_DIGITS
-        args["psk"] = Variant("ay", bytes.fromhex(secret)) if raw else Variant("s", secret)
+        # The key itself, as bytes: a raw one as given, a passphrase turned into it as
+        # WPA does (so wpa_supplicant never holds the passphrase, and its file a key in hex).
+        args["psk"] = Variant("ay", psk_key(secret, request.ssid_bytes))
     elif request.security == "sae":
         args["key_mgmt"] = Variant("s", "SAE")
         args["ieee80211w"] = Variant("i", 2)  # WPA3 requires them
@@ -93,6 +101,14 @@ def network_args(request: ConnectCreate, *, wired: bool) -> dict[str, Variant]:
         args["password"] = Variant("s", secret)
         args["phase2"] = Variant("s", _EAP_PHASE2)
     return args
+
+
+def psk_key(secret: str, ssid: bytes) -> bytes:
+    """The 256-bit WPA key: 64 hex digits as they are, else PBKDF2-SHA1 of the passphrase
+    with the SSID as salt, 4096 rounds (IEEE 802.11 Annex J.4)."""
+    if len(secret) == RAW_PSK_HEX_DIGITS:
+        return bytes.fromhex(secret)
+    return hashlib.pbkdf2_hmac("sha1", secret.encode(), ssid, PBKDF2_ROUNDS, PSK_BYTES)
 
 
 class ConnectWatch:
@@ -111,8 +127,13 @@ class ConnectWatch:
         self.scans_without = 0
 
     def feed(self, signal: Signal) -> str | None:
+        if signal.member == "NameOwnerChanged":
+            raise Unavailable("wpa_supplicant stopped (or restarted) during the connect")
         if signal.member == "NetworkSelected" and signal.interface == INTERFACE:
-            self.selected = self.selected or signal.body[:1] == [self.network]
+            ours = signal.body[:1] == [self.network]
+            if self.selected and not ours:
+                raise Superseded("another network was selected meanwhile")
+            self.selected = self.selected or ours
         elif signal.member == "BSSAdded" and signal.interface == INTERFACE:
             found = _value(signal.body[1], "SSID") if len(signal.body) > 1 else None
             self.seen = self.seen or (found is not None and bytes(found) == self.ssid)

@@ -79,12 +79,15 @@ def is_topic_ifname(name: str) -> bool:
 
 
 async def wifi_events(service: WifiService, publish: Publish, ifname: str) -> None:
-    """Publish ``ifname``'s events until cancelled; a failed listener is made again."""
+    """Publish ``ifname``'s events until cancelled; a failed listener is made again (what
+    happened meanwhile is not told)."""
     while True:
         try:
             await _follow(service, publish, ifname)
         except HostcoreError as error:
             logger.info("Wi-Fi events of %s paused: %s", ifname, error.detail)
+        except Exception as error:  # the socket failed (ENOBUFS after a burst …)
+            logger.info("Wi-Fi events of %s paused: %r", ifname, error)
         await asyncio.sleep(RETRY_S)
 
 

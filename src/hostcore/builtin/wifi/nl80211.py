@@ -250,18 +250,22 @@ class Nl80211:
         pyroute2's ``IW.scan`` waits without a timeout and ignores an abort. Here the
         listener joins the "scan" group *before* the trigger is sent (the end may come
         before the trigger's answer is read), and only this interface's events count
-        (every interface's scans are multicast)."""
+        (every interface's scans are multicast), from the kernel's "scan started" on (the
+        end of a scan someone else made just before is not this one's)."""
         ended = {command("NEW_SCAN_RESULTS"): True, command("SCAN_ABORTED"): False}
+        started = command("TRIGGER_SCAN")
         async with self.listen(["scan"]) as events:
             await self.request(
                 "TRIGGER_SCAN", [("NL80211_ATTR_IFINDEX", ifindex)], action="start a scan"
             )
+            ours = False  # the end of a scan that ended before ours began is not ours
             try:
                 async with asyncio.timeout(timeout_s):
                     async for event in events:
                         if event.get_attr("NL80211_ATTR_IFINDEX") != ifindex:
                             continue
-                        if event["cmd"] in ended:
+                        ours = ours or event["cmd"] == started
+                        if ours and event["cmd"] in ended:
                             return ended[event["cmd"]]
             except TimeoutError as error:
                 raise Unavailable(f"the scan did not end within {timeout_s:g} s") from error

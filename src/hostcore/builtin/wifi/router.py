@@ -128,7 +128,7 @@ def build_router() -> APIRouter:
         why: WrongKey, AuthenticationFailed, NetworkNotFound, ConnectTimeout. The network
         replaces any saved one of the same name; the secret is never shown again. 409
         while NetworkManager manages the interface, or another connect runs on it."""
-        await wifi.interface(ifname)  # 404 before a job exists
+        await wifi.check_connect(ifname)  # 404, 409 or 503 before a job exists
         job, reused = await jobs.start_job(
             "wifi.connect", principal, ConnectStart(interface=ifname, network=body),
             resource=ifname,

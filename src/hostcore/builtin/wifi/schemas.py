@@ -84,8 +84,8 @@ class ModeUpdate(BaseModel):
 
 Security = Literal["open", "psk", "sae", "eap"]
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
-# What wpa_supplicant keeps as a quoted string: printable, no quote-breaking controls.
-_NO_CONTROLS = r"^[^\x00-\x1f\x7f]*$"
+# What wpa_supplicant keeps as a quoted string: no control characters (C0 or C1).
+_NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 PASSPHRASE_HEX = 64  # a raw PSK: 64 hex digits
 
 
@@ -143,6 +143,17 @@ class ConnectCreate(BaseModel):
             )
         if (self.identity is not None) != (self.security == "eap"):
             raise ValueError("identity is needed for eap, and only for eap")
+        if secret is not None and not _encodable(secret):
+            raise ValueError("the secret is not valid Unicode text")
+        kept = {"ssid": self.ssid_bytes, "identity": (self.identity or "").encode()}
+        if self.security in ("sae", "eap") and secret is not None:
+            kept["secret"] = secret.encode()
+        for field, value in kept.items():
+            if not survives_config_file(value):
+                raise ValueError(
+                    f"wpa_supplicant cannot keep this {field} in its file (a '\"' and a '#' "
+                    "together would end the line early)"
+                )
         return self
 
     @property
@@ -151,6 +162,22 @@ class ConnectCreate(BaseModel):
             return bytes.fromhex(self.ssid_hex)
         assert self.ssid is not None
         return self.ssid.encode()
+
+
+def survives_config_file(value: bytes) -> bool:
+    """Whether wpa_supplicant writes ``value`` so that it reads it back the same: it
+    writes printable text in quotes without escaping, and reads a '#' after a quote
+    that closes as the start of a comment (config_file.c). Other text it writes in hex."""
+    printable = all(0x20 <= byte <= 0x7E for byte in value)
+    return not (printable and b'"' in value and b"#" in value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def _passphrase(secret: str) -> bool:

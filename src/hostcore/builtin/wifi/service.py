@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hostcore.builtin.wifi.connect import (
     ConnectWatch,
@@ -32,6 +32,7 @@ from hostcore.builtin.wifi.parsers import (
     parse_station,
 )
 from hostcore.builtin.wifi.schemas import (
+    ConnectCreate,
     ConnectedRead,
     ConnectStart,
     DisconnectedRead,
@@ -250,39 +251,65 @@ class WifiService:
 
     # -- wpa_supplicant --
 
-    async def _supplicant_interface(self, name: str, *, create: bool) -> str | None:
+    async def _supplicant_interface(
+        self, name: str, *, create: bool, autostart: bool = False
+    ) -> str | None:
         """wpa_supplicant's object of the wireless interface ``name`` (404 if it is not
-        one), refused with 409 while NetworkManager manages it."""
+        one), refused with 409 while NetworkManager manages it. ``autostart``: a
+        wpa_supplicant that is not running may be started by the bus (a read does not)."""
         await self.interface(name)
         if await self.supplicant.managed_by_networkmanager(name):
             raise Conflict(
                 f"NetworkManager manages {name}: connect with NetworkManager, or release "
                 f"the interface first (nmcli device set {name} managed no)"
             )
-        return await self.supplicant.interface(name, create=create)
+        return await self.supplicant.interface(name, create=create, autostart=autostart)
+
+    async def check_connect(self, name: str) -> None:
+        """What would refuse a connect at once (so the request, not its job, says it): no
+        such wireless interface (404), NetworkManager's (409), no wpa_supplicant (503)."""
+        await self._supplicant_interface(name, create=False, autostart=True)
 
     async def connect(self, params: ConnectStart, context: JobContext) -> ConnectedRead:
-        """Join a network (a job's work): add it to wpa_supplicant in place of any saved
-        network of the same name, select it, and follow the signals until the attempt
-        ends. A failed attempt leaves no network behind."""
+        """Join a network (a job's work): add it to wpa_supplicant, select it, and follow
+        the signals until the attempt ends.
+
+        Success replaces any saved network of the same name. Failure (or a cancel) leaves
+        wpa_supplicant as it was: the network added is removed, the networks
+        ``SelectNetwork`` disabled are enabled again (so it goes back to the one it had),
+        and an interface added to wpa_supplicant for this attempt is removed again."""
         name, request = params.interface, params.network
-        path = await self._supplicant_interface(name, create=True)
-        assert path is not None
+        supplicant = self.supplicant
+        path = await self._supplicant_interface(name, create=False, autostart=True)
+        created = path is None
+        if path is None:
+            path = await supplicant.interface(name, create=True)
+            assert path is not None
+        try:
+            return await self._connect_on(path, name, request, context)
+        except BaseException:
+            if created:
+                await _shielded(supplicant.remove_interface(path))
+            raise
+
+    async def _connect_on(
+        self, path: str, name: str, request: ConnectCreate, context: JobContext
+    ) -> ConnectedRead:
         supplicant = self.supplicant
         wired = (await supplicant.property(path, "Driver")) == "wired"
         ssid = request.ssid_bytes
-        for network, values, _ in await supplicant.networks(path):
-            if config_bytes(values.get("ssid")) == ssid:
-                await supplicant.remove_network(path, network)
+        before = await supplicant.networks(path)
+        was_connected = (await supplicant.property(path, "State")) == "completed"
         seen = not wired and ssid in await supplicant.bss_ssids(path)
         watch = ConnectWatch(request.security, ssid, seen=seen, wired=wired)
         context.progress(None, "asking wpa_supplicant to connect")
+        network: str | None = None
+        connected = False
         async with supplicant.signals(path) as signals:
-            network = watch.network = await supplicant.add_network(
-                path, network_args(request, wired=wired)
-            )
-            connected = False
             try:
+                network = watch.network = await supplicant.add_network(
+                    path, network_args(request, wired=wired)
+                )
                 await supplicant.select_network(path, network)
                 timeout_s = self.config.connect_timeout_s
                 try:
@@ -295,7 +322,13 @@ class WifiService:
                     raise watch.timed_out(timeout_s) from None
             finally:
                 if not connected:
-                    await _shielded(supplicant.remove_network(path, network))
+                    await _shielded(self._undo(path, network, ssid, before, was_connected))
+        assert network is not None
+        for old, values, enabled in before:  # the new one takes the old one's place
+            if config_bytes(values.get("ssid")) == ssid:
+                await supplicant.remove_network(path, old)
+            elif enabled:
+                await supplicant.set_enabled(old, True)
         saved = await supplicant.save_config(path)
         now = await supplicant.properties(path)
         bssid = None
@@ -313,6 +346,32 @@ class WifiService:
             auth_mode=now.get("CurrentAuthMode") or None,
             saved=saved,
         )
+
+    async def _undo(
+        self,
+        path: str,
+        network: str | None,
+        ssid: bytes,
+        before: list[tuple[str, dict[str, Any], bool]],
+        was_connected: bool,
+    ) -> None:
+        """Put wpa_supplicant back as it was before a failed attempt. ``network`` is None
+        when the add's answer never came: a new network of this name is then the one."""
+        supplicant = self.supplicant
+        known = {old for old, _, _ in before}
+        for current, values, _ in await supplicant.networks(path):
+            added = current == network or (
+                network is None
+                and current not in known
+                and config_bytes(values.get("ssid")) == ssid
+            )
+            if added:
+                await supplicant.remove_network(path, current)
+        for old, _, enabled in before:
+            if enabled:
+                await supplicant.set_enabled(old, True)
+        if was_connected:
+            await supplicant.reconnect(path)
 
     async def disconnect(self, name: str) -> DisconnectedRead:
         path = await self._supplicant_interface(name, create=False)

@@ -128,6 +128,23 @@ class Supplicant:
             SUPPLICANT, member, signature, body or [], errors=_supplicant_error, **where
         )
 
+    async def remove_interface(self, path: str) -> None:
+        """Stop managing an interface hostcore added (a failed first connect)."""
+        await self._call("RemoveInterface", "o", [path])
+
+    async def set_enabled(self, network: str, enabled: bool) -> None:
+        await self.bus.call(
+            SUPPLICANT, "Set", "ssv", [NETWORK, "Enabled", Variant("b", enabled)],
+            path=network, interface=PROPERTIES_INTERFACE, errors=_object_error,
+        )  # fmt: skip
+
+    async def reconnect(self, path: str) -> None:
+        """Connect again to an enabled network (after a failed attempt disturbed it)."""
+        try:
+            await self._call("Reconnect", path=path, interface=INTERFACE)
+        except HostcoreError as refused:
+            logger.info("wpa_supplicant did not reconnect: %s", refused.detail)
+
     # -- NetworkManager --
 
     async def managed_by_networkmanager(self, ifname: str) -> bool:
@@ -148,11 +165,12 @@ class Supplicant:
 
     # -- interfaces --
 
-    async def interface(self, ifname: str, *, create: bool) -> str | None:
+    async def interface(self, ifname: str, *, create: bool, autostart: bool = True) -> str | None:
         """The object path of wpa_supplicant's ``ifname``; with ``create``, one is made
-        when wpa_supplicant does not manage it yet (else None)."""
+        when wpa_supplicant does not manage it yet (else None). ``autostart=False``: a
+        wpa_supplicant that is not running is a 503, not started by the bus."""
         try:
-            (path,) = await self._call("GetInterface", "s", [ifname])
+            (path,) = await self._call("GetInterface", "s", [ifname], autostart=autostart)
         except NotFound:
             if not create:
                 return None
@@ -234,26 +252,40 @@ class Supplicant:
 
     @contextlib.asynccontextmanager
     async def signals(self, path: str) -> AsyncIterator[Signals]:
-        """wpa_supplicant's signals from the object ``path`` while the block runs."""
+        """wpa_supplicant's signals from the object ``path`` while the block runs, and
+        ``NameOwnerChanged`` when wpa_supplicant stops or starts."""
         bus = await self.bus.get()
-        rule = f"type='signal',sender='{SUPPLICANT.name}',path='{path}'"
+        rules = [
+            f"type='signal',sender='{SUPPLICANT.name}',path='{path}'",
+            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+            f"arg0='{SUPPLICANT.name}'",
+        ]
         signals = Signals()
 
         def handler(message: Message) -> None:
-            if message.message_type is MessageType.SIGNAL and message.path == path:
+            if message.message_type is not MessageType.SIGNAL:
+                return
+            owner_changed = (
+                message.member == "NameOwnerChanged"
+                and message.body[:1] == [SUPPLICANT.name]
+                and message.sender == "org.freedesktop.DBus"
+            )
+            if message.path == path or owner_changed:
                 signal = Signal(message.member or "", message.interface or "", list(message.body))
                 with contextlib.suppress(asyncio.QueueFull):
                     signals.queue.put_nowait(signal)
 
-        await _bus_call(bus, "AddMatch", rule, self.bus.timeout_s)
         bus.add_message_handler(handler)
         try:
+            for rule in rules:
+                await _bus_call(bus, "AddMatch", rule, self.bus.timeout_s)
             yield signals
         finally:
             bus.remove_message_handler(handler)
             if bus.connected:
-                with contextlib.suppress(Exception):
-                    await _bus_call(bus, "RemoveMatch", rule, self.bus.timeout_s)
+                for rule in rules:  # one added as the block was cancelled goes too
+                    with contextlib.suppress(Exception):
+                        await _bus_call(bus, "RemoveMatch", rule, self.bus.timeout_s)
 
 
 async def _bus_call(bus: MessageBus, member: str, rule: str, timeout_s: float) -> None:
