@@ -33,6 +33,9 @@ from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound, Unava
 logger = logging.getLogger(__name__)
 
 CLOSE_GRACE_S = 1.0
+_NOT_RUNNING = frozenset(
+    {"org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"}
+)
 
 
 class BusConnection:
@@ -220,9 +223,12 @@ def logged(error: HostcoreError, reply: Message) -> HostcoreError:
     A refusal the request caused (a bad argument, an unknown object, a state in the
     way) is routine, so DEBUG; anything else says the host or hostcore needs a look.
     """
-    level = (
-        logging.DEBUG if isinstance(error, BadRequest | NotFound | Conflict) else logging.WARNING
-    )
+    if isinstance(error, BadRequest | NotFound | Conflict):
+        level = logging.DEBUG
+    elif reply.error_name in _NOT_RUNNING:
+        level = logging.INFO  # the host's state, said in the answer; no fault of anyone's
+    else:
+        level = logging.WARNING
     text = str(reply.body[0]) if reply.body else ""
     logger.log(level, "%s; the daemon said %s: %r", error.detail, reply.error_name, text)
     return error

@@ -31,7 +31,7 @@ Controller = Annotated[Principal, RequireScope("bluetooth:control")]
 Pairer = Annotated[Principal, RequireScope("bluetooth:pair")]
 ERRORS = error_responses(401, 403, 404, 422, 429, 502, 503)
 CHANGE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503)
-JOB_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 502, 503)
+JOB_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 502, 503)  # 400: a bad body
 
 
 async def _service(request: Request) -> BluetoothService:
