@@ -76,8 +76,7 @@ class BluetoothService:
     async def stop(self) -> None:
         if self._keeper is not None:
             self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            await asyncio.wait([self._keeper])
         bus = self._agent_on
         if bus is not None and bus.connected:
             with contextlib.suppress(HostcoreError):
@@ -96,12 +95,15 @@ class BluetoothService:
             try:
                 await self._register_agent()
                 failures = 0
-            except HostcoreError as error:
+            except Exception as error:
                 wait = AGENT_RETRY_S[min(failures, len(AGENT_RETRY_S) - 1)]
                 failures += 1
-                logger.info(
-                    "Bluetooth agent not registered (%s); again in %g s", error.detail, wait
-                )
+                if isinstance(error, HostcoreError):
+                    why = error.detail
+                else:
+                    logger.exception("registering the Bluetooth agent failed")
+                    why = type(error).__name__
+                logger.info("Bluetooth agent not registered (%s); again in %g s", why, wait)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._agent_wanted.wait()
