@@ -236,7 +236,9 @@ def logged(error: HostcoreError, reply: Message) -> HostcoreError:
 
 async def disconnected(bus: MessageBus) -> None:
     """Wait until ``bus`` disconnects; raises what broke it, if anything did."""
-    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
+    # Shielded: dbus-fast awaits its one disconnect future directly, so a waiter that is
+    # cancelled would cancel that future for every other waiter (close() among them).
+    await asyncio.shield(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

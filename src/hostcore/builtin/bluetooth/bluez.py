@@ -3,9 +3,9 @@
 * **Reads never wait on the bus.** The first read subscribes to BlueZ's signals
   (``InterfacesAdded``/``InterfacesRemoved`` of its ObjectManager, every
   ``PropertiesChanged`` under ``/org/bluez``) and then asks ``GetManagedObjects``.
-  Messages from one sender arrive in order, so a signal that comes before that answer
-  is already in it, and every one after is applied to the copy kept here. Later reads
-  are answered from the copy.
+  Signals that come while the answer is on its way are held and applied to it, in
+  order (those it already has change nothing), and every one after is applied to the
+  copy kept here. Later reads are answered from the copy.
 * **A restarted bluetoothd** (``NameOwnerChanged`` of ``org.bluez``) or a lost bus
   connection drops the copy; the next read loads it again.
 * **Every call is bounded** (``timeout_s``; a pairing has its own, longer bound). A
@@ -117,7 +117,7 @@ def bluez_error(name: str, member: str, message: str = "") -> HostcoreError | No
         return Forbidden(f"BlueZ refused {member}: {name.removeprefix(_E)}")
     if name in (_E + "NotSupported", _E + "NotAvailable"):
         return Unavailable(f"BlueZ cannot {member} here: {name.removeprefix(_E)}")
-    if name == _E + "Failed" and "rfkill" in message.lower():
+    if name == _E + "Blocked" or (name == _E + "Failed" and "rfkill" in message.lower()):
         return Conflict(f"BlueZ refused {member}: the adapter is blocked by rfkill")
     if name == _E + "Failed":
         return UpstreamFailed(f"BlueZ failed {member}")
@@ -143,6 +143,8 @@ class BlueZ:
         self._objects: Objects | None = None
         self._loading: asyncio.Task[Objects] | None = None
         self._watched: MessageBus | None = None  # the connection the signals come on
+        self._epoch = 0  # bumped when bluetoothd goes or comes (NameOwnerChanged)
+        self._held: list[Message] | None = None  # signals that came while loading
         # Told of every change the cache takes: (path, interface, its properties now;
         # empty when the interface went away).
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -173,28 +175,47 @@ class BlueZ:
     async def _load(self) -> Objects:
         bus = await self.bus.get()
         if self._watched is not bus:
-            for rule in _SIGNALS:
-                await _add_match(bus, rule, self.timeout_s)
             bus.add_message_handler(self._on_message)
             self._watched = bus
-        (managed,) = await self.call(BLUEZ, "GetManagedObjects", autostart=False)
-        objects: Objects = {
-            str(path): {interface: _plain(props) for interface, props in interfaces.items()}
-            for path, interfaces in managed.items()
-        }
-        self._objects = objects
-        return objects
+            for rule in _SIGNALS:
+                await _add_match(bus, rule, self.timeout_s)
+        epoch = self._epoch
+        self._held = []
+        try:
+            (managed,) = await self.call(BLUEZ, "GetManagedObjects", autostart=False)
+            objects: Objects = {
+                str(path): {interface: _plain(props) for interface, props in interfaces.items()}
+                for path, interfaces in managed.items()
+            }
+            if epoch != self._epoch:
+                return objects  # bluetoothd changed meanwhile: answer, but keep nothing
+            # Signals that came while the answer was on its way: those sent before it are
+            # in it already, and applying them again in order ends in the same state.
+            self._objects = objects
+            for message in self._held:
+                self._apply(objects, message)
+            return objects
+        finally:
+            self._held = None
 
     def _on_message(self, message: Message) -> None:
         if message.message_type is not MessageType.SIGNAL:
             return
         if message.member == "NameOwnerChanged":
-            self._objects = None  # bluetoothd went away or came back: read it afresh
-            self._tell("/", OBJECT_MANAGER, {})
+            if message.sender == "org.freedesktop.DBus":
+                self._epoch += 1
+                self._objects = None  # bluetoothd went away or came back: read it afresh
+                self._tell("/", OBJECT_MANAGER, {})
+            return
+        if message.sender == "org.freedesktop.DBus":
             return
         objects = self._objects
-        if objects is None or message.sender == "org.freedesktop.DBus":
-            return  # not loaded yet: the answer being awaited has it all
+        if objects is not None:
+            self._apply(objects, message)
+        elif self._held is not None:
+            self._held.append(message)
+
+    def _apply(self, objects: Objects, message: Message) -> None:
         path = message.path or ""
         if message.member == "InterfacesAdded" and len(message.body) == 2:
             added, interfaces = message.body

@@ -149,7 +149,7 @@ def build_router() -> APIRouter:
         awaiting_confirmation with the passkey and the question's id: answer with
         POST /pairing/{id}/confirm. The job ends with the paired device, or failed with
         BlueZ's reason (AuthenticationFailed, AuthenticationRejected …)."""
-        await bluetooth.device(address)  # 404 before a job exists
+        await bluetooth.check_pair(address)  # 404 or 409 before a job exists
         job, reused = await jobs.start_job(
             "bluetooth.pair", principal, PairJob(address=address), resource=address
         )

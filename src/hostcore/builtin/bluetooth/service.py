@@ -295,9 +295,22 @@ class BluetoothService:
 
     # -- pairing --
 
+    async def check_pair(self, address: str) -> None:
+        """What refuses a pairing at once: an unknown device (404); one already paired,
+        or on an adapter that is off (409: BlueZ would only answer "authentication
+        failed" for that)."""
+        path = await self._device_path(address)
+        objects = await self.bluez.objects()
+        if objects[path][DEVICE].get("Paired"):
+            raise Conflict(f"{address} is already paired")
+        adapter = path.rsplit("/", 1)[0]
+        if not objects.get(adapter, {}).get(ADAPTER, {}).get("Powered"):
+            raise Conflict(f"the adapter {adapter_name(adapter)} is powered off")
+
     async def pair(self, address: str, context: JobContext) -> DeviceRead:
         """Pair with a device (a job's work); BlueZ's questions reach this worker's agent
         and wait for a client's answer. Cancelling the job cancels the pairing."""
+        await self.check_pair(address)
         path = await self._device_path(address)
         if path in self._pairing:
             raise Conflict(f"a pairing with {address} is already running here")
