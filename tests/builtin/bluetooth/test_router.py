@@ -16,6 +16,7 @@ from tests.builtin.bluetooth.fake_bluez import FakeBluez, Peer, Timing
 from tests.helpers import bearer
 
 API = "/api/v1/bluetooth"
+PAIRING = "bluetooth.pairing"
 WITHIN_S = 10.0  # bounds a wait only something that never happens would reach
 PHONE = Peer("AA:BB:CC:DD:EE:03", "Pixel", kind="dual", pairing="confirmation", passkey=123456,
              rssi=-70, uuids=("00001116-0000-1000-8000-00805f9b34fb",))  # fmt: skip
@@ -124,6 +125,8 @@ def test_discovery_is_a_job_listing_what_it_found_for_the_transport(rig: Rig) ->
     assert job["state"] == "succeeded", job
     found = {device["address"] for device in job["result"]["devices"]}
     assert found == {PHONE.address, WATCH.address}  # the headset is BR/EDR only
+    assert job["message"] == "2 devices found"
+    assert all(device["rssi_dbm"] is not None for device in job["result"]["devices"])
     assert rig.bluez.called("StopDiscovery")
     listed = rig.client.get(f"{API}/adapters/hci0/devices").json()
     assert {device["address"] for device in listed} >= found
@@ -217,6 +220,13 @@ def test_cancelling_a_pairing_cancels_it_in_bluez(rig: Rig) -> None:
 
 
 def test_a_phone_pairing_with_the_device_asks_the_client(rig: Rig) -> None:
+    hub = rig.client.app.state.events  # type: ignore[attr-defined]
+    published: list[tuple[str, Any, bool]] = []
+    publish = hub.publish
+    hub.publish = lambda topic, data, forward=False: (
+        published.append((topic, data, forward)),
+        publish(topic, data, forward=forward),
+    )
     rig.client.patch(f"{API}/adapters/hci0", json={"discoverable": True})
     outcome = rig.bluez.start_incoming_pairing("hci0", PHONE)
     question = until(lambda: rig.client.get(f"{API}/pairing-requests").json(), "the question")[0]
@@ -225,6 +235,8 @@ def test_a_phone_pairing_with_the_device_asks_the_client(rig: Rig) -> None:
     rig.client.post(f"{API}/pairing-requests/{question['id']}", json={"accept": True})
     assert outcome.result(WITHIN_S) == "paired"
     assert rig.client.get(f"{API}/devices/{PHONE.address}").json()["paired"] is True
+    told = [(data.state, forward) for topic, data, forward in published if topic == PAIRING]
+    assert told == [("pending", True), ("accepted", True)]  # to every worker's subscribers
 
 
 def test_an_unanswered_incoming_pairing_is_rejected_after_the_timeout(

@@ -259,11 +259,12 @@ class BluetoothService:
         if start.duration_s > self.config.discovery_max_s:
             raise Unprocessable(f"discovery is limited to {self.config.discovery_max_s:g} s")
         path = await self._adapter_path(adapter)
-        seen: dict[str, None] = {}
+        seen: dict[str, int | None] = {}  # device path → the last RSSI heard
 
         def on_change(changed: str, interface: str, props: dict[str, Any]) -> None:
             if interface == DEVICE and props and changed.startswith(path + "/"):
-                seen.setdefault(changed)
+                rssi = props.get("RSSI")
+                seen[changed] = rssi if isinstance(rssi, int) else seen.get(changed)
 
         await self.bluez.method(
             path, ADAPTER, "SetDiscoveryFilter", "a{sv}",
@@ -279,10 +280,11 @@ class BluetoothService:
         finally:
             self.bluez.listeners.remove(on_change)
             await asyncio.shield(self._stop_discovery(path))
+        context.progress(1.0, f"{len(seen)} devices found")
         objects = await self.bluez.objects()
-        devices = [
-            parse_device(device, objects[device][DEVICE])
-            for device in seen
+        devices = [  # BlueZ forgets the RSSI when discovery stops: the last one heard
+            parse_device(device, {"RSSI": rssi, **objects[device][DEVICE]})
+            for device, rssi in seen.items()
             if DEVICE in objects.get(device, {})
         ]
         return DiscoveredRead(adapter=adapter, transport=start.transport, devices=devices)
@@ -324,6 +326,7 @@ class BluetoothService:
         finally:
             self._pairing.pop(path, None)
             await asyncio.shield(self.pairings.close_shown(address))
+        context.progress(1.0, "paired")
         return parse_device(path, await self.bluez.refresh(path, DEVICE))
 
     async def _cancel_pairing(self, path: str) -> None:
