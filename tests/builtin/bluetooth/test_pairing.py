@@ -93,7 +93,7 @@ async def test_what_is_only_shown_cannot_be_accepted_and_unknown_ids_are_404(
     shown = await pairings.tell("display_passkey", passkey=654321, **PHONE)
     with pytest.raises(Unprocessable, match="answered on the other device"):
         await pairings.answer(shown.id, PairingAnswer(accept=True))
-    await pairings.close_shown(PHONE["address"])
+    await pairings.close_job("some-job", PHONE["address"])
     assert (await pairings.get(shown.id)).state == "cancelled"
     with pytest.raises(NotFound):
         await pairings.answer("00000000-0000-0000-0000-000000000000", PairingAnswer(accept=True))

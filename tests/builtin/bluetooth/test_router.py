@@ -126,6 +126,7 @@ def test_discovery_is_a_job_listing_what_it_found_for_the_transport(rig: Rig) ->
     found = {device["address"] for device in job["result"]["devices"]}
     assert found == {PHONE.address, WATCH.address}  # the headset is BR/EDR only
     assert job["message"] == "2 devices found"
+    assert sorted(line.split()[1] for line in job["log"]) == sorted(found)  # as they came
     assert all(device["rssi_dbm"] is not None for device in job["result"]["devices"])
     assert rig.bluez.called("StopDiscovery")
     listed = rig.client.get(f"{API}/adapters/hci0/devices").json()
@@ -305,3 +306,45 @@ def test_bluez_restarting_drops_the_cache_and_the_agent_comes_back(
         assert [adapter["address"] for adapter in adapters] == ["00:1A:7D:DA:71:99"]
     finally:
         again.stop()
+
+
+def test_a_discovery_longer_than_allowed_is_refused_before_a_job(rig_factory: RigFactory) -> None:
+    rig = rig_factory("plugins.bluetooth.discovery_max_s=5")
+    refused = rig.client.post(f"{API}/adapters/hci0/discovery", json={"duration_s": 6})
+    assert refused.status_code == 422 and "limited to 5 s" in refused.json()["detail"]
+    assert rig.client.get("/api/v1/jobs").json() == []
+
+
+def test_a_pairing_that_takes_too_long_is_cancelled_in_bluez(rig_factory: RigFactory) -> None:
+    rig = rig_factory(
+        "plugins.bluetooth.pair_timeout_s=0.5", "plugins.bluetooth.request_timeout_s=0.4"
+    )
+    rig.bluez.add_device("hci0", PHONE)
+    rig.client.get(f"{API}/devices/{PHONE.address}")  # known to the cache
+    rig.bluez.hanging = True  # Pair is never answered
+    location = rig.client.post(f"{API}/devices/{PHONE.address}/pair").headers["location"]
+    job = ended(rig.client, location)
+    assert job["state"] == "failed" and job["error"]["error"] == "AuthenticationTimeout", job
+    until(lambda: "CancelPairing" in rig.bluez.swallowed, "CancelPairing")
+
+
+def test_rejecting_a_passkey_to_type_there_cancels_the_pairing(rig: Rig) -> None:
+    rig.bluez.add_device("hci0", SPEAKER)
+    location = rig.client.post(f"{API}/devices/{SPEAKER.address}/pair").headers["location"]
+    shown = until(lambda: rig.client.get(f"{API}/pairing-requests").json(), "the passkey")[0]
+    assert shown["kind"] == "display_passkey" and shown["passkey"] == SPEAKER.passkey
+    rig.client.post(f"{API}/pairing-requests/{shown['id']}", json={"accept": False})
+    until(lambda: rig.bluez.called("CancelPairing"), "CancelPairing")
+    assert ended(rig.client, location)["state"] == "failed"
+    assert rig.client.get(f"{API}/devices/{SPEAKER.address}").json()["paired"] is False
+
+
+def test_the_agent_is_reported_gone_while_bluetoothd_is(rig: Rig, private_bus: str) -> None:
+    def health() -> dict[str, Any]:
+        plugins = rig.client.get("/api/v1/plugins").json()
+        found: dict[str, Any] = next(p for p in plugins if p["name"] == "bluetooth")["health"]
+        return found
+
+    until(lambda: health()["agent_registered"] is True, "the agent")
+    rig.bluez.stop()
+    until(lambda: health()["agent_registered"] is False, "the agent to be gone")

@@ -84,7 +84,7 @@ async def _discover(context: JobContext, params: DiscoveryJob) -> DiscoveredRead
 
 
 async def _pair(context: JobContext, params: PairJob) -> DeviceRead:
-    return await _started().pair(params.address, context)
+    return await _started().pair(params.address, context, params.adapter)
 
 
 @hookimpl

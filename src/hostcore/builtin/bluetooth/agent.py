@@ -42,7 +42,6 @@ class Agent(ServiceInterface):
         self.pairings = pairings
         self.identify = identify
         self.job_of = job_of
-        self.released = False
 
     async def _ask(
         self,
@@ -87,7 +86,7 @@ class Agent(ServiceInterface):
 
     @dbus_method()
     def Release(self) -> NoOutput:
-        self.released = True
+        """bluetoothd is stopping (its NameOwnerChanged has hostcore register again)."""
 
     @dbus_method()
     async def RequestPinCode(self, device: DBusObjectPath) -> DBusStr:

@@ -143,8 +143,10 @@ class BlueZ:
         self._objects: Objects | None = None
         self._loading: asyncio.Task[Objects] | None = None
         self._watched: MessageBus | None = None  # the connection the signals come on
+        self._handled: MessageBus | None = None  # the connection _on_message listens on
         self._epoch = 0  # bumped when bluetoothd goes or comes (NameOwnerChanged)
         self._held: list[Message] | None = None  # signals that came while loading
+        self._changes = 0  # signals applied to the copy, for refresh()
         # Told of every change the cache takes: (path, interface, its properties now;
         # empty when the interface went away).
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -175,10 +177,12 @@ class BlueZ:
     async def _load(self) -> Objects:
         bus = await self.bus.get()
         if self._watched is not bus:
-            bus.add_message_handler(self._on_message)
-            self._watched = bus
-            for rule in _SIGNALS:
+            if self._handled is not bus:
+                bus.add_message_handler(self._on_message)
+                self._handled = bus
+            for rule in _SIGNALS:  # all of them again, until every one is in place
                 await _add_match(bus, rule, self.timeout_s)
+            self._watched = bus
         epoch = self._epoch
         self._held = []
         try:
@@ -216,6 +220,7 @@ class BlueZ:
             self._held.append(message)
 
     def _apply(self, objects: Objects, message: Message) -> None:
+        self._changes += 1
         path = message.path or ""
         if message.member == "InterfacesAdded" and len(message.body) == 2:
             added, interfaces = message.body
@@ -299,14 +304,22 @@ class BlueZ:
             interface=PROPERTIES_INTERFACE,
         )  # fmt: skip
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether BlueZ's signals reach the copy (so bluetoothd coming back is seen)."""
+        return self._watched is not None and self._watched.connected
+
     async def refresh(self, path: str, interface: str) -> dict[str, Any]:
-        """An object's properties read now (after a change: its signal may come later)."""
+        """An object's properties read now (after a change whose signal may come later).
+        The copy takes them only if no signal about the object came meanwhile: one
+        handled before this coroutine resumed may be newer than the answer."""
+        changes = self._changes
         (values,) = await self.call(
             BLUEZ, "GetAll", "s", [interface], path=path, interface=PROPERTIES_INTERFACE
         )
         props = {name: _plain(value) for name, value in values.items()}
         objects = self._objects
-        if objects is not None and path in objects:
+        if objects is not None and changes == self._changes and path in objects:
             objects[path].setdefault(interface, {}).update(props)
         return props
 

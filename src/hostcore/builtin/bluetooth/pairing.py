@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    or_,
+    select,
+    update,
+)
 
 from hostcore.builtin.bluetooth.schemas import PairingAnswer, PairingKind, PairingRequestRead
 from hostcore.db.engine import Database, affected_rows
@@ -27,7 +39,7 @@ from hostcore.errors import Conflict, NotFound, Unprocessable
 WATCH_S = 0.25
 KEEP_ANSWERED_S = 3600.0  # answered and expired questions are listed no longer than this
 _ANSWERS_NEEDED: dict[str, str] = {"passkey": "passkey", "pin_code": "pin_code"}
-_DISPLAY_ONLY = frozenset({"display_passkey", "display_pin_code"})
+DISPLAY_ONLY = frozenset({"display_passkey", "display_pin_code"})
 
 metadata = MetaData()
 requests = Table(
@@ -94,7 +106,8 @@ class Pairings:
         self.db = db
         self.timeout_s = timeout_s
         self.publish = publish
-        self.worker = worker or f"{os.getpid()}"
+        # Unique across hosts sharing a store, and across restarts of one.
+        self.worker = worker or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._waiting: dict[str, asyncio.Event] = {}
 
     async def tell(
@@ -210,39 +223,32 @@ class Pairings:
             self.publish(await self.get(request_id))
 
     async def cancel_all(self) -> None:
-        """BlueZ cancelled the agent's current question (``Agent1.Cancel``): every open
-        question of this worker ends, shown ones included."""
-        async with self.db.session() as session:
-            open_here = [
-                row.id
-                for row in await session.execute(
-                    select(requests.c.id).where(
-                        requests.c.state == "pending", requests.c.worker == self.worker
-                    )
-                )
-            ]
-        for request_id in open_here:
+        """BlueZ cancelled the agent's question (``Agent1.Cancel``): BlueZ has one open
+        per agent, the one this worker is waiting for (what is only shown stays until
+        its pairing ends)."""
+        for request_id, event in list(self._waiting.items()):
             await self._end(request_id, "cancelled")
-            event = self._waiting.get(request_id)
-            if event is not None:
-                event.set()
+            event.set()
 
-    async def close_shown(self, address: str) -> None:
-        """A pairing ended: what was shown for it is no longer to be typed."""
+    async def close_job(self, job_id: str, address: str) -> None:
+        """A pairing ended: its questions, and what was shown for it, are closed."""
         async with self.db.session() as session:
-            shown = [
+            open_ones = [
                 row.id
                 for row in await session.execute(
                     select(requests.c.id).where(
                         requests.c.state == "pending",
                         requests.c.worker == self.worker,
                         requests.c.address == address,
-                        requests.c.kind.in_(sorted(_DISPLAY_ONLY)),
+                        or_(requests.c.job_id == job_id, requests.c.kind.in_(sorted(DISPLAY_ONLY))),
                     )
                 )
             ]
-        for request_id in shown:
+        for request_id in open_ones:
             await self._end(request_id, "cancelled")
+            event = self._waiting.get(request_id)
+            if event is not None:
+                event.set()
 
     async def get(self, request_id: str) -> PairingRequestRead:
         async with self.db.session() as session:
@@ -270,7 +276,7 @@ class Pairings:
         needed = _ANSWERS_NEEDED.get(current.kind)
         if answer.accept and needed is not None and getattr(answer, needed) is None:
             raise Unprocessable(f"accepting a {current.kind} question needs {needed}")
-        if answer.accept and current.kind in _DISPLAY_ONLY:
+        if answer.accept and current.kind in DISPLAY_ONLY:
             raise Unprocessable(
                 f"a {current.kind} question is answered on the other device; it can only "
                 "be rejected here"
@@ -290,7 +296,9 @@ class Pairings:
                 )
             )
         if not affected_rows(changed):
-            raise Conflict(f"pairing request {request_id} is {current.state}, not pending")
+            now = await self.get(request_id)  # answered or expired meanwhile
+            state = "expired" if now.state == "pending" else now.state
+            raise Conflict(f"pairing request {request_id} is {state}, not pending")
         event = self._waiting.get(request_id)
         if event is not None:
             event.set()

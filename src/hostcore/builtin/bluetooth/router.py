@@ -89,7 +89,7 @@ def build_router() -> APIRouter:
     ) -> JSONResponse:
         """The job's progress counts the devices found; it ends with them. Cancelling it
         stops the discovery. One per adapter at a time."""
-        await bluetooth.adapter(hci)  # 404 before a job exists
+        await bluetooth.check_discovery(hci, body)  # 404 or 422 before a job exists
         job, reused = await jobs.start_job(
             "bluetooth.discovery", principal, DiscoveryJob(adapter=hci, start=body), resource=hci
         )
@@ -143,16 +143,21 @@ def build_router() -> APIRouter:
         summary="Pair with a device: a job",
     )
     async def pair(
-        address: Device, principal: Pairer, bluetooth: Bluetooth, jobs: Jobs
+        address: Device,
+        principal: Pairer,
+        bluetooth: Bluetooth,
+        jobs: Jobs,
+        adapter: OnAdapter = None,
     ) -> JSONResponse:
         """When BlueZ asks to compare or enter a passkey, the job's message says
         awaiting_confirmation with the passkey and the question's id: answer with
         POST /pairing/{id}/confirm. The job ends with the paired device, or failed with
         BlueZ's reason (AuthenticationFailed, AuthenticationRejected …)."""
-        await bluetooth.check_pair(address)  # 404 or 409 before a job exists
+        await bluetooth.check_pair(address, adapter)  # 404 or 409 before a job exists
         job, reused = await jobs.start_job(
-            "bluetooth.pair", principal, PairJob(address=address), resource=address
-        )
+            "bluetooth.pair", principal, PairJob(address=address, adapter=adapter),
+            resource=address,
+        )  # fmt: skip
         return accepted(job, reused)
 
     @router.get("/pairing-requests", dependencies=PAIR, responses=ERRORS)

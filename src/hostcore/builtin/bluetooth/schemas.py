@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 AdapterName = Annotated[str, StringConstraints(pattern=r"^hci[0-9]{1,3}$")]
 Address = Annotated[
@@ -38,8 +38,9 @@ class BluetoothSettings(BaseModel):
     request_timeout_s: float = Field(
         30.0,
         gt=0,
-        le=300,
-        description="A pairing question nobody answers is rejected after this long.",
+        le=55,
+        description="A pairing question nobody answers is rejected after this long (below "
+        "BlueZ's own 60 s, after which it cancels the question itself).",
     )
     agent_capability: Capability = Field(
         "KeyboardDisplay",
@@ -53,6 +54,12 @@ class BluetoothSettings(BaseModel):
     discovery_max_s: float = Field(
         300.0, gt=0, le=3600, description="The longest discovery a job may ask for."
     )
+
+    @model_validator(mode="after")
+    def _answers_fit_in_a_pairing(self) -> BluetoothSettings:
+        if self.request_timeout_s >= self.pair_timeout_s:
+            raise ValueError("request_timeout_s must be shorter than pair_timeout_s")
+        return self
 
 
 class UuidRead(BaseModel):
@@ -150,6 +157,7 @@ class PairJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: Address
+    adapter: AdapterName | None = None
 
 
 class PairingAnswer(BaseModel):

@@ -23,9 +23,10 @@ from hostcore.builtin.bluetooth.bluez import (
     AGENT_MANAGER_PATH,
     DEVICE,
     OBJECT_MANAGER,
+    AuthenticationTimeout,
     BlueZ,
 )
-from hostcore.builtin.bluetooth.pairing import Pairings
+from hostcore.builtin.bluetooth.pairing import DISPLAY_ONLY, Pairings
 from hostcore.builtin.bluetooth.parsers import adapter_name, parse_adapter, parse_device
 from hostcore.builtin.bluetooth.schemas import (
     AdapterRead,
@@ -58,13 +59,15 @@ class BluetoothService:
         self.bluez = bluez
         self.agent = Agent(pairings, self._identify, self._job_of)
         self._pairing: dict[str, tuple[str, Callable[[str], None]]] = {}  # device path → job
-        self._agent_on: MessageBus | None = None  # the connection the agent is registered on
+        self._agent_on: MessageBus | None = None  # the connection the agent is exported on
+        self._registered_on: MessageBus | None = None  # … and registered with bluetoothd
         self._agent_wanted = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
 
     @property
     def agent_registered(self) -> bool:
-        return self._agent_on is not None and self._agent_on.connected
+        """Registered with the bluetoothd running now (as far as this worker has heard)."""
+        return self._registered_on is not None and self._registered_on.connected
 
     # -- lifecycle --
 
@@ -87,41 +90,51 @@ class BluetoothService:
 
     def _on_change(self, path: str, interface: str, props: dict[str, Any]) -> None:
         if interface == OBJECT_MANAGER:  # bluetoothd went away or came back
+            self._registered_on = None
             self._agent_wanted.set()
 
     async def _keep_agent(self) -> None:
+        """Register the agent; again when bluetoothd comes back (its NameOwnerChanged) or
+        the bus connection is made anew. While the bus itself cannot be reached, try again
+        after a while; while it can, the signal says when (nothing is polled)."""
         failures = 0
         while True:
+            self._agent_wanted.clear()  # before: a restart during registering is not lost
             try:
                 await self._register_agent()
                 failures = 0
             except Exception as error:
-                wait = AGENT_RETRY_S[min(failures, len(AGENT_RETRY_S) - 1)]
-                failures += 1
                 if isinstance(error, HostcoreError):
                     why = error.detail
                 else:
                     logger.exception("registering the Bluetooth agent failed")
                     why = type(error).__name__
+                if self.bluez.subscribed:  # bluetoothd is not there; its arrival is signalled
+                    logger.info("Bluetooth agent not registered (%s): waiting for BlueZ", why)
+                    await self._until_wanted_or_lost()
+                    continue
+                wait = AGENT_RETRY_S[min(failures, len(AGENT_RETRY_S) - 1)]
+                failures += 1
                 logger.info("Bluetooth agent not registered (%s); again in %g s", why, wait)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._agent_wanted.wait()
                 continue
-            self._agent_wanted.clear()
-            bus = self._agent_on
-            lost = asyncio.ensure_future(disconnected(bus)) if bus is not None else None
-            wanted = asyncio.ensure_future(self._agent_wanted.wait())
-            try:
-                await asyncio.wait(
-                    [task for task in (lost, wanted) if task is not None],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                for task in (lost, wanted):
-                    if task is not None:
-                        task.cancel()
-            self._agent_wanted.clear()
+            await self._until_wanted_or_lost()
+
+    async def _until_wanted_or_lost(self) -> None:
+        bus = self.bluez.bus.current
+        lost = asyncio.ensure_future(disconnected(bus)) if bus is not None else None
+        wanted = asyncio.ensure_future(self._agent_wanted.wait())
+        try:
+            await asyncio.wait(
+                [task for task in (lost, wanted) if task is not None],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (lost, wanted):
+                if task is not None:
+                    task.cancel()
 
     async def _register_agent(self) -> None:
         await self.bluez.objects()  # connects, subscribes: a bluetoothd coming back is seen
@@ -138,6 +151,7 @@ class BluetoothService:
             await self.bluez.method(
                 AGENT_MANAGER_PATH, AGENT_MANAGER, "RequestDefaultAgent", "o", [AGENT_PATH]
             )
+        self._registered_on = bus
         logger.info("Bluetooth agent registered (%s)", self.config.agent_capability)
 
     # -- who is who --
@@ -170,7 +184,13 @@ class BluetoothService:
 
     async def adapter(self, name: str) -> AdapterRead:
         path = await self._adapter_path(name)
-        return parse_adapter(path, (await self.bluez.objects())[path][ADAPTER])
+        return parse_adapter(path, await self._props(path, ADAPTER))
+
+    async def _props(self, path: str, interface: str) -> dict[str, Any]:
+        props = (await self.bluez.objects()).get(path, {}).get(interface)
+        if props is None:  # gone between two reads
+            raise NotFound(f"BlueZ no longer has {adapter_name(path)}'s {path.rsplit('/', 1)[-1]}")
+        return props
 
     async def update_adapter(self, name: str, update: AdapterUpdate) -> AdapterRead:
         """Set what ``update`` names: power on first, the timeouts before what they
@@ -223,7 +243,7 @@ class BluetoothService:
 
     async def device(self, address: str, adapter: str | None = None) -> DeviceRead:
         path = await self._device_path(address, adapter)
-        return parse_device(path, (await self.bluez.objects())[path][DEVICE])
+        return parse_device(path, await self._props(path, DEVICE))
 
     async def set_device_flag(
         self, address: str, flag: str, value: bool, adapter: str | None = None
@@ -254,17 +274,23 @@ class BluetoothService:
     async def discover(
         self, adapter: str, start: DiscoveryStart, context: JobContext
     ) -> DiscoveredRead:
-        """Discover for ``start.duration_s`` (a job's work). The discovery session is this
+        """Discover for ``start.duration_s`` (a job's work): each device heard goes into the
+        job's log as it is, and the result lists them all. The discovery session is this
         connection's: BlueZ ends it if the connection goes, and so it ends with the job."""
-        if start.duration_s > self.config.discovery_max_s:
-            raise Unprocessable(f"discovery is limited to {self.config.discovery_max_s:g} s")
+        await self.check_discovery(adapter, start)
         path = await self._adapter_path(adapter)
-        seen: dict[str, int | None] = {}  # device path → the last RSSI heard
+        seen: dict[str, int] = {}  # device path → the last RSSI heard
 
         def on_change(changed: str, interface: str, props: dict[str, Any]) -> None:
-            if interface == DEVICE and props and changed.startswith(path + "/"):
-                rssi = props.get("RSSI")
-                seen[changed] = rssi if isinstance(rssi, int) else seen.get(changed)
+            rssi = props.get("RSSI")  # heard now: not a known device's other change
+            if interface != DEVICE or not changed.startswith(path + "/"):
+                return
+            if not isinstance(rssi, int) or isinstance(rssi, bool):
+                return
+            if changed not in seen:
+                name = props.get("Alias") or props.get("Name") or ""
+                context.log(f"found {props.get('Address', '?')} {name} ({rssi} dBm)".strip())
+            seen[changed] = rssi
 
         await self.bluez.method(
             path, ADAPTER, "SetDiscoveryFilter", "a{sv}",
@@ -289,6 +315,12 @@ class BluetoothService:
         ]
         return DiscoveredRead(adapter=adapter, transport=start.transport, devices=devices)
 
+    async def check_discovery(self, adapter: str, start: DiscoveryStart) -> None:
+        """What refuses a discovery at once: an unknown adapter (404), one too long (422)."""
+        await self._adapter_path(adapter)
+        if start.duration_s > self.config.discovery_max_s:
+            raise Unprocessable(f"discovery is limited to {self.config.discovery_max_s:g} s")
+
     async def _stop_discovery(self, path: str) -> None:
         try:
             await self.bluez.method(path, ADAPTER, "StopDiscovery")
@@ -297,35 +329,43 @@ class BluetoothService:
 
     # -- pairing --
 
-    async def check_pair(self, address: str) -> None:
+    async def check_pair(self, address: str, adapter: str | None = None) -> None:
         """What refuses a pairing at once: an unknown device (404); one already paired,
         or on an adapter that is off (409: BlueZ would only answer "authentication
         failed" for that)."""
-        path = await self._device_path(address)
-        objects = await self.bluez.objects()
-        if objects[path][DEVICE].get("Paired"):
+        path = await self._device_path(address, adapter)
+        if (await self._props(path, DEVICE)).get("Paired"):
             raise Conflict(f"{address} is already paired")
-        adapter = path.rsplit("/", 1)[0]
-        if not objects.get(adapter, {}).get(ADAPTER, {}).get("Powered"):
-            raise Conflict(f"the adapter {adapter_name(adapter)} is powered off")
+        parent = path.rsplit("/", 1)[0]
+        if not (await self._props(parent, ADAPTER)).get("Powered"):
+            raise Conflict(f"the adapter {adapter_name(parent)} is powered off")
 
-    async def pair(self, address: str, context: JobContext) -> DeviceRead:
+    async def pair(
+        self, address: str, context: JobContext, adapter: str | None = None
+    ) -> DeviceRead:
         """Pair with a device (a job's work); BlueZ's questions reach this worker's agent
-        and wait for a client's answer. Cancelling the job cancels the pairing."""
-        await self.check_pair(address)
-        path = await self._device_path(address)
+        and wait for a client's answer. Cancelling the job, or ``pair_timeout_s`` passing,
+        cancels the pairing in BlueZ; what it asked or showed is closed either way."""
+        await self.check_pair(address, adapter)
+        path = await self._device_path(address, adapter)
         if path in self._pairing:
             raise Conflict(f"a pairing with {address} is already running here")
         self._pairing[path] = (context.job_id, lambda message: context.progress(None, message))
         context.progress(None, f"pairing with {address}")
+        timeout_s = self.config.pair_timeout_s
         try:
-            await self.bluez.method(path, DEVICE, "Pair", timeout_s=self.config.pair_timeout_s)
+            async with asyncio.timeout(timeout_s):
+                # BlueZ's answer is bounded by the timeout above, not by the call's own.
+                await self.bluez.method(path, DEVICE, "Pair", timeout_s=timeout_s + 5)
+        except TimeoutError:
+            await asyncio.shield(self._cancel_pairing(path))
+            raise AuthenticationTimeout(f"the pairing did not end within {timeout_s:g} s") from None
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel_pairing(path))
             raise
         finally:
             self._pairing.pop(path, None)
-            await asyncio.shield(self.pairings.close_shown(address))
+            await asyncio.shield(self.pairings.close_job(context.job_id, address))
         context.progress(1.0, "paired")
         return parse_device(path, await self.bluez.refresh(path, DEVICE))
 
@@ -339,4 +379,11 @@ class BluetoothService:
         return await self.pairings.pending()
 
     async def answer(self, request_id: str, answer: PairingAnswer) -> PairingRequestRead:
-        return await self.pairings.answer(request_id, answer)
+        """Answer a question. Rejecting what is only shown (a passkey to type there) has
+        nothing to answer in BlueZ: the pairing itself is cancelled."""
+        answered = await self.pairings.answer(request_id, answer)
+        if answered.state == "rejected" and answered.kind in DISPLAY_ONLY:
+            with contextlib.suppress(NotFound):
+                path = await self._device_path(answered.address, answered.adapter)
+                await self._cancel_pairing(path)
+        return answered
