@@ -23,6 +23,7 @@ from hostcore.cli_support import (
     registry_or_exit,
     run_or_exit,
 )
+from hostcore.deploy.cli import deploy_app
 from hostcore.errors import ConfigError, ControlError, PluginError
 from hostcore.launcher import version_line
 
@@ -52,6 +53,7 @@ db_cli = typer.Typer(
 cli.add_typer(plugins_cli, name="plugins")
 cli.add_typer(config_cli, name="config")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(deploy_app, name="deploy")
 
 
 @cli.command()
