@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from hostcore.backup_cli import register as register_backup_commands
 from hostcore.cli_support import (
     ConfigOption,
     SetOption,
@@ -54,6 +55,7 @@ cli.add_typer(plugins_cli, name="plugins")
 cli.add_typer(config_cli, name="config")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(deploy_app, name="deploy")
+register_backup_commands(cli)
 
 
 @cli.command()

@@ -64,7 +64,7 @@ class ServerRecord:
 
 def request_reload(run_dir: Path, *, timeout_s: float) -> ReloadOutcome:
     """Send SIGHUP to the server that runs from ``run_dir`` and wait for its outcome."""
-    pid = _server_pid(run_dir)
+    pid = server_pid(run_dir)
     before = read_outcome(run_dir)
     try:
         os.kill(pid, signal.SIGHUP)
@@ -93,7 +93,7 @@ def read_outcome(run_dir: Path) -> ReloadOutcome | None:
     )
 
 
-def _server_pid(run_dir: Path) -> int:
+def server_pid(run_dir: Path) -> int:
     path = run_dir / PID_FILE
     try:
         pid = int(path.read_text().strip())

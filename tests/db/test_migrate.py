@@ -17,7 +17,7 @@ from hostcore.db.migrate import (
     CORE_LINEAGE,
     CORE_VERSIONS,
     Lineage,
-    _script,
+    script_directory,
     core_lineage,
     current,
     declared_heads,
@@ -66,7 +66,7 @@ async def migrate(
 # hostcore's revisions, oldest first: every file in db/versions, in its chain.
 CORE_REVISIONS = [
     rev.revision
-    for rev in reversed(list(_script(Lineage(CORE_LINEAGE, CORE_VERSIONS)).walk_revisions()))
+    for rev in reversed(list(script_directory(Lineage(CORE_LINEAGE, CORE_VERSIONS)).walk_revisions()))
 ]
 CORE_HEAD = CORE_REVISIONS[-1]
 
@@ -97,7 +97,7 @@ async def test_fresh_database_to_head(tmp_path: Path) -> None:
     "start",
     [
         rev.revision
-        for rev in _script(Lineage(CORE_LINEAGE, lineages({})[0].versions)).walk_revisions()
+        for rev in script_directory(Lineage(CORE_LINEAGE, lineages({})[0].versions)).walk_revisions()
     ],
 )
 async def test_upgrade_from_every_earlier_revision(tmp_path: Path, start: str) -> None:
@@ -240,7 +240,7 @@ def test_the_whole_app_runs_on_postgresql_unchanged(
 
 @pytest.mark.parametrize("lineage", [core_lineage(), Lineage("hello", EXAMPLE_MIGRATIONS)])
 def test_the_heads_read_from_the_scripts_are_alembics(lineage: Lineage) -> None:
-    assert declared_heads(lineage) == frozenset(_script(lineage).get_heads())
+    assert declared_heads(lineage) == frozenset(script_directory(lineage).get_heads())
 
 
 def test_a_script_that_does_not_say_its_revision_plainly_leaves_it_to_alembic(

@@ -89,7 +89,7 @@ def _config(lineage: Lineage, connection: Connection) -> Config:
     return config
 
 
-def _script(lineage: Lineage) -> ScriptDirectory:
+def script_directory(lineage: Lineage) -> ScriptDirectory:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
@@ -184,7 +184,7 @@ def _upgrade(connection: Connection, lineage: Lineage, target: str) -> list[str]
         return []  # current: nothing to do, and no Alembic to load
     from alembic import command
 
-    script = _script(lineage)
+    script = script_directory(lineage)
     before = _applied_set(script, _current(connection, lineage))
     command.upgrade(_config(lineage, connection), target)
     after = _applied_set(script, _current(connection, lineage))
@@ -264,7 +264,7 @@ async def history(db: Database, found: list[Lineage]) -> list[RevisionInfo]:
     rows = []
     async with db.engine.connect() as connection:
         for lineage in found:
-            script = _script(lineage)
+            script = script_directory(lineage)
             applied = _applied_set(script, await connection.run_sync(_current, lineage))
             for rev in reversed(list(script.walk_revisions())):
                 down = rev.down_revision

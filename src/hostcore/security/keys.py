@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -195,9 +196,35 @@ class KeyStore:
                 and current is not None
                 and now - current.created_at > rotate_after_s
             )
+            if current is not None and not self._readable(current):
+                await self._set_aside(session, current, now)
+                current = None
             if current is None or stale or current.algorithm != self.algorithm:
                 current = await self._rotate(session, current, now)
         return current
+
+    def _readable(self, row: SigningKey) -> bool:
+        if not row.private_key:
+            return False
+        try:
+            self.master.decrypt(row.private_key, row.kid.encode())
+        except InvalidTag:
+            return False
+        return True
+
+    async def _set_aside(self, session: AsyncSession, row: SigningKey, now: float) -> None:
+        """A key this master key cannot decrypt (the store was restored without its master
+        key, or the key file was replaced): it signs and verifies nothing any more."""
+        log.warning(
+            "signing key %s cannot be decrypted with this master key: it is retired, a new "
+            "one is made, and the tokens it signed no longer verify",
+            row.kid,
+        )
+        await session.execute(
+            update(SigningKey)
+            .where(SigningKey.kid == row.kid)
+            .values(retired_at=now, verify_until=now, private_key=b"")
+        )
 
     async def rotate(self, session: AsyncSession) -> SigningKey:
         async with session.begin():
@@ -243,7 +270,9 @@ class KeyStore:
                 (SigningKey.verify_until.is_(None)) | (SigningKey.verify_until >= now)
             )
         )
-        return [load_key(row, self.master) for row in result.scalars() if row.private_key]
+        return [
+            load_key(row, self.master) for row in result.scalars() if self._readable(row)
+        ]
 
     async def infos(self, session: AsyncSession) -> list[KeyInfo]:
         result = await session.execute(select(SigningKey).order_by(SigningKey.created_at))
