@@ -17,13 +17,13 @@ from hostcore.db.migrate import (
     CORE_LINEAGE,
     CORE_VERSIONS,
     Lineage,
-    script_directory,
     core_lineage,
     current,
     declared_heads,
     history,
     lineages,
     migration_lock,
+    script_directory,
     upgrade,
 )
 from tests.helpers import (
@@ -66,7 +66,9 @@ async def migrate(
 # hostcore's revisions, oldest first: every file in db/versions, in its chain.
 CORE_REVISIONS = [
     rev.revision
-    for rev in reversed(list(script_directory(Lineage(CORE_LINEAGE, CORE_VERSIONS)).walk_revisions()))
+    for rev in reversed(
+        list(script_directory(Lineage(CORE_LINEAGE, CORE_VERSIONS)).walk_revisions())
+    )
 ]
 CORE_HEAD = CORE_REVISIONS[-1]
 
@@ -97,7 +99,9 @@ async def test_fresh_database_to_head(tmp_path: Path) -> None:
     "start",
     [
         rev.revision
-        for rev in script_directory(Lineage(CORE_LINEAGE, lineages({})[0].versions)).walk_revisions()
+        for rev in script_directory(
+            Lineage(CORE_LINEAGE, lineages({})[0].versions)
+        ).walk_revisions()
     ],
 )
 async def test_upgrade_from_every_earlier_revision(tmp_path: Path, start: str) -> None:
