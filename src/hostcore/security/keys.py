@@ -270,9 +270,7 @@ class KeyStore:
                 (SigningKey.verify_until.is_(None)) | (SigningKey.verify_until >= now)
             )
         )
-        return [
-            load_key(row, self.master) for row in result.scalars() if self._readable(row)
-        ]
+        return [load_key(row, self.master) for row in result.scalars() if self._readable(row)]
 
     async def infos(self, session: AsyncSession) -> list[KeyInfo]:
         result = await session.execute(select(SigningKey).order_by(SigningKey.created_at))
