@@ -217,6 +217,27 @@ class BusConnection:
             watcher.cancel()
 
 
+async def match_rule(bus: MessageBus, rule: str, *, timeout_s: float, remove: bool = False) -> None:
+    """Ask the bus to pass ``bus`` the signals ``rule`` matches (``remove``: no longer).
+    :class:`~hostcore.errors.Unavailable` when the bus refuses or does not answer in time."""
+    member = "RemoveMatch" if remove else "AddMatch"
+    message = Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member=member,
+        signature="s",
+        body=[rule],
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            reply = await bus.call(message)
+    except TimeoutError:
+        raise Unavailable(f"the system D-Bus did not answer {member} in time") from None
+    if reply is None or reply.message_type is MessageType.ERROR:
+        raise Unavailable(f"the system D-Bus refused {member} ({reply and reply.error_name})")
+
+
 def logged(error: HostcoreError, reply: Message) -> HostcoreError:
     """``error``, after logging the daemon's message that its detail leaves out.
 

@@ -25,7 +25,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from hostcore.dbus import PROPERTIES_INTERFACE, DBusService
-from hostcore.dbus_connection import BusConnection
+from hostcore.dbus_connection import BusConnection, match_rule
 from hostcore.errors import (
     BadRequest,
     Conflict,
@@ -181,7 +181,7 @@ class BlueZ:
                 bus.add_message_handler(self._on_message)
                 self._handled = bus
             for rule in _SIGNALS:  # all of them again, until every one is in place
-                await _add_match(bus, rule, self.timeout_s)
+                await match_rule(bus, rule, timeout_s=self.timeout_s)
             self._watched = bus
         epoch = self._epoch
         self._held = []
@@ -322,21 +322,3 @@ class BlueZ:
         if objects is not None and changes == self._changes and path in objects:
             objects[path].setdefault(interface, {}).update(props)
         return props
-
-
-async def _add_match(bus: MessageBus, rule: str, timeout_s: float) -> None:
-    message = Message(
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-        member="AddMatch",
-        signature="s",
-        body=[rule],
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            reply = await bus.call(message)
-    except TimeoutError:
-        raise Unavailable("the system D-Bus did not answer AddMatch in time") from None
-    if reply is None or reply.message_type is MessageType.ERROR:
-        raise Unavailable("the system D-Bus refused to pass BlueZ's signals on")

@@ -45,7 +45,7 @@ from hostcore.dbus import (
     PROPERTIES_INTERFACE,
     DBusService,
 )
-from hostcore.dbus_connection import BusConnection
+from hostcore.dbus_connection import BusConnection, match_rule
 from hostcore.errors import (
     HostcoreError,
     NotFound,
@@ -394,18 +394,7 @@ class SystemBus:
         try:
             async with asyncio.timeout(self.timeout_s):
                 for rule in SIGNAL_RULES:
-                    reply = await bus.call(
-                        Message(
-                            destination="org.freedesktop.DBus",
-                            path="/org/freedesktop/DBus",
-                            interface="org.freedesktop.DBus",
-                            member="AddMatch",
-                            signature="s",
-                            body=[rule],
-                        )
-                    )
-                    if reply is None or reply.message_type is MessageType.ERROR:
-                        return False
+                    await match_rule(bus, rule, timeout_s=self.timeout_s)
                 if self._bus_connection.current is bus:
                     # hostnamed's and timedated's signals arrive from here on, whether or
                     # not systemd takes the subscription below.

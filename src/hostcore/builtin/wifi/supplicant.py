@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
 
 from hostcore.dbus import PROPERTIES_INTERFACE, DBusService
-from hostcore.dbus_connection import BusConnection
-from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound, Unavailable
+from hostcore.dbus_connection import BusConnection, match_rule
+from hostcore.errors import BadRequest, Conflict, HostcoreError, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -278,29 +277,11 @@ class Supplicant:
         bus.add_message_handler(handler)
         try:
             for rule in rules:
-                await _bus_call(bus, "AddMatch", rule, self.bus.timeout_s)
+                await match_rule(bus, rule, timeout_s=self.bus.timeout_s)
             yield signals
         finally:
             bus.remove_message_handler(handler)
             if bus.connected:
                 for rule in rules:  # one added as the block was cancelled goes too
                     with contextlib.suppress(Exception):
-                        await _bus_call(bus, "RemoveMatch", rule, self.bus.timeout_s)
-
-
-async def _bus_call(bus: MessageBus, member: str, rule: str, timeout_s: float) -> None:
-    message = Message(
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-        member=member,
-        signature="s",
-        body=[rule],
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            reply = await bus.call(message)
-    except TimeoutError:
-        raise Unavailable(f"the system D-Bus did not answer {member} in time") from None
-    if reply is None or reply.message_type is MessageType.ERROR:
-        raise Unavailable(f"the system D-Bus refused {member} ({reply and reply.error_name})")
+                        await match_rule(bus, rule, timeout_s=self.bus.timeout_s, remove=True)
