@@ -228,8 +228,12 @@ class HostcoreHttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._send_held()
-        if self.cycle is None and not self.transport.is_closing():
-            # Accepted before the server stopped accepting: answer the request under way.
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.transport.is_closing():
+            # Accepted before the server stopped accepting, or kept alive between two
+            # requests (as nginx keeps them): the request under way, or one already on its
+            # way, is answered (with Connection: close) within the grace; closing at once
+            # would reset it.
             state = self.hostcore
             state.stopping = True
             state.deadline = min(state.deadline, self.loop.time() + STOPPING_GRACE_S)

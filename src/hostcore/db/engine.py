@@ -139,7 +139,10 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         _wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on the disk before it is answered (a token, a key, a revocation
+        # must survive a power cut; WAL's NORMAL may roll the last ones back). These
+        # writes are few; the activity table has its own writer, where NORMAL is enough.
+        cursor.execute("PRAGMA synchronous=FULL")
         # Each connection keeps its own page cache, 2 MiB by default, filled as the
         # activity table grows; the kernel caches the file anyway.
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")

@@ -84,6 +84,9 @@ def site(deploy: Deployment) -> str:
         "    zone hostcore 64k;",
         f"    server unix:{deploy.socket} max_conns={UPSTREAM_MAX_CONNECTIONS};",
         f"    keepalive {UPSTREAM_KEEPALIVE};",
+        # Below hostcore's own idle timeout: nginx must never reuse a connection hostcore
+        # is closing (a request sent into that close is lost).
+        f"    keepalive_timeout {max(1, server.keepalive_timeout_s - 1)}s;",
         "}",
         "",
         "map $http_upgrade $hostcore_connection {",

@@ -61,6 +61,13 @@ class MasterKey:
         else:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(secrets.token_bytes(MASTER_KEY_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())  # on the disk before anything is encrypted with it
+            directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory)  # and its name too
+            finally:
+                os.close(directory)
             log.info("created master key %s", path)
         try:
             data = path.read_bytes()
