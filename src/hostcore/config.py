@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
 import tempfile
@@ -41,6 +42,8 @@ from hostcore.errors import ConfigError
 from hostcore.redaction import REDACTED, redact_database_url, redact_url, secret_paths
 
 APP_NAME = "hostcore"
+log = logging.getLogger(__name__)
+
 SYSTEM_CONFIG = Path("/etc/hostcore/hostcore.toml")
 LOCAL_CONFIG = Path("hostcore.toml")
 ENV_PREFIX = "HOSTCORE_"
@@ -626,7 +629,12 @@ def collect_layers(
     environ = os.environ if environ is None else environ
     layers: list[Layer] = []
     for candidate in (system_config, local_config):
-        if candidate.is_file():
+        try:
+            found = candidate.is_file()
+        except PermissionError:  # a working directory this user may not search (sudo -u)
+            log.warning("%s cannot be read here (permission denied): left out", candidate)
+            continue
+        if found:
             layers.append(read_toml(candidate, label=str(candidate.absolute())))
     if config_file is not None:
         if not config_file.is_file():

@@ -29,7 +29,7 @@ DEBUG_LOGROTATE_FILE = Path(f"/etc/{SERVICE_NAME}/logrotate-debug.conf")
 DEBUG_STATE_FILE = Path(f"/var/lib/logrotate/{SERVICE_NAME}-debug.status")
 DEBUG_SERVICE = Path(f"/etc/systemd/system/{SERVICE_NAME}-debug-logrotate.service")
 DEBUG_TIMER = Path(f"/etc/systemd/system/{SERVICE_NAME}-debug-logrotate.timer")
-DEBUG_CHECK_INTERVAL = "*:0/15"
+DEBUG_CHECK_INTERVAL = "minutely"  # logrotate is cheap; a busy debug log fills a tmpfs fast
 DEFAULT_DEBUG_MAXSIZE = 16 * 1024 * 1024
 LOGROTATE = Path("/usr/sbin/logrotate")
 

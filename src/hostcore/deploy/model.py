@@ -56,6 +56,7 @@ UPSTREAM_KEEPALIVE = 16
 # listener, log files, epoll, D-Bus and netlink sockets, signal pipes, the imported
 # libraries' files, an outbound HTTP call.
 RESERVED_DESCRIPTORS = 128
+SYSTEMD_DEFAULT_SOFT_NOFILE = 1024
 # Each SQLite connection holds the database, its WAL and its shared-memory file; each
 # process the runner starts holds stdin, stdout and stderr pipes.
 DESCRIPTORS_PER_STORE_CONNECTION = 3
@@ -163,12 +164,13 @@ class Deployment:
     @property
     def open_files_limit(self) -> int:
         """LimitNOFILE, per process: every upstream connection may land on one worker."""
-        return (
+        needed = (
             self.upstream_connections
             + DESCRIPTORS_PER_STORE_CONNECTION * self.settings.database.pool_size
             + DESCRIPTORS_PER_CHILD * self.settings.runner.max_concurrency
             + RESERVED_DESCRIPTORS
         )
+        return max(needed, SYSTEMD_DEFAULT_SOFT_NOFILE)  # never below what it would have
 
     @property
     def executable(self) -> Path:
