@@ -557,3 +557,23 @@ def test_a_user_s_default_directories_follow_xdg(
         monkeypatch.setenv(key, value)
     assert config_module._default_data_dir() == Path(data).expanduser()
     assert config_module._default_log_dir() == Path(log).expanduser()
+
+
+def test_a_local_file_this_user_may_not_reach_is_left_out_not_fatal(
+    layers: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sudo -u hostcore hostcore …`` from a directory that user may not search: the
+    ./hostcore.toml check raises EACCES; the system configuration still counts."""
+    unreachable = layers["local"]
+    is_file = Path.is_file
+
+    def refusing(path: Path) -> bool:
+        if path == unreachable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", refusing)
+    settings = load_settings(environ={}, system_config=layers["system"], local_config=unreachable)
+    assert settings.server.docs is False  # the system file's
+    assert settings.server.workers == 1  # not the unreachable local file's 3
+    assert "permission denied" in caplog.text
