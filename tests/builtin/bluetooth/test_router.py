@@ -317,7 +317,9 @@ def test_a_discovery_longer_than_allowed_is_refused_before_a_job(rig_factory: Ri
 
 def test_a_pairing_that_takes_too_long_is_cancelled_in_bluez(rig_factory: RigFactory) -> None:
     rig = rig_factory(
-        "plugins.bluetooth.pair_timeout_s=0.5", "plugins.bluetooth.request_timeout_s=0.4"
+        "plugins.bluetooth.pair_timeout_s=0.5",
+        "plugins.bluetooth.request_timeout_s=0.4",
+        "plugins.bluetooth.timeout_s=0.3",  # the hanging daemon's other calls end soon too
     )
     rig.bluez.add_device("hci0", PHONE)
     rig.client.get(f"{API}/devices/{PHONE.address}")  # known to the cache
