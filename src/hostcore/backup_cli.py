@@ -6,6 +6,8 @@ imported by the command that runs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -94,6 +96,19 @@ def register(cli: typer.Typer) -> None:
     cli.command("restore", help=RESTORE_HELP)(restore)
 
 
+@contextlib.contextmanager
+def _refusals_exit() -> Iterator[None]:
+    """A refusal as one line and its exit status: a flag or setting missing (2), else (1)."""
+    from hostcore.backup import BackupRefused, NeedsFlag
+
+    try:
+        yield
+    except (NeedsFlag, ConfigError) as exc:
+        fail(str(exc), USAGE_ERROR)
+    except BackupRefused as exc:
+        fail(str(exc), RUNTIME_ERROR)
+
+
 def backup(
     file: FileArgument,
     config: ConfigOption = None,
@@ -101,18 +116,12 @@ def backup(
     force: ForceOption = False,
     keys_only: KeysOnlyOption = False,
 ) -> None:
-    from hostcore.backup import BackupRefused, NeedsFlag, create_backup
+    from hostcore.backup import create_backup
 
     settings = load_or_exit(config, set_)
     found = _lineages(settings)
-    try:
+    with _refusals_exit():
         result = create_backup(settings, file, found, force=force, keys_only=keys_only)
-    except NeedsFlag as exc:
-        fail(str(exc), USAGE_ERROR)
-    except ConfigError as exc:
-        fail(str(exc), USAGE_ERROR)
-    except BackupRefused as exc:
-        fail(str(exc), RUNTIME_ERROR)
     manifest = result.manifest
     for missing in manifest.missing:
         typer.echo(f"hostcore: not found, not in the backup: {missing.path}", err=True)
@@ -133,18 +142,12 @@ def restore(
     force: ForceOption = False,
     keys_only: KeysOnlyOption = False,
 ) -> None:
-    from hostcore.backup import BackupRefused, NeedsFlag, restore_backup
+    from hostcore.backup import restore_backup
 
     settings = load_or_exit(config, set_)
     found = _lineages(settings)
-    try:
+    with _refusals_exit():
         result = restore_backup(settings, file, found, force=force, keys_only=keys_only)
-    except NeedsFlag as exc:
-        fail(str(exc), USAGE_ERROR)
-    except ConfigError as exc:
-        fail(str(exc), USAGE_ERROR)
-    except BackupRefused as exc:
-        fail(str(exc), RUNTIME_ERROR)
     for note in result.notes:
         typer.echo(f"note: {note}")
     for placed in result.placed:

@@ -140,7 +140,7 @@ def _next_steps(files: dict[Path, str]) -> None:
     if SYSUSERS_FILE in files:
         steps.append("systemd-sysusers && systemctl daemon-reload")
     if SITE_FILE in files:
-        steps.append(f"ln -s {SITE_FILE} {ENABLED_LINK} && nginx -t && systemctl reload nginx")
+        steps.append(f"ln -sf {SITE_FILE} {ENABLED_LINK} && nginx -t && systemctl reload nginx")
     if DEBUG_TIMER in files:
         steps.append(f"systemctl daemon-reload && systemctl enable --now {DEBUG_TIMER.name}")
     if SERVICE_UNIT in files:

@@ -245,6 +245,15 @@ class FakeNetlinkSocket:
             self._peer.close()
 
 
+def serve_app(client: Any, kernel: FakeKernel) -> None:
+    """Make the running app's Wi-Fi plugin talk to ``kernel`` instead of the real one."""
+    from hostcore.builtin.wifi.nl80211 import Nl80211
+
+    wifi = client.app.state.wifi
+    wifi.nl80211.close()
+    wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+
+
 class FakeKernel:
     """Answers nl80211 from a :class:`fixtures.Fixture`."""
 

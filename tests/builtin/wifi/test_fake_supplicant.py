@@ -26,9 +26,8 @@ from dbus_fast.aio import MessageBus
 from fastapi.testclient import TestClient
 
 from hostcore.app import create_app
-from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.config import Settings
-from tests.builtin.wifi.fake_nl80211 import FakeKernel
+from tests.builtin.wifi.fake_nl80211 import FakeKernel, serve_app
 from tests.builtin.wifi.fake_supplicant import (
     BSS,
     INTERFACE,
@@ -103,9 +102,7 @@ def rig_factory(
             stack.callback(kernel.close)
             app = create_app(settings_factory("plugins.wifi.connect_timeout_s=10", *overrides))
             client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
-            wifi = client.app.state.wifi  # type: ignore[attr-defined]
-            wifi.nl80211.close()
-            wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+            serve_app(client, kernel)
             client.headers.update(bearer(client))
             return Rig(client, daemons)
 

@@ -12,7 +12,7 @@ from hostcore.app import create_app
 from hostcore.builtin.wifi.nl80211 import NO_NL80211, Nl80211
 from hostcore.config import Settings
 from tests.builtin.network.netns import namespaces, require_namespaces
-from tests.builtin.wifi.fake_nl80211 import FakeKernel
+from tests.builtin.wifi.fake_nl80211 import FakeKernel, serve_app
 from tests.builtin.wifi.nl80211_fixtures import build
 from tests.helpers import bearer
 
@@ -30,9 +30,7 @@ def real(settings_factory: Callable[..., Settings]) -> Iterator[TestClient]:
 def faked(settings_factory: Callable[..., Settings]) -> Iterator[TestClient]:
     kernel = FakeKernel(build())
     with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
-        wifi = client.app.state.wifi  # type: ignore[attr-defined]
-        wifi.nl80211.close()
-        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        serve_app(client, kernel)
         client.headers.update(bearer(client))
         yield client
     kernel.close()
@@ -69,9 +67,7 @@ def test_setting_the_country_asks_the_kernel_and_answers_the_domain(
 ) -> None:
     kernel = FakeKernel(build())
     with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
-        wifi = client.app.state.wifi  # type: ignore[attr-defined]
-        wifi.nl80211.close()
-        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        serve_app(client, kernel)
         client.headers.update(bearer(client))
         answered = client.put(f"{API}/regulatory", json={"country": "US"})
         assert answered.status_code == 200 and answered.json()["country"] == "DE"  # applied later
@@ -93,9 +89,7 @@ def test_setting_the_country_on_a_kernel_without_nl80211_is_503(real: TestClient
 def test_switching_to_monitor_and_back(settings_factory: Callable[..., Settings]) -> None:
     kernel = FakeKernel(build())
     with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
-        wifi = client.app.state.wifi  # type: ignore[attr-defined]
-        wifi.nl80211.close()
-        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        serve_app(client, kernel)
         client.headers.update(bearer(client))
         switched = client.put(f"{API}/interfaces/wlan1/mode", json={"mode": "monitor"})
         assert switched.status_code == 200 and switched.json()["type"] == "monitor"
@@ -119,9 +113,7 @@ def test_a_mode_the_radio_lacks_is_422_and_a_running_interface_409(
 ) -> None:
     kernel = FakeKernel(build())
     with TestClient(create_app(settings_factory()), raise_server_exceptions=False) as client:
-        wifi = client.app.state.wifi  # type: ignore[attr-defined]
-        wifi.nl80211.close()
-        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        serve_app(client, kernel)
         client.headers.update(bearer(client))
         lacking = client.put(f"{API}/interfaces/wlan0/mode", json={"mode": "monitor"})
         assert lacking.status_code == 422

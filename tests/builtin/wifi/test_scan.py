@@ -13,7 +13,7 @@ from hostcore.app import create_app
 from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.config import Settings
 from hostcore.errors import Conflict, Unavailable
-from tests.builtin.wifi.fake_nl80211 import FakeKernel
+from tests.builtin.wifi.fake_nl80211 import FakeKernel, serve_app
 from tests.builtin.wifi.nl80211_fixtures import WLAN0, build
 from tests.helpers import bearer
 
@@ -72,9 +72,7 @@ def faked(settings_factory: Callable[..., Settings]) -> Iterator[tuple[TestClien
     kernel = FakeKernel(build(), scan_delay=0.2)
     app = create_app(settings_factory("plugins.wifi.scan_timeout_s=2"))
     with TestClient(app, raise_server_exceptions=False) as client:
-        wifi = client.app.state.wifi  # type: ignore[attr-defined]
-        wifi.nl80211.close()
-        wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+        serve_app(client, kernel)
         client.headers.update(bearer(client))
         yield client, kernel
     kernel.close()

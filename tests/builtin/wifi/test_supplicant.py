@@ -16,9 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hostcore.app import create_app
-from hostcore.builtin.wifi.nl80211 import Nl80211
 from hostcore.config import Settings
-from tests.builtin.wifi.fake_nl80211 import FakeKernel
+from tests.builtin.wifi.fake_nl80211 import FakeKernel, serve_app
 from tests.builtin.wifi.nl80211_fixtures import build
 from tests.builtin.wifi.supplicant_daemons import IDENTITY, PASSWORD, Wired8021X, wired_8021x
 from tests.helpers import bearer
@@ -42,9 +41,7 @@ def wired(
     with wired_8021x(daemons, private_bus) as running:
         app = create_app(settings_factory("plugins.wifi.connect_timeout_s=15"))
         with TestClient(app, raise_server_exceptions=False) as client:
-            wifi = client.app.state.wifi  # type: ignore[attr-defined]
-            wifi.nl80211.close()
-            wifi.nl80211 = Nl80211(timeout_s=2.0, socket_factory=kernel.socket)
+            serve_app(client, kernel)
             client.headers.update(bearer(client))
             yield client, running
     kernel.close()
