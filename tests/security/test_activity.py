@@ -257,6 +257,31 @@ def test_the_table_has_no_index_but_its_id(db: Database) -> None:
     assert indexes == []
 
 
+def test_the_lowest_and_highest_id_are_read_without_scanning_the_table(db: Database) -> None:
+    """Retention asks for both ends of the ids once every PRUNE_EVERY_ROWS rows. SQLite
+    scans the whole table for ``SELECT max(id), min(id)`` (its min/max shortcut takes a
+    single aggregate), which cost every request more as the table grew."""
+    from sqlalchemy.dialects import sqlite
+
+    statement = activity.id_bounds().compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    with sqlite3.connect(store_file(db)) as connection:
+        connection.executemany(
+            "INSERT INTO activity (at, request_id, method, route, status, duration_ms) "
+            "VALUES (?, 'r', 'GET', '/', 200, 0)",
+            [(RECENT + n,) for n in range(5)],
+        )
+        for sql in (activity.ID_BOUNDS_SQL, str(statement)):
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            assert plan, sql
+            assert not [step for step in plan if step.startswith("SCAN activity")], plan
+            assert connection.execute(sql).fetchone() == (5, 1)
+        # What the plan check tells apart: both aggregates in one query scan.
+        plan = connection.execute("EXPLAIN QUERY PLAN SELECT max(id), min(id) FROM activity")
+        assert [row[3] for row in plan] == ["SCAN activity"]
+
+
 async def test_first_id_since_finds_a_time_range_by_bisecting_ids_with_gaps(
     any_store: Database,
 ) -> None:

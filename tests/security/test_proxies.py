@@ -74,6 +74,32 @@ def test_a_proxy_on_this_host_vouches_for_a_loopback_client_only() -> None:
     assert resolver.caller(spoofed) == ("198.51.100.7", False)
 
 
+def test_a_remembered_answer_is_the_walks_answer_for_that_peer_and_header() -> None:
+    """The walk's answer is kept per (peer, header): asked again, in any order, each pair
+    still gets what a fresh resolver would say, and an untrusted peer is never answered
+    from what a trusted one sent."""
+    cases = [
+        (scope(None, "198.51.100.7", NGINX), ("198.51.100.7", False)),
+        (scope(None, "198.51.100.7", STRANGER), ("unix", True)),
+        (scope(None, "127.0.0.1", NGINX), ("127.0.0.1", True)),
+        (scope(("127.0.0.1", 1), "198.51.100.7"), ("198.51.100.7", False)),
+        (scope(("203.0.113.5", 1), "127.0.0.1"), ("203.0.113.5", False)),
+        (scope(None, "127.0.0.1, " * 100 + "garbage", NGINX), ("unknown", False)),
+        (scope(None, "garbage, " * 100 + "198.51.100.8", NGINX), ("198.51.100.8", False)),
+    ]
+    resolver = ProxyResolver(["uid:33", "127.0.0.1"])
+    for _ in range(3):
+        for request, expected in [*cases, *reversed(cases)]:
+            assert resolver.caller(request) == expected
+            assert ProxyResolver(["uid:33", "127.0.0.1"]).caller(request) == expected
+    # Two headers are one list (RFC 9110 §5.3): the nearest hop is the last header's.
+    split = scope(None, "198.51.100.7", NGINX)
+    split["headers"].insert(0, (b"x-forwarded-for", b"198.51.100.9"))
+    assert resolver.caller(split) == ("198.51.100.7", False)
+    split["headers"].reverse()
+    assert resolver.caller(split) == ("198.51.100.9", False)
+
+
 def test_an_ipv4_mapped_address_is_the_ipv4_address() -> None:
     resolver = ProxyResolver(["unix"])
     assert resolver.caller(scope(("::ffff:127.0.0.1", 1))) == ("127.0.0.1", True)

@@ -27,7 +27,12 @@ once every ``PRUNE_EVERY_ROWS`` rows written the writer deletes the rows past
 either limit, a bounded slice at a time (as many as it wrote since, and some),
 oldest first, so the table never grows past its limits by more than that many
 rows, however fast requests arrive; an idle store is checked once a minute.
-Row ids only grow, so "past ``max_rows``" is an id comparison, not a count.
+Row ids only grow, so "past ``max_rows``" is an id comparison, not a count. The
+lowest and highest id are asked as two subqueries (:data:`ID_BOUNDS_SQL`,
+:func:`id_bounds`): SQLite reads one end of the row id's B-tree for a query with a
+single ``min()`` or ``max()``, but scans the whole table for a query with both, and a
+full table scan once every ``PRUNE_EVERY_ROWS`` rows cost every request more as the
+table grew (``bench/deploy.py`` showed it: a tenth of a worker's time at 500,000 rows).
 
 The table has no index but its row id: an index on ``at`` was more than half of
 the work of writing a row. Rows are written in about time order (each worker
@@ -52,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import ActivitySettings
@@ -122,6 +127,18 @@ def _begin(connection: sqlite3.Connection) -> None:
         raise
 
 
+# Highest and lowest id, each read from its end of the row id's B-tree (module docstring).
+ID_BOUNDS_SQL = "SELECT (SELECT max(id) FROM activity), (SELECT min(id) FROM activity)"
+
+
+def id_bounds() -> Select[tuple[int | None, int | None]]:
+    """The highest and lowest id, as :data:`ID_BOUNDS_SQL` asks them."""
+    return select(
+        select(func.max(Activity.id)).scalar_subquery(),
+        select(func.min(Activity.id)).scalar_subquery(),
+    )
+
+
 def _prune_sqlite(connection: sqlite3.Connection, cutoff: float, max_rows: int, limit: int) -> int:
     # The oldest rows are the lowest ids: look at the first ``limit`` of them only.
     aged = connection.execute(
@@ -129,7 +146,7 @@ def _prune_sqlite(connection: sqlite3.Connection, cutoff: float, max_rows: int, 
         "(SELECT id, at FROM activity ORDER BY id LIMIT ?) WHERE at < ?)",
         (limit, cutoff),
     ).rowcount
-    newest, oldest = connection.execute("SELECT max(id), min(id) FROM activity").fetchone()
+    newest, oldest = connection.execute(ID_BOUNDS_SQL).fetchone()
     if newest is None or newest - oldest < max_rows:
         return int(aged)
     boundary = min(newest - max_rows, oldest + limit - 1)
@@ -410,9 +427,7 @@ async def apply_retention(
     removed = affected_rows(
         await session.execute(delete(Activity).where(Activity.id.in_(aged.scalar_subquery())))
     )
-    newest, oldest = (
-        await session.execute(select(func.max(Activity.id), func.min(Activity.id)))
-    ).one()
+    newest, oldest = (await session.execute(id_bounds())).one()
     if newest is None or newest - oldest < settings.max_rows:
         return removed
     boundary = newest - settings.max_rows
@@ -426,7 +441,7 @@ async def first_id_since(session: AsyncSession, since: float) -> int | None:
     """The id of the first row whose time is ``since`` or later, None when there is none;
     found by bisecting the ids, as rows are written in about time order. A query for the
     rows since a time starts WRITTEN_WITHIN_S before it (:func:`range_start`)."""
-    low, high = (await session.execute(select(func.min(Activity.id), func.max(Activity.id)))).one()
+    high, low = (await session.execute(id_bounds())).one()
     if high is None:
         return None
 

@@ -36,6 +36,7 @@ UNIX_PEER = "unix"
 UNKNOWN_CLIENT = "unknown"
 _MAPPED_PREFIX = "::ffff:"
 _CACHE_SIZE = 1024
+_CACHED_HEADER_BYTES = 256
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -61,6 +62,7 @@ class ProxyResolver:
         self.networks = networks
         self._loopback: dict[str, bool] = {}
         self._proxy: dict[str, bool] = {}
+        self._clients: dict[tuple[str, bytes], tuple[str, bool]] = {}
 
     def caller(self, scope: Scope) -> tuple[str, bool]:
         """The client's address, and whether it is on this host."""
@@ -76,10 +78,23 @@ class ProxyResolver:
             if not self._trusts_unix_peer(scope):
                 return UNIX_PEER, True
             address, peer_local = UNIX_PEER, True
-        client = self._forwarded(scope, address)
-        if client is address:
+        forwarded = b",".join(
+            [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+        )
+        if not forwarded:
             return address, peer_local
-        return client, peer_local and self._is_loopback(client)
+        # What a proxy sends (its client's address) repeats from request to request: the
+        # walk's answer is kept, for headers short enough to keep 1024 of.
+        key = (address, forwarded)
+        found = self._clients.get(key)
+        if found is None:
+            client = self._forwarded(forwarded, address)
+            found = client, peer_local and self._is_loopback(client)
+            if len(forwarded) <= _CACHED_HEADER_BYTES:
+                if len(self._clients) >= _CACHE_SIZE:
+                    self._clients.clear()
+                self._clients[key] = found
+        return found
 
     def _trusts_unix_peer(self, scope: Scope) -> bool:
         if self.trust_unix:
@@ -89,15 +104,10 @@ class ProxyResolver:
         peer = peer_of(scope)
         return peer is not None and (peer.uid in self.uids or peer.gid in self.gids)
 
-    def _forwarded(self, scope: Scope, address: str) -> str:
-        """Walk X-Forwarded-For from the nearest hop; the first non-proxy is the client."""
-        hops = [
-            hop.strip()
-            for name, value in scope["headers"]
-            if name == b"x-forwarded-for"
-            for hop in value.decode("latin-1").split(",")
-            if hop.strip()
-        ]
+    def _forwarded(self, forwarded: bytes, address: str) -> str:
+        """Walk X-Forwarded-For (every such header, joined by commas) from the nearest hop;
+        the first hop that is not a proxy is the client."""
+        hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
         for hop in reversed(hops):
             ip = _ip(hop)
             if ip is None:
