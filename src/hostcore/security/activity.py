@@ -131,7 +131,7 @@ def _begin(connection: sqlite3.Connection) -> None:
 ID_BOUNDS_SQL = "SELECT (SELECT max(id) FROM activity), (SELECT min(id) FROM activity)"
 
 
-def id_bounds() -> Select[tuple[int | None, int | None]]:
+def id_bounds() -> Select[int | None, int | None]:
     """The highest and lowest id, as :data:`ID_BOUNDS_SQL` asks them."""
     return select(
         select(func.max(Activity.id)).scalar_subquery(),
@@ -428,7 +428,7 @@ async def apply_retention(
         await session.execute(delete(Activity).where(Activity.id.in_(aged.scalar_subquery())))
     )
     newest, oldest = (await session.execute(id_bounds())).one()
-    if newest is None or newest - oldest < settings.max_rows:
+    if newest is None or oldest is None or newest - oldest < settings.max_rows:
         return removed
     boundary = newest - settings.max_rows
     if limit is not None:
@@ -442,7 +442,7 @@ async def first_id_since(session: AsyncSession, since: float) -> int | None:
     found by bisecting the ids, as rows are written in about time order. A query for the
     rows since a time starts WRITTEN_WITHIN_S before it (:func:`range_start`)."""
     high, low = (await session.execute(id_bounds())).one()
-    if high is None:
+    if high is None or low is None:
         return None
 
     async def first_from(start: int) -> tuple[int, float] | None:
