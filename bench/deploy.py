@@ -14,15 +14,27 @@ token (``GET /api/v1/auth/whoami``: admission, a response model, the activity re
   no process in between, nothing else of wrk changed. A TCP forwarder (socat) would add
   a hop of its own, and a second hostcore on TCP would be another server and transport.
 
+Where the processes run (``--cpus``):
+
+- ``split`` (the default): hostcore's master and workers on the upper half of the CPUs
+  this process may use, wrk and nginx on the lower half (``taskset``). What the target
+  asks is what nginx costs hostcore's capacity, and on a device the client is on the
+  network and nginx has cores hostcore's workers leave it (a Pi has four); both targets
+  give hostcore the same CPUs, so the ratio is hostcore's throughput with nginx in front
+  against without. Needs two CPUs.
+- ``shared``: every process on every CPU. On two CPUs wrk's TLS, nginx and hostcore
+  then take turns on the same cores, and the ratio mostly says how the three share them
+  (the per-request CPU figures say what each costs).
+
 Interleaved rounds with a rotating order, medians. The gate: median nginx req/s / median
 socket req/s >= --min-ratio (0.8), and no wrk errors. CPU per request is each process
 tree's (hostcore's master and workers; nginx's master and workers) over the wrk run.
 
-    .venv/bin/python bench/deploy.py [--rounds 5] [--duration 5] [--json]
+    .venv/bin/python bench/deploy.py [--rounds 5] [--duration 5] [--cpus split|shared] [--json]
 
-Needs nginx (Debian: nginx), wrk and cc. Run as root, nginx's workers run as www-data
-and the socket is given to its group, as deployed; otherwise both run as the caller.
-Exit status: 0 PASS, 1 FAIL, 2 could not run, 130 interrupted.
+Needs nginx (Debian: nginx), wrk, cc and taskset (util-linux). Run as root, nginx's
+workers run as www-data and the socket is given to its group, as deployed; otherwise both
+run as the caller. Exit status: 0 PASS, 1 FAIL, 2 could not run, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ from _load import (
 
 NGINX = "nginx"
 SOCKET = "socket"
+SPLIT, SHARED = "split", "shared"
 TARGETS = (NGINX, SOCKET)
 PATH = "/api/v1/auth/whoami"
 CLIENT = "bench"
@@ -138,6 +151,7 @@ class Options:
     ready_timeout: float
     keep_workdir: bool
     as_json: bool
+    cpus: str
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -151,9 +165,58 @@ def parse_args(argv: list[str] | None = None) -> Options:
         min_ratio=0.8,
         ratio_help="fail when median nginx req/s / median socket req/s is below this",
     )
+    parser.add_argument(
+        "--cpus",
+        choices=(SPLIT, SHARED),
+        default=SPLIT,
+        help="split: hostcore on half the CPUs, wrk and nginx on the other half (default); "
+        "shared: every process on every CPU",
+    )
     args = parser.parse_args(argv)
     check_load_options(parser, args)
     return Options(**vars(args))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPUs hostcore's tree, and wrk with nginx, run on (None: wherever)."""
+
+    server: tuple[int, ...] | None
+    client: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, mode: str) -> Placement:
+        if mode == SHARED:
+            return cls(None, None)
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            raise BenchError(f"--cpus split needs two CPUs, this process has {len(allowed)}")
+        if shutil.which("taskset") is None:
+            raise BenchError("no taskset to place the processes: apt-get install util-linux")
+        half = len(allowed) // 2
+        return cls(tuple(allowed[half:]), tuple(allowed[:half]))
+
+    def server_argv(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        return _pinned(self.server, argv)
+
+    def client_argv(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        return _pinned(self.client, argv)
+
+    def describe(self) -> str:
+        if self.server is None or self.client is None:
+            return "shared: every process on every CPU"
+        return (
+            f"split: hostcore on CPU {_cpu_list(self.server)}, "
+            f"wrk and nginx on CPU {_cpu_list(self.client)}"
+        )
+
+
+def _cpu_list(cpus: tuple[int, ...]) -> str:
+    return ",".join(map(str, cpus))
+
+
+def _pinned(cpus: tuple[int, ...] | None, argv: tuple[str, ...]) -> tuple[str, ...]:
+    return argv if cpus is None else ("taskset", "--cpu-list", _cpu_list(cpus), *argv)
 
 
 # --- the pieces ---------------------------------------------------------------------------
@@ -189,7 +252,9 @@ def web_identity() -> tuple[str, int, str]:
     return f"user {WEB_USER} {group};\n", entry.pw_uid, group
 
 
-def hostcore_spec(home: Path, sock: Path, web_uid: int, web_group: str) -> ServerSpec:
+def hostcore_spec(
+    home: Path, sock: Path, web_uid: int, web_group: str, placement: Placement
+) -> ServerSpec:
     for sub in ("data", "log", "run"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     env = base_environment()
@@ -205,10 +270,12 @@ def hostcore_spec(home: Path, sock: Path, web_uid: int, web_group: str) -> Serve
         }
     )
     argv = (PYTHON, "-m", "hostcore", "serve", "--workers", "2", "--uds", str(sock))
-    return ServerSpec("hostcore", argv, 0, home, env, " ".join(argv[1:]))
+    return ServerSpec("hostcore", placement.server_argv(argv), 0, home, env, " ".join(argv[1:]))
 
 
-def nginx_spec(work: Path, sock: Path, port: int, user_line: str) -> tuple[ServerSpec, str]:
+def nginx_spec(
+    work: Path, sock: Path, port: int, user_line: str, placement: Placement
+) -> tuple[ServerSpec, str]:
     """nginx with the rendered site, its TLS on ``port`` and port 80's redirect on another."""
     from hostcore.config import load_settings
     from hostcore.deploy.model import Target
@@ -244,7 +311,8 @@ def nginx_spec(work: Path, sock: Path, port: int, user_line: str) -> tuple[Serve
     if checked.returncode != 0:
         raise BenchError(f"nginx -t failed: {checked.stderr.strip()}")
     description = "nginx (worker_processes auto) with the site `hostcore deploy nginx` renders"
-    return ServerSpec(NGINX, argv, port, work, base_environment(), description), site
+    pinned = placement.client_argv(argv)
+    return ServerSpec(NGINX, pinned, port, work, base_environment(), description), site
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -291,7 +359,9 @@ def listening(port: int) -> bool:
         return probe.connect_ex((LOOPBACK, port)) == 0
 
 
-def wrk(url: str, opts: Options, duration_s: int, token: str, env: dict[str, str]) -> str:
+def wrk(
+    url: str, opts: Options, duration_s: int, token: str, env: dict[str, str], place: Placement
+) -> str:
     argv = [
         require_wrk(),
         f"--threads={opts.threads}",
@@ -305,7 +375,12 @@ def wrk(url: str, opts: Options, duration_s: int, token: str, env: dict[str, str
     ]
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration_s + 30, check=False, env=env
+            place.client_argv(tuple(argv)),
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 30,
+            check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"wrk did not finish within {duration_s + 30}s") from exc
@@ -320,16 +395,17 @@ def wrk(url: str, opts: Options, duration_s: int, token: str, env: dict[str, str
 def run(opts: Options) -> dict[str, Any]:
     progress = opts.as_json
     user_line, web_uid, web_group = web_identity()
+    placement = Placement.of(opts.cpus)
     with Workdir(keep=opts.keep_workdir) as work, ServerGroup(work.path) as group:
         if os.geteuid() == 0:
             work.path.chmod(0o711)  # nginx's workers (www-data) reach the socket through it
         shim = build_shim(work.path)
         sock = work.path / "hostcore" / "run" / "hostcore.sock"
-        core_spec = hostcore_spec(work.path / "hostcore", sock, web_uid, web_group)
+        core_spec = hostcore_spec(work.path / "hostcore", sock, web_uid, web_group, placement)
         core = group.start(core_spec)
         wait_until(lambda: answers_on_socket(sock), opts.ready_timeout, "hostcore", group)
         port = free_port()
-        web_spec, _site = nginx_spec(work.path, sock, port, user_line)
+        web_spec, _site = nginx_spec(work.path, sock, port, user_line, placement)
         web = group.start(web_spec)
         wait_until(lambda: listening(port), opts.ready_timeout, "nginx", group)
         token = issue_token(core_spec, CLIENT)
@@ -351,7 +427,7 @@ def run(opts: Options) -> dict[str, Any]:
 
         def load(name: str, duration_s: int) -> tuple[Measurement, dict[str, float]]:
             before = {t: group_cpu_seconds(s.pid) for t, s in (("hostcore", core), (NGINX, web))}
-            output = wrk(urls[name], opts, duration_s, token, envs[name])
+            output = wrk(urls[name], opts, duration_s, token, envs[name], placement)
             after = {t: group_cpu_seconds(s.pid) for t, s in (("hostcore", core), (NGINX, web))}
             result = parse_wrk(output)
             cpu = {t: after[t] - before[t] for t in before}
@@ -396,6 +472,7 @@ def run(opts: Options) -> dict[str, Any]:
         "pids": {"hostcore": core.pid, NGINX: web.pid},
         "commands": {"hostcore": core_spec.description, NGINX: web_spec.description},
         "nginx_user": user_line.strip() or "(the caller)",
+        "placement": placement.describe(),
         "warmups": warmups,
         "rounds": rounds,
         "cpu_split": cpu_split,
@@ -461,6 +538,7 @@ def report_text(
         f"{opts.warmup}s warm-up per target",
         f"  host: {host['cpus']} CPUs, load average {host['loadavg_start']} at start, "
         f"{host['loadavg_end']} at end",
+        f"  cpus: {raw['placement']}",
         f"  hostcore: pid {raw['pids']['hostcore']}, {raw['commands']['hostcore']}",
         f"  nginx: pid {raw['pids'][NGINX]}, {raw['commands'][NGINX]}; {raw['nginx_user']}",
         f"  targets: nginx {raw['urls'][NGINX]}; socket: wrk with a connect() shim "
@@ -511,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {**vars(opts)},
         "host": host,
         "servers": raw["commands"],
+        "placement": raw["placement"],
         "urls": raw["urls"],
         "warmups": {n: m.to_json() for n, m in raw["warmups"].items()},
         "rounds": rounds_json(raw),
