@@ -132,13 +132,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 # --- a private D-Bus standing in for the system bus, with fake daemons on it ----------------
 
 
-@pytest.fixture
-def private_bus_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
-    """The running daemon, for tests that stop or restart it.
-
-    ``DBUS_SYSTEM_BUS_ADDRESS`` points at it for the test; it is stopped at teardown,
-    whatever happened.
-    """
+@contextlib.contextmanager
+def private_system_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """A private ``dbus-daemon`` that ``DBUS_SYSTEM_BUS_ADDRESS`` points at while the block
+    runs; stopped at its end, whatever happened."""
     if shutil.which("dbus-daemon") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must provide dbus-daemon (.ci/run installs the dbus package)")
@@ -149,6 +146,13 @@ def private_bus_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
         yield daemon
     finally:
         daemon.cleanup()
+
+
+@pytest.fixture
+def private_bus_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """The running daemon, for tests that stop or restart it; the system bus for the test."""
+    with private_system_bus(monkeypatch) as daemon:
+        yield daemon
 
 
 @pytest.fixture
@@ -182,6 +186,18 @@ def fake_services_factory(private_bus: str) -> Iterator[FakeServicesFactory]:
 def fake_services(fake_services_factory: FakeServicesFactory) -> FakeServices:
     """All four fakes, answering."""
     return fake_services_factory()
+
+
+@pytest.fixture(scope="module")
+def module_fake_services() -> Iterator[FakeServices]:
+    """All four fakes, answering, on a private system bus that a module's tests share: for
+    tests whose changes to the fakes no other test of the module depends on."""
+    with pytest.MonkeyPatch.context() as monkeypatch, private_system_bus(monkeypatch) as bus:
+        services = FakeServices(bus.address).start()
+        try:
+            yield services
+        finally:
+            services.stop()
 
 
 EXAMPLE_PLUGIN = ROOT / "examples" / "hostcore-hello"

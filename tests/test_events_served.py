@@ -4,8 +4,10 @@ ends when its token is revoked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -70,6 +72,7 @@ class Stream:
         self.events: list[tuple[str, Any]] = []
         self.ended = threading.Event()
         self.status: int | None = None
+        self._socket: socket.socket | None = None
         self.http = http or server.connection()
         self.http.timeout = httpx2.Timeout(STREAM_TIMEOUT_S)
         self._thread = threading.Thread(
@@ -82,6 +85,8 @@ class Stream:
             with self.http.stream("GET", "/api/v1/events", params={"topics": topics},
                                   headers=headers) as response:  # fmt: skip
                 self.status = response.status_code
+                stream = response.extensions["network_stream"]
+                self._socket = stream.get_extra_info("socket")
                 topic = None
                 for line in response.iter_lines():
                     if line.startswith("event: "):
@@ -94,8 +99,13 @@ class Stream:
             self.ended.set()
 
     def close(self) -> None:
-        self.http.close()
+        # Closing the client does not wake a read blocked in another thread; shutting the
+        # socket down does (the stream would otherwise wait for its next event).
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         self._thread.join(STREAM_TIMEOUT_S)
+        self.http.close()
 
     def wait(self, predicate: Any, what: str) -> None:
         wait_for(lambda: predicate(self.events), STREAM_TIMEOUT_S, what)

@@ -26,7 +26,7 @@ database.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from hostcore.app import create_app
 from hostcore.builtin.network.netlink import Netlink
-from hostcore.config import Settings, load_settings
+from hostcore.config import load_settings
 from tests.builtin.network.netns import namespaces
 from tests.builtin.system.fakes import FakeServices
 from tests.builtin.system.trees import RPI
@@ -86,31 +86,44 @@ def network_namespace() -> Iterator[Path | None]:
         yield made.path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def api(
-    settings_factory: Callable[..., Settings],
-    fake_services: FakeServices,
+    module_fake_services: FakeServices,
     network_namespace: Path | None,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TestClient]:
+    """One app for every operation, as one server answers them all in turn: what an
+    operation changed (a unit stopped, a key rotated, an interface down) is the state the
+    next one meets. Each test sends a token of its own (``fresh_token``)."""
+    tmp_path = tmp_path_factory.mktemp("openapi")
     no_namespaces = tmp_path / "netns"
     no_namespaces.mkdir()
-    settings = settings_factory(
-        f"plugins.system.root={RPI}",
-        f"plugins.system.allowed_units={UNITS}",
-        "plugins.system.dbus_timeout_s=0.5",
-        f"plugins.network.root={tmp_path}",
-        f"plugins.network.netns_dir={no_namespaces}",
-        f"plugins.network.lldpd_socket={tmp_path / 'lldpd.socket'}",
-        # One caller sends every example: the default limit would answer 429s instead.
-        "ratelimit.default=1000000/minute",
+    settings = load_settings(
+        overrides=[
+            f"plugins.system.root={RPI}",
+            f"plugins.system.allowed_units={UNITS}",
+            "plugins.system.dbus_timeout_s=0.5",
+            f"plugins.network.root={tmp_path}",
+            f"plugins.network.netns_dir={no_namespaces}",
+            f"plugins.network.lldpd_socket={tmp_path / 'lldpd.socket'}",
+            # One caller sends every example: the default limit would answer 429s instead.
+            "ratelimit.default=1000000/minute",
+        ],
+        environ=isolated_environ(tmp_path),
+        system_config=NOWHERE,
+        local_config=NOWHERE,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         if network_namespace is not None:
             network = client.app.state.network  # type: ignore[attr-defined]
             network.netlink = Netlink(no_namespaces, own=network_namespace)
-        client.headers.update(bearer(client))
         yield client
+
+
+@pytest.fixture(autouse=True)
+def fresh_token(api: TestClient) -> None:
+    """A token of this test's own: an earlier operation may have revoked the last one."""
+    api.headers.update(bearer(api))
 
 
 def send(client: TestClient, case: schemathesis.Case) -> Any:
