@@ -66,7 +66,11 @@ def rig_factory(
         bluez = FakeBluez(private_bus, absent=absent, timing=Timing(time_scale=0.05)).start()
         if not absent:
             bluez.add_adapter("hci0", powered=powered)
-        settings = settings_factory("plugins.bluetooth.timeout_s=2", *overrides)
+        settings = settings_factory(
+            'plugins.enabled=["auth","bluetooth"]',  # the others would only slow each test
+            "plugins.bluetooth.timeout_s=2",
+            *overrides,
+        )
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         made.append((bluez, client))
         client.__enter__()

@@ -108,6 +108,7 @@ def api_factory(
 
     def make(*overrides: str, peer: tuple[str, int] = ("testclient", 50000)) -> TestClient:
         settings = settings_factory(
+            'plugins.enabled=["auth","network"]',  # the others would only slow each test
             f"plugins.network.root={tmp_path}",
             f"plugins.network.lldpd_socket={tmp_path / 'lldpd.socket'}",
             "plugins.network.lldp_timeout_s=5",

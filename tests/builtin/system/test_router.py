@@ -26,6 +26,7 @@ HANG_GUARD_S = 30.0
 @pytest.fixture
 def system_settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory(
+        'plugins.enabled=["auth","system"]',  # building the other plugins would only slow it
         f"plugins.system.root={RPI}",
         f"plugins.system.allowed_units={UNITS}",
         f"plugins.system.dbus_timeout_s={TIMEOUT_S}",

@@ -46,6 +46,8 @@ from tests.helpers import bearer
 
 T = TypeVar("T")
 API = "/api/v1/wifi"
+# The plugins these tests need: building the others would only slow every test down.
+ONLY_WIFI = 'plugins.enabled=["auth","wifi"]'
 WITHIN_S = 20.0  # bounds a wait only a job or fake that never moves on would reach
 PASSPHRASE = "correct horse battery"
 SAE_PASSWORD = "wpa3 sae password"
@@ -100,7 +102,9 @@ def rig_factory(
             daemons.start()
             kernel = FakeKernel(build())
             stack.callback(kernel.close)
-            app = create_app(settings_factory("plugins.wifi.connect_timeout_s=10", *overrides))
+            app = create_app(
+                settings_factory(ONLY_WIFI, "plugins.wifi.connect_timeout_s=10", *overrides)
+            )
             client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
             serve_app(client, kernel)
             client.headers.update(bearer(client))
