@@ -193,9 +193,9 @@ def module_fake_services() -> Iterator[FakeServices]:
     """All four fakes, answering, on a private system bus that a module's tests share: for
     tests whose changes to the fakes no other test of the module depends on."""
     with pytest.MonkeyPatch.context() as monkeypatch, private_system_bus(monkeypatch) as bus:
-        services = FakeServices(bus.address).start()
-        try:
-            yield services
+        services = FakeServices(bus.address)
+        try:  # stop() also stops what a start that failed half-way had started
+            yield services.start()
         finally:
             services.stop()
 

@@ -73,6 +73,7 @@ class Stream:
         self.ended = threading.Event()
         self.status: int | None = None
         self._socket: socket.socket | None = None
+        self._closing = threading.Event()
         self.http = http or server.connection()
         self.http.timeout = httpx2.Timeout(STREAM_TIMEOUT_S)
         self._thread = threading.Thread(
@@ -87,6 +88,8 @@ class Stream:
                 self.status = response.status_code
                 stream = response.extensions["network_stream"]
                 self._socket = stream.get_extra_info("socket")
+                if self._closing.is_set():  # close() came before the socket was known
+                    self._shut()
                 topic = None
                 for line in response.iter_lines():
                     if line.startswith("event: "):
@@ -100,12 +103,17 @@ class Stream:
 
     def close(self) -> None:
         # Closing the client does not wake a read blocked in another thread; shutting the
-        # socket down does (the stream would otherwise wait for its next event).
+        # socket down does (the stream would otherwise wait for its next event). The flag
+        # first, the socket then: whichever of close() and the reader comes second shuts it.
+        self._closing.set()
+        self._shut()
+        self._thread.join(STREAM_TIMEOUT_S)
+        self.http.close()
+
+    def _shut(self) -> None:
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
-        self._thread.join(STREAM_TIMEOUT_S)
-        self.http.close()
 
     def wait(self, predicate: Any, what: str) -> None:
         wait_for(lambda: predicate(self.events), STREAM_TIMEOUT_S, what)

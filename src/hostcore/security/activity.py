@@ -55,9 +55,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostcore.config import ActivitySettings
@@ -131,12 +131,18 @@ def _begin(connection: sqlite3.Connection) -> None:
 ID_BOUNDS_SQL = "SELECT (SELECT max(id) FROM activity), (SELECT min(id) FROM activity)"
 
 
-def id_bounds() -> Select[int | None, int | None]:
-    """The highest and lowest id, as :data:`ID_BOUNDS_SQL` asks them."""
+def id_bounds_query() -> Any:
+    """The highest and lowest id, as :data:`ID_BOUNDS_SQL` asks them (a ``Select``)."""
     return select(
         select(func.max(Activity.id)).scalar_subquery(),
         select(func.min(Activity.id)).scalar_subquery(),
     )
+
+
+async def id_bounds(session: AsyncSession) -> tuple[int | None, int | None]:
+    """The highest and lowest id; both None in an empty table."""
+    newest, oldest = (await session.execute(id_bounds_query())).one()
+    return newest, oldest
 
 
 def _prune_sqlite(connection: sqlite3.Connection, cutoff: float, max_rows: int, limit: int) -> int:
@@ -427,7 +433,7 @@ async def apply_retention(
     removed = affected_rows(
         await session.execute(delete(Activity).where(Activity.id.in_(aged.scalar_subquery())))
     )
-    newest, oldest = (await session.execute(id_bounds())).one()
+    newest, oldest = await id_bounds(session)
     if newest is None or oldest is None or newest - oldest < settings.max_rows:
         return removed
     boundary = newest - settings.max_rows
@@ -441,7 +447,7 @@ async def first_id_since(session: AsyncSession, since: float) -> int | None:
     """The id of the first row whose time is ``since`` or later, None when there is none;
     found by bisecting the ids, as rows are written in about time order. A query for the
     rows since a time starts WRITTEN_WITHIN_S before it (:func:`range_start`)."""
-    high, low = (await session.execute(id_bounds())).one()
+    high, low = await id_bounds(session)
     if high is None or low is None:
         return None
 
