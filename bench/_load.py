@@ -483,12 +483,17 @@ def run_wrk(
     connections: int,
     threads: int,
     extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> WrkResult:
-    """Load ``url`` with wrk for ``duration_s`` seconds; bounded by a process timeout."""
+    """Load ``url`` with wrk for ``duration_s`` seconds; bounded by a process timeout.
+    ``env`` replaces :func:`base_environment`; ``prefix`` runs wrk through a command
+    (``taskset --cpu-list 0``)."""
     _require_loopback(url)
     if connections < threads:
         raise BenchError("wrk needs at least as many connections as threads")
     argv = [
+        *prefix,
         require_wrk(),
         f"--threads={threads}",
         f"--connections={connections}",
@@ -505,7 +510,7 @@ def run_wrk(
             text=True,
             timeout=duration_s + 30,
             check=False,
-            env=base_environment(),
+            env=dict(env) if env is not None else base_environment(),
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"wrk did not finish within {duration_s + 30}s") from exc

@@ -68,7 +68,6 @@ from _load import (
     LOOPBACK,
     PYTHON,
     UNREACHED_RATE_LIMIT,
-    WRK_TIMEOUT,
     BenchError,
     Measurement,
     ServerGroup,
@@ -83,11 +82,10 @@ from _load import (
     issue_token,
     median,
     parse_sent,
-    parse_wrk,
     report,
-    require_wrk,
     rotated,
     rounds_json,
+    run_wrk,
     say,
     start_and_run,
     summarize_target,
@@ -378,36 +376,6 @@ def listening(port: int) -> bool:
         return probe.connect_ex((LOOPBACK, port)) == 0
 
 
-def wrk(
-    url: str, opts: Options, duration_s: int, token: str, env: dict[str, str], place: Placement
-) -> str:
-    argv = [
-        require_wrk(),
-        f"--threads={opts.threads}",
-        f"--connections={opts.connections}",
-        f"--duration={duration_s}s",
-        f"--timeout={WRK_TIMEOUT}",
-        "--latency",
-        *header_args({"Authorization": f"Bearer {token}"}),
-        *COUNT_SENT_ARGS,
-        url,
-    ]
-    try:
-        done = subprocess.run(
-            place.client_argv(tuple(argv)),
-            capture_output=True,
-            text=True,
-            timeout=duration_s + 30,
-            check=False,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish within {duration_s + 30}s") from exc
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
-    return done.stdout
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -446,9 +414,16 @@ def run(opts: Options) -> dict[str, Any]:
 
         def load(name: str, duration_s: int) -> tuple[Measurement, dict[str, float]]:
             before = {t: group_cpu_seconds(s.pid) for t, s in (("hostcore", core), (NGINX, web))}
-            output = wrk(urls[name], opts, duration_s, token, envs[name], placement)
+            result = run_wrk(
+                urls[name],
+                duration_s=duration_s,
+                connections=opts.connections,
+                threads=opts.threads,
+                extra_args=[*header_args({"Authorization": f"Bearer {token}"}), *COUNT_SENT_ARGS],
+                env=envs[name],
+                prefix=placement.client_argv(()),
+            )
             after = {t: group_cpu_seconds(s.pid) for t, s in (("hostcore", core), (NGINX, web))}
-            result = parse_wrk(output)
             cpu = {t: after[t] - before[t] for t in before}
             return Measurement(name, result, cpu["hostcore"] + cpu[NGINX]), cpu
 
