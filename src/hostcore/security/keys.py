@@ -277,7 +277,18 @@ class KeyStore:
                 (SigningKey.verify_until.is_(None)) | (SigningKey.verify_until >= now)
             )
         )
-        return [load_key(row, self.master) for row in result.scalars() if self._readable(row)]
+        loaded = [self._loaded(row) for row in result.scalars()]
+        return [key for key in loaded if key is not None]
+
+    def _loaded(self, row: SigningKey) -> LoadedKey | None:
+        """The key, decrypted once; None when it has no private part or this master key
+        cannot decrypt it (see :meth:`_set_aside`)."""
+        if not row.private_key:
+            return None
+        try:
+            return load_key(row, self.master)
+        except InvalidTag:
+            return None
 
     async def infos(self, session: AsyncSession) -> list[KeyInfo]:
         result = await session.execute(select(SigningKey).order_by(SigningKey.created_at))
